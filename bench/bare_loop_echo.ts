@@ -1,0 +1,12 @@
+/**
+ * Bare Deno TCP echo as a plain `conn.read()`/`conn.write()` loop (one 64 KiB
+ * buffer per connection): the reference `deno task bench` computes ratios
+ * against. No netkit imports.
+ *
+ *   deno run -A bench/bare_loop_echo.ts --port 0
+ *
+ * @module
+ */
+import { bareOptions, listenTcp, loopEcho } from "./_bare_common.ts";
+
+for await (const conn of listenTcp(bareOptions())) loopEcho(conn);

@@ -1,0 +1,74 @@
+// deno-lint-ignore-file no-console
+/**
+ * `tcp-server`: a TCP echo server. Every byte a client sends comes back;
+ * when a client half-closes, the echo finishes and the server closes too.
+ *
+ * ```sh
+ * deno run -A jsr:@netkit/netkit/tcp-server --port 7000
+ * ```
+ *
+ * @module
+ */
+import { echo } from "../echo.ts";
+import { serve } from "../tcp/serve.ts";
+import {
+  intFlag,
+  listeningLine,
+  parseFlags,
+  portFlag,
+  runMain,
+  secondsFlag,
+  shutdownSignal,
+} from "./_common.ts";
+import { eventLogger } from "./_log.ts";
+
+const USAGE = `
+tcp-server: a TCP echo server
+
+Usage: tcp-server [--hostname 127.0.0.1] [--port 7000] [options]
+
+  --hostname H          address to listen on (default 127.0.0.1; :: or 0.0.0.0 for all)
+  --port N              port to listen on; 0 picks a free one (default 7000)
+  --max-connections N   close connections beyond N at once (default: no limit)
+  --idle-timeout S      close a connection idle for S seconds; 0 = never (default 0)
+  --grace S             on SIGINT/SIGTERM, let connections finish for S seconds (default 5)
+  --quiet               log errors only, not every connection
+
+Prints "listening on tcp://HOST:PORT" on stdout once ready; logs go to stderr.
+`;
+
+/** Runs the program with `args`; resolves to its exit code. */
+export async function main(args: string[]): Promise<number> {
+  const flags = parseFlags(args, {
+    hostname: { type: "string" },
+    port: { type: "string" },
+    "max-connections": { type: "string" },
+    "idle-timeout": { type: "string" },
+    grace: { type: "string" },
+    quiet: { type: "boolean" },
+  });
+  const hostname = flags.hostname ?? "127.0.0.1";
+  const port = portFlag(flags.port, 7000);
+  const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
+    Infinity;
+  const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
+  const gracePeriod = secondsFlag(flags.grace, "grace", 5);
+  const signal = shutdownSignal("tcp-server");
+  const server = serve(
+    {
+      hostname,
+      port,
+      maxConnections,
+      idleTimeout,
+      gracePeriod,
+      signal,
+      onEvent: eventLogger("tcp-server", { quiet: flags.quiet ?? false }),
+    },
+    echo,
+  );
+  console.log(listeningLine("tcp", server.addr));
+  await server.finished;
+  return 0;
+}
+
+if (import.meta.main) await runMain("tcp-server", USAGE, main);

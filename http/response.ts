@@ -1,0 +1,224 @@
+import type { Conn } from "../conn.ts";
+import type { BufferedReader } from "../io/buffered_reader.ts";
+import { bufferedReaderOf } from "../io/buffered_reader.ts";
+import { LimitExceededError, UnexpectedEofError } from "../io/errors.ts";
+import { HttpError } from "./errors.ts";
+
+/** Limits for {@linkcode readResponse}. */
+export interface ReadResponseOptions {
+  /** The largest response head (status line and headers). @default {65536} */
+  maxHeadBytes?: number;
+  /** The largest chunk-size or trailer line of a chunked body. @default {4096} */
+  maxLineBytes?: number;
+  /** Whether the request was `HEAD` (the response then has no body). @default {false} */
+  head?: boolean;
+}
+
+/** An HTTP/1.1 response whose body is still on the wire. */
+export interface HttpResponse {
+  /** The status code, e.g. 200. */
+  status: number;
+  /** The reason phrase, e.g. `"OK"`. */
+  statusText: string;
+  /** The response headers. */
+  headers: Headers;
+  /** The head exactly as received, up to and including the blank line. */
+  rawHead: Uint8Array;
+  /** How the body is framed: by length, chunked, until close, or not at all. */
+  framing: "content-length" | "chunked" | "close" | "none";
+  /** The body bytes, de-chunked; it ends where the framing says, not at close. */
+  body: ReadableStream<Uint8Array>;
+}
+
+const decoder = new TextDecoder();
+const PIECE = 64 * 1024;
+
+/**
+ * Reads an HTTP/1.1 response from a connection: the head with
+ * `readUntil("\r\n\r\n")`, then a body stream framed by `Content-Length`,
+ * chunked transfer encoding, or the end of the connection — so it works
+ * when the server keeps the connection open.
+ *
+ * @throws {HttpError} A malformed or oversized head.
+ *
+ * @example
+ * ```ts
+ * import { readResponse } from "@netkit/netkit/http";
+ * import { connect } from "@netkit/netkit/tcp";
+ * import { writeAll } from "@netkit/netkit/io";
+ *
+ * const server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hi"));
+ * await using conn = await connect({ port: server.addr.port });
+ * await writeAll(conn.writable, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+ * const response = await readResponse(conn);
+ * console.log(response.status, await new Response(response.body).text()); // 200 hi
+ * await server.shutdown();
+ * ```
+ */
+export async function readResponse(
+  conn: Conn,
+  options: ReadResponseOptions = {},
+): Promise<HttpResponse> {
+  const reader = bufferedReaderOf(conn.readable);
+  if (reader === undefined) throw new TypeError("readResponse needs a netkit Conn");
+  const maxHeadBytes = options.maxHeadBytes ?? 65536;
+  let rawHead: Uint8Array | null;
+  try {
+    rawHead = await reader.readUntil("\r\n\r\n", { maxBytes: maxHeadBytes });
+  } catch (err) {
+    if (err instanceof LimitExceededError) {
+      throw new HttpError(
+        "ERR_HTTP_HEAD_TOO_LARGE",
+        `the response head is larger than ${maxHeadBytes} bytes; is this an HTTP server?`,
+        { cause: err },
+      );
+    }
+    if (err instanceof UnexpectedEofError) {
+      throw new HttpError(
+        "ERR_HTTP_TRUNCATED",
+        `the server closed the connection in the middle of the response head (${err.partial.length} bytes came)`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  if (rawHead === null) {
+    throw new HttpError(
+      "ERR_HTTP_TRUNCATED",
+      "the server closed the connection without responding",
+    );
+  }
+  const lines = decoder.decode(rawHead.subarray(0, rawHead.length - 4)).split("\r\n");
+  const match = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]);
+  if (!match) {
+    throw new HttpError(
+      "ERR_HTTP_MALFORMED",
+      `not an HTTP/1.x status line: ${
+        JSON.stringify(lines[0].slice(0, 80))
+      }; is this an HTTP server?`,
+    );
+  }
+  const status = Number(match[1]);
+  const headers = new Headers();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) {
+      throw new HttpError(
+        "ERR_HTTP_MALFORMED",
+        `bad header line: ${JSON.stringify(line.slice(0, 80))}`,
+      );
+    }
+    try {
+      headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+    } catch {
+      throw new HttpError(
+        "ERR_HTTP_MALFORMED",
+        `bad header line: ${JSON.stringify(line.slice(0, 80))}`,
+      );
+    }
+  }
+  const base = { status, statusText: match[2] ?? "", headers, rawHead };
+  const noBody = options.head || (status >= 100 && status < 200) || status === 204 ||
+    status === 304;
+  if (noBody) return { ...base, framing: "none", body: ReadableStream.from([]) };
+  const encoding = headers.get("transfer-encoding");
+  if (encoding !== null && /(^|,)\s*chunked\s*$/i.test(encoding)) {
+    return { ...base, framing: "chunked", body: chunkedBody(reader, options.maxLineBytes ?? 4096) };
+  }
+  const length = headers.get("content-length");
+  if (length !== null) {
+    if (!/^\d+$/.test(length.trim())) {
+      throw new HttpError("ERR_HTTP_MALFORMED", `bad Content-Length: ${JSON.stringify(length)}`);
+    }
+    return { ...base, framing: "content-length", body: lengthBody(reader, Number(length.trim())) };
+  }
+  return { ...base, framing: "close", body: closeBody(reader) };
+}
+
+function lengthBody(reader: BufferedReader, length: number): ReadableStream<Uint8Array> {
+  let remaining = length;
+  return new ReadableStream({
+    async pull(controller) {
+      if (remaining === 0) return controller.close();
+      const piece = new Uint8Array(Math.min(remaining, PIECE));
+      const n = await reader.read(piece);
+      if (n === null) {
+        throw new HttpError(
+          "ERR_HTTP_TRUNCATED",
+          `the server closed the connection ${remaining} bytes before the end of the body (Content-Length: ${length})`,
+        );
+      }
+      remaining -= n;
+      controller.enqueue(piece.subarray(0, n));
+    },
+  }, { highWaterMark: 0 });
+}
+
+function chunkedBody(reader: BufferedReader, maxLineBytes: number): ReadableStream<Uint8Array> {
+  let remaining = 0; // bytes left in the current chunk
+  let done = false;
+  const line = async (what: string): Promise<string> => {
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await reader.readUntil("\r\n", { maxBytes: maxLineBytes });
+    } catch (err) {
+      if (err instanceof LimitExceededError) {
+        throw new HttpError("ERR_HTTP_MALFORMED", `${what} longer than ${maxLineBytes} bytes`, {
+          cause: err,
+        });
+      }
+      throw truncated(what);
+    }
+    if (bytes === null) throw truncated(what);
+    return decoder.decode(bytes.subarray(0, bytes.length - 2));
+  };
+  return new ReadableStream({
+    async pull(controller) {
+      if (done) return controller.close();
+      if (remaining === 0) {
+        const sizeLine = await line("a chunk-size line");
+        const hex = sizeLine.split(";")[0].trim();
+        if (!/^[0-9a-fA-F]{1,15}$/.test(hex)) {
+          throw new HttpError(
+            "ERR_HTTP_MALFORMED",
+            `bad chunk size: ${JSON.stringify(sizeLine.slice(0, 40))}`,
+          );
+        }
+        remaining = parseInt(hex, 16);
+        if (remaining === 0) {
+          // Trailers, up to the blank line that ends the message.
+          for (let i = 0; (await line("the trailer")) !== ""; i++) {
+            if (i > 100) throw new HttpError("ERR_HTTP_MALFORMED", "more than 100 trailer lines");
+          }
+          done = true;
+          return controller.close();
+        }
+      }
+      const piece = new Uint8Array(Math.min(remaining, PIECE));
+      const n = await reader.read(piece);
+      if (n === null) throw truncated("a chunk");
+      remaining -= n;
+      controller.enqueue(piece.subarray(0, n));
+      if (remaining === 0 && (await line("the end of a chunk")) !== "") {
+        throw new HttpError("ERR_HTTP_MALFORMED", "a chunk is longer than its size says");
+      }
+    },
+  }, { highWaterMark: 0 });
+}
+
+function closeBody(reader: BufferedReader): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    async pull(controller) {
+      const chunk = await reader.readChunk();
+      if (chunk === null) controller.close();
+      else controller.enqueue(chunk);
+    },
+  }, { highWaterMark: 0 });
+}
+
+function truncated(what: string): HttpError {
+  return new HttpError(
+    "ERR_HTTP_TRUNCATED",
+    `the server closed the connection in the middle of ${what} of a chunked body`,
+  );
+}

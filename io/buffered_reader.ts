@@ -1,0 +1,485 @@
+import { describeDelimiter, indexOfBytes, toDelimiter } from "./_bytes.ts";
+import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
+import { rawSinkOf } from "./_raw_writable.ts";
+
+/** A source that reads into the caller's buffer, as `Deno.Conn` does. */
+export interface ByteSource {
+  /** Reads into `p`; resolves to the count read, or `null` at the end. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** Options for {@linkcode BufferedReader}. */
+export interface BufferedReaderOptions {
+  /**
+   * The size of the first read buffer, in bytes. The buffer doubles, up to
+   * 64 KiB, while reads keep filling it, so bulk transfers read big and
+   * thousands of idle chatty connections stay small.
+   * @default {16384}
+   */
+  bufferSize?: number;
+  /** Called once when the reader (or its `readable`) is cancelled. */
+  onCancel?: (reason: unknown) => void;
+}
+
+/** Options for reads that look for a delimiter. */
+export interface ReadUntilOptions {
+  /**
+   * The most bytes one record may have, delimiter included. A peer that
+   * sends more without a delimiter gets a {@linkcode LimitExceededError}
+   * instead of an ever-growing buffer.
+   * @default {65536} (64 KiB, as Python's asyncio)
+   */
+  maxBytes?: number;
+}
+
+/** The default of {@linkcode ReadUntilOptions.maxBytes}: 64 KiB. */
+export const DEFAULT_MAX_BYTES = 64 * 1024;
+
+const MAX_READ_SIZE = 64 * 1024;
+const MIN_FREE = 4096;
+const EMPTY = new Uint8Array(0);
+const decoder = new TextDecoder();
+
+/**
+ * A reader that owns its buffer, as Go's `bufio.Reader`: it reads a byte
+ * source (a netkit `Conn`'s socket, or any `ReadableStream<Uint8Array>`) in
+ * large chunks and hands out records — up to a delimiter, an exact count, a
+ * line — keeping whatever arrived after the record for the next read.
+ *
+ * Nothing is ever lost or reordered: `readable` yields the buffered bytes
+ * first and then the rest of the source, so the stream can be handed to
+ * `pipeTo`, a framing transform or a TLS upgrade check after a few
+ * `readUntil` calls.
+ *
+ * Records are returned as **copies**: they stay valid however the reader is
+ * used afterwards. Every read that buffers has a limit (`maxBytes`).
+ *
+ * Over a generic `ReadableStream`, the reader holds the stream's lock until
+ * {@linkcode BufferedReader.releaseLock} — the io functions (`readUntil`, …)
+ * do that for you and keep leftovers for the next io call on the same stream.
+ *
+ * @example Reading an HTTP head, then the rest as a stream
+ * ```ts
+ * import { BufferedReader } from "@netkit/netkit/io";
+ *
+ * const source = ReadableStream.from([
+ *   new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"),
+ *   new TextEncoder().encode("lo"),
+ * ]);
+ * const reader = new BufferedReader(source);
+ * const head = await reader.readUntil("\r\n\r\n");
+ * const body = await reader.readExact(5);
+ * console.log(new TextDecoder().decode(head!).length, new TextDecoder().decode(body!)); // 38 hello
+ * ```
+ */
+export class BufferedReader {
+  #raw: ByteSource | null = null;
+  #stream: ReadableStream<Uint8Array> | null = null;
+  #streamReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #onCancel: ((reason: unknown) => void) | undefined;
+  // Bytes [start, end) of buf are buffered. `owned` says buf is ours to read
+  // into again; otherwise it is a chunk a stream gave away, kept as a view.
+  #buf: Uint8Array = EMPTY;
+  #start = 0;
+  #end = 0;
+  #owned = false;
+  #readSize: number;
+  #eof = false;
+  #readable: BufferedReadableStream | undefined;
+
+  /**
+   * @param source A `ReadableStream<Uint8Array>`, or a {@linkcode ByteSource}
+   *   that reads into a buffer (such as a `Deno.Conn`), which saves a copy.
+   * @param options Buffer size and a cancel hook.
+   */
+  constructor(
+    source: ReadableStream<Uint8Array> | ByteSource,
+    options: BufferedReaderOptions = {},
+  ) {
+    if (source instanceof ReadableStream) this.#stream = source;
+    else this.#raw = source;
+    this.#readSize = Math.min(Math.max(options.bufferSize ?? 16384, 64), MAX_READ_SIZE);
+    this.#onCancel = options.onCancel;
+  }
+
+  /** How many bytes are buffered: received, but not yet returned by a read. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /**
+   * A stream of everything not yet read: the buffered bytes, then the rest
+   * of the source. Its `pipeTo` into a netkit `Conn`'s writable is a plain
+   * read/write loop. The same stream is returned on every access.
+   */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= new BufferedReadableStream(this);
+  }
+
+  /**
+   * Reads up to and including the first `delimiter`.
+   *
+   * @param delimiter A string (matched as UTF-8) or bytes; not empty.
+   * @returns A copy of the record, delimiter included; `null` when the source
+   *   ended cleanly with nothing buffered.
+   * @throws {LimitExceededError} The record would exceed `maxBytes`; the bytes
+   *   stay buffered.
+   * @throws {UnexpectedEofError} The source ended after part of a record; the
+   *   error's `partial` holds it.
+   */
+  async readUntil(
+    delimiter: string | Uint8Array,
+    options: ReadUntilOptions = {},
+  ): Promise<Uint8Array | null> {
+    const delim = toDelimiter(delimiter);
+    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    let scanned = 0; // bytes after #start already searched
+    for (;;) {
+      const at = indexOfBytes(this.#buf, delim, this.#start + scanned, this.#end);
+      if (at >= 0) {
+        const stop = at + delim.length;
+        if (stop - this.#start > maxBytes) throw this.#limitError(delim, maxBytes);
+        return this.#take(stop - this.#start);
+      }
+      const have = this.#end - this.#start;
+      if (have >= maxBytes) throw this.#limitError(delim, maxBytes);
+      // A delimiter may straddle the end: rescan its last length-1 bytes.
+      scanned = Math.max(0, have - delim.length + 1);
+      if (!(await this.#fill())) {
+        if (have === 0) return null;
+        throw new UnexpectedEofError(this.#take(have), `the delimiter ${describeDelimiter(delim)}`);
+      }
+    }
+  }
+
+  /**
+   * Reads exactly `n` bytes.
+   *
+   * @returns A copy of the `n` bytes; `null` when the source ended cleanly
+   *   before the first of them (or `n` is 0 at the end).
+   * @throws {UnexpectedEofError} The source ended after some of them.
+   */
+  async readExact(n: number): Promise<Uint8Array | null> {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`readExact: bad length ${n}`);
+    while (this.#end - this.#start < n) {
+      if (!(await this.#fill(n - (this.#end - this.#start)))) {
+        const have = this.#end - this.#start;
+        if (have === 0) return null;
+        throw new UnexpectedEofError(this.#take(have), `${n} bytes`);
+      }
+    }
+    return this.#take(n);
+  }
+
+  /**
+   * Reads one line, ended by `"\n"` or `"\r\n"`, and returns it decoded as
+   * UTF-8 without its line ending. A last line with no ending is returned as
+   * it is; `null` means the source ended.
+   *
+   * @throws {LimitExceededError} The line would exceed `maxBytes`.
+   */
+  async readLine(options: ReadUntilOptions = {}): Promise<string | null> {
+    let line: Uint8Array | null;
+    try {
+      line = await this.readUntil(NEWLINE, options);
+    } catch (err) {
+      if (err instanceof UnexpectedEofError) return decoder.decode(err.partial);
+      throw err;
+    }
+    if (line === null) return null;
+    let end = line.length - 1;
+    if (end > 0 && line[end - 1] === 0x0d) end--;
+    return decoder.decode(line.subarray(0, end));
+  }
+
+  /**
+   * Reads whatever is available: the buffered bytes if there are any, else
+   * the next chunk from the source. `null` at the end. Bytes still inside a
+   * chunk a stream source gave are passed on uncopied, as a pipe would.
+   */
+  async readChunk(): Promise<Uint8Array | null> {
+    if (this.#end === this.#start && !(await this.#fill())) return null;
+    if (this.#owned) return this.#take(this.#end - this.#start);
+    const view = this.#buf.subarray(this.#start, this.#end);
+    this.#consume(view.length);
+    return view;
+  }
+
+  /**
+   * Reads into `p`, as `Deno.Conn#read` does: buffered bytes first, else
+   * straight from the source into `p` without a copy. `null` at the end.
+   */
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    let have = this.#end - this.#start;
+    if (have === 0) {
+      if (this.#raw && !this.#eof) {
+        const n = await this.#raw.read(p);
+        if (n === null) this.#eof = true;
+        return n;
+      }
+      if (!(await this.#fill())) return null;
+      have = this.#end - this.#start;
+    }
+    const n = Math.min(have, p.length);
+    p.set(this.#buf.subarray(this.#start, this.#start + n));
+    this.#consume(n);
+    return n;
+  }
+
+  /**
+   * Removes and returns every buffered byte (as a copy), without reading
+   * the source. Useful before handing the raw source to something else.
+   */
+  takeBuffered(): Uint8Array {
+    return this.#take(this.#end - this.#start);
+  }
+
+  /**
+   * Releases the lock this reader holds on its `ReadableStream` source, if
+   * any. Buffered bytes stay here; a later read takes the lock again.
+   */
+  releaseLock(): void {
+    if (this.#streamReader) {
+      this.#streamReader.releaseLock();
+      this.#streamReader = null;
+    }
+  }
+
+  /** Discards the buffer and cancels the source. Reads then return `null`. */
+  async cancel(reason?: unknown): Promise<void> {
+    if (this.#eof && this.#end === this.#start) return;
+    this.#eof = true;
+    this.#buf = EMPTY;
+    this.#start = this.#end = 0;
+    this.#onCancel?.(reason);
+    if (this.#stream) {
+      if (this.#streamReader) await this.#streamReader.cancel(reason);
+      else if (!this.#stream.locked) await this.#stream.cancel(reason);
+    }
+  }
+
+  /** The source ended and every byte was read. */
+  get ended(): boolean {
+    return this.#eof && this.#end === this.#start;
+  }
+
+  /**
+   * The next bytes for a pipe: the buffered ones, else one read from the
+   * source. The view is only valid until the next call. Internal to io.
+   */
+  async pipeRead(): Promise<Uint8Array | null> {
+    const have = this.#end - this.#start;
+    if (have > 0) {
+      const view = this.#buf.subarray(this.#start, this.#end);
+      this.#consume(have);
+      return view;
+    }
+    if (!(await this.#fill())) return null;
+    const view = this.#buf.subarray(this.#start, this.#end);
+    this.#consume(this.#end - this.#start);
+    return view;
+  }
+
+  #limitError(delim: Uint8Array, maxBytes: number): LimitExceededError {
+    return new LimitExceededError(
+      "maxBytes",
+      maxBytes,
+      `no delimiter ${describeDelimiter(delim)} within the record limit`,
+    );
+  }
+
+  /** Returns a copy of the next `n` buffered bytes and consumes them. */
+  #take(n: number): Uint8Array {
+    // Always a copy, also of a chunk a stream gave away: its producer may
+    // reuse or change it after enqueueing it.
+    const out = this.#buf.slice(this.#start, this.#start + n);
+    this.#consume(n);
+    return out;
+  }
+
+  #consume(n: number): void {
+    this.#start += n;
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      if (!this.#owned) this.#buf = EMPTY;
+    }
+  }
+
+  /**
+   * Reads more bytes into the buffer. Resolves to false at the end of the
+   * source. `want` is how many more bytes the caller needs at least.
+   */
+  async #fill(want = 1): Promise<boolean> {
+    if (this.#eof) return false;
+    if (this.#raw) {
+      const tail = this.#room(want);
+      const n = await this.#raw.read(tail);
+      if (n === null) {
+        this.#eof = true;
+        return false;
+      }
+      this.#end += n;
+      // Reads that fill the buffer ask for a bigger one next time.
+      if (n === tail.length && this.#readSize < MAX_READ_SIZE) this.#readSize *= 2;
+      return true;
+    }
+    for (;;) {
+      this.#streamReader ??= this.#stream!.getReader();
+      const { value, done } = await this.#streamReader.read();
+      if (done) {
+        this.#eof = true;
+        return false;
+      }
+      if (value.length === 0) continue;
+      this.#append(value);
+      return true;
+    }
+  }
+
+  /** Makes room for a raw read and returns the free tail of the buffer. */
+  #room(want: number): Uint8Array {
+    const have = this.#end - this.#start;
+    const need = Math.max(Math.min(want, MAX_READ_SIZE), 1);
+    if (this.#owned) {
+      const free = this.#buf.length - this.#end;
+      if (free >= need && (free >= MIN_FREE || free >= want)) {
+        return this.#buf.subarray(this.#end);
+      }
+      if (this.#start > 0 && this.#buf.length - have >= Math.max(need, MIN_FREE)) {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+        this.#start = 0;
+        this.#end = have;
+        return this.#buf.subarray(this.#end);
+      }
+    }
+    const size = Math.max(this.#readSize, have + need, have * 2);
+    const buf = new Uint8Array(size);
+    buf.set(this.#buf.subarray(this.#start, this.#end));
+    this.#buf = buf;
+    this.#start = 0;
+    this.#end = have;
+    this.#owned = true;
+    return buf.subarray(have);
+  }
+
+  /** Adds a chunk from a stream source; adopts it without a copy when empty. */
+  #append(chunk: Uint8Array): void {
+    const have = this.#end - this.#start;
+    if (have === 0) {
+      this.#buf = chunk;
+      this.#start = 0;
+      this.#end = chunk.length;
+      this.#owned = false;
+      return;
+    }
+    if (this.#owned && this.#buf.length - this.#end >= chunk.length) {
+      this.#buf.set(chunk, this.#end);
+      this.#end += chunk.length;
+      return;
+    }
+    const buf = new Uint8Array(Math.max(have + chunk.length, have * 2));
+    buf.set(this.#buf.subarray(this.#start, this.#end));
+    buf.set(chunk, have);
+    this.#buf = buf;
+    this.#start = 0;
+    this.#end = have + chunk.length;
+    this.#owned = true;
+  }
+}
+
+const NEWLINE = new Uint8Array([0x0a]);
+const kReader = Symbol("netkit.bufferedReader");
+
+/**
+ * The `readable` of a {@linkcode BufferedReader}: buffered bytes first, then
+ * the source. Its `pipeTo` into a netkit writable skips the web-streams
+ * machinery and runs a plain read/write loop, reusing the reader's buffer.
+ */
+class BufferedReadableStream extends ReadableStream<Uint8Array> {
+  [kReader]: BufferedReader;
+
+  constructor(reader: BufferedReader) {
+    super(
+      {
+        async pull(controller) {
+          const chunk = await reader.readChunk();
+          if (chunk === null) controller.close();
+          else controller.enqueue(chunk);
+        },
+        cancel: (reason) => reader.cancel(reason),
+      },
+      // Pull only on demand, so nothing sits in this stream's queue that the
+      // reader's io calls (or a TLS upgrade) cannot see.
+      { highWaterMark: 0 },
+    );
+    this[kReader] = reader;
+  }
+
+  override pipeTo(
+    dest: WritableStream<Uint8Array>,
+    options: StreamPipeOptions = {},
+  ): Promise<void> {
+    const sink = rawSinkOf(dest);
+    if (sink === undefined || this.locked || dest.locked) return super.pipeTo(dest, options);
+    return fastPipe(this, this[kReader], dest, sink, options);
+  }
+}
+
+async function fastPipe(
+  src: BufferedReadableStream,
+  buffered: BufferedReader,
+  dest: WritableStream<Uint8Array>,
+  sink: { write(chunk: Uint8Array): Promise<void> },
+  options: StreamPipeOptions,
+): Promise<void> {
+  const { preventClose = false, preventAbort = false, preventCancel = false, signal } = options;
+  const reader = src.getReader();
+  const writer = dest.getWriter();
+  if (writer.desiredSize !== 1) {
+    // Something is queued on the writable: let the standard pipe order it.
+    reader.releaseLock();
+    writer.releaseLock();
+    return ReadableStream.prototype.pipeTo.call(src, dest, options);
+  }
+  let onAbort: (() => void) | undefined;
+  const aborted = signal
+    ? new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    })
+    : undefined;
+  aborted?.catch(() => {});
+  try {
+    signal?.throwIfAborted();
+    for (;;) {
+      let chunk: Uint8Array | null;
+      try {
+        chunk =
+          await (aborted ? Promise.race([buffered.pipeRead(), aborted]) : buffered.pipeRead());
+      } catch (err) {
+        if (!preventAbort) await writer.abort(err).catch(() => {});
+        if (signal?.aborted && !preventCancel) await reader.cancel(err).catch(() => {});
+        throw err;
+      }
+      if (chunk === null) break;
+      try {
+        await (aborted ? Promise.race([sink.write(chunk), aborted]) : sink.write(chunk));
+      } catch (err) {
+        if (!preventCancel) await reader.cancel(err).catch(() => {});
+        if (signal?.aborted && !preventAbort) await writer.abort(err).catch(() => {});
+        throw err;
+      }
+    }
+    if (!preventClose) await writer.close();
+  } finally {
+    if (onAbort) signal!.removeEventListener("abort", onAbort);
+    reader.releaseLock();
+    writer.releaseLock();
+  }
+}
+
+/** The reader behind a stream made by {@linkcode BufferedReader.readable}, if any. */
+export function bufferedReaderOf(stream: ReadableStream<Uint8Array>): BufferedReader | undefined {
+  return stream instanceof BufferedReadableStream ? stream[kReader] : undefined;
+}

@@ -1,0 +1,73 @@
+import { NetkitError } from "../errors.ts";
+
+/**
+ * A read needed to buffer more than its limit allows, so it stopped rather
+ * than grow memory without bound. `limit` names the option that was hit
+ * (`"maxBytes"`, `"maxFrameLength"`, `"maxFrameSize"`, …) and `value` its size.
+ *
+ * @example
+ * ```ts
+ * import { LimitExceededError, readUntil } from "@netkit/netkit/io";
+ *
+ * const stream = ReadableStream.from([new TextEncoder().encode("x".repeat(100))]);
+ * try {
+ *   await readUntil(stream, "\n", { maxBytes: 10 });
+ * } catch (err) {
+ *   if (err instanceof LimitExceededError) console.error(err.limit, err.value); // maxBytes 10
+ * }
+ * ```
+ */
+export class LimitExceededError extends NetkitError {
+  /** The option whose limit was hit, e.g. `"maxBytes"`. */
+  readonly limit: string;
+  /** The limit's value, in bytes. */
+  readonly value: number;
+
+  /**
+   * @param limit The option whose limit was hit.
+   * @param value The limit's value in bytes.
+   * @param message What was being read when the limit was hit.
+   */
+  constructor(limit: string, value: number, message: string) {
+    super(
+      "ERR_LIMIT_EXCEEDED",
+      `${message}: over ${limit} (${value} bytes); raise ${limit} if the peer is right to send more`,
+    );
+    this.limit = limit;
+    this.value = value;
+  }
+}
+
+/**
+ * The stream ended in the middle of a record: after some bytes of a line,
+ * frame or exact-length read, but before it was complete. `partial` holds the
+ * bytes that did arrive (as asyncio's `IncompleteReadError`).
+ *
+ * @example
+ * ```ts
+ * import { readUntil, UnexpectedEofError } from "@netkit/netkit/io";
+ *
+ * const stream = ReadableStream.from([new TextEncoder().encode("no newline")]);
+ * try {
+ *   await readUntil(stream, "\n");
+ * } catch (err) {
+ *   if (err instanceof UnexpectedEofError) console.error(err.partial.length); // 10
+ * }
+ * ```
+ */
+export class UnexpectedEofError extends NetkitError {
+  /** The bytes that arrived before the stream ended. */
+  readonly partial: Uint8Array;
+
+  /**
+   * @param partial The bytes that arrived before the end.
+   * @param expected What was still missing, for the message.
+   */
+  constructor(partial: Uint8Array, expected: string) {
+    super(
+      "ERR_UNEXPECTED_EOF",
+      `stream ended after ${partial.length} bytes, before ${expected}; the peer closed mid-record`,
+    );
+    this.partial = partial;
+  }
+}

@@ -1,0 +1,106 @@
+import type { Addr, Conn } from "../conn.ts";
+import { SocketConn, toAddr } from "./_socket_conn.ts";
+import { listenError } from "./errors.ts";
+
+/** Where to listen: a TCP address, or a Unix socket path. */
+export type ListenOptions =
+  | {
+    /** The address to bind. @default {"127.0.0.1"} */
+    hostname?: string;
+    /** The port; 0 picks a free one. @default {0} */
+    port?: number;
+    /** Lets several processes bind the same port (Linux). @default {false} */
+    reusePort?: boolean;
+    path?: never;
+  }
+  | {
+    /** A Unix socket path to bind instead of a TCP port. */
+    path: string;
+    hostname?: never;
+    port?: never;
+    reusePort?: never;
+  };
+
+/** Listens with Deno, translating failures into errors a person can act on. */
+export function listenSocket(options: ListenOptions): Deno.Listener {
+  if (options.path !== undefined) {
+    try {
+      return Deno.listen({ transport: "unix", path: options.path });
+    } catch (err) {
+      throw listenError(err, { path: options.path });
+    }
+  }
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
+  try {
+    return Deno.listen({ hostname, port, reusePort: options.reusePort });
+  } catch (err) {
+    throw listenError(err, { hostname, port });
+  }
+}
+
+/**
+ * A listener that yields netkit {@linkcode Conn}s, for code that wants its own
+ * accept loop; {@linkcode serve} is the usual choice.
+ */
+export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
+  #listener: Deno.Listener;
+
+  /** @param listener A `Deno.Listener` to take over. */
+  constructor(listener: Deno.Listener) {
+    this.#listener = listener;
+  }
+
+  /** The address listened on; for TCP, `port` is the real one. */
+  get addr(): Addr {
+    return toAddr(this.#listener.addr);
+  }
+
+  /** Waits for the next connection. Rejects once the listener is closed. */
+  async accept(): Promise<Conn> {
+    return new SocketConn(await this.#listener.accept());
+  }
+
+  /** Stops listening. Open connections are not affected. Idempotent. */
+  close(): void {
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Conn> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource) return;
+        throw err;
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Listens on a TCP port (or a Unix socket) and yields a {@linkcode Conn} per
+ * connection.
+ *
+ * @throws {NetworkError} `EADDRINUSE`, `EADDRNOTAVAIL`, `EACCES`, …
+ *
+ * @example A tiny accept loop
+ * ```ts
+ * import { listen } from "@netkit/netkit/tcp";
+ *
+ * await using listener = listen({ port: 0 });
+ * console.log(listener.addr); // { transport: "tcp", hostname: "127.0.0.1", port: … }
+ * ```
+ */
+export function listen(options: ListenOptions = {}): Listener {
+  return new Listener(listenSocket(options));
+}

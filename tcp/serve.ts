@@ -1,0 +1,40 @@
+import type { Conn, ConnHandler, Server } from "../conn.ts";
+import { SocketConn } from "./_socket_conn.ts";
+import { type ServerEvent, type ServerOptions, StreamServer } from "./_server.ts";
+import { type ListenOptions, listenSocket } from "./listen.ts";
+
+export type { ServerEvent, ServerOptions };
+
+/** Options for {@linkcode serve}: where to listen, and the server's limits. */
+export type ServeOptions = ListenOptions & ServerOptions;
+
+/** A running TCP (or Unix socket) server. */
+export interface TcpServer extends Server {
+  /** How many connections are open now. */
+  readonly connections: number;
+}
+
+/**
+ * Serves TCP (or a Unix socket): each connection gets its own session
+ * running `handler`, many at once. A handler that throws or rejects closes
+ * its own connection only; when a handler returns, its connection is closed
+ * gracefully.
+ *
+ * The server stops accepting when `signal` aborts or `close()` is called,
+ * lets open sessions finish for `gracePeriod`, closes the rest, then
+ * resolves `finished`.
+ *
+ * @throws {NetworkError} The address is in use or not available.
+ *
+ * @example An echo server on a free port
+ * ```ts
+ * import { serve } from "@netkit/netkit/tcp";
+ *
+ * await using server = serve({ port: 0 }, (conn) => conn.readable.pipeTo(conn.writable));
+ * console.log(`listening on tcp://127.0.0.1:${server.addr.port}`);
+ * ```
+ */
+export function serve(options: ServeOptions, handler: ConnHandler<Conn>): TcpServer {
+  const listener = listenSocket(options);
+  return new StreamServer(listener, (socket) => new SocketConn(socket), handler, options);
+}
