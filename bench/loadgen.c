@@ -463,8 +463,11 @@ static void drive_tls(conn_t *c) {
       int e = SSL_get_error(c->ssl, r);
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
       char text[256];
+      long vr = SSL_get_verify_result(c->ssl);
       ssl_error_text(text, sizeof text);
-      snprintf(msg, sizeof msg, "TLS handshake: %s", text);
+      if (vr != X509_V_OK)
+        snprintf(msg, sizeof msg, "TLS handshake: %s (%s)", text, X509_verify_cert_error_string(vr));
+      else snprintf(msg, sizeof msg, "TLS handshake: %s", text);
       conn_fail(c, msg);
       return;
     }
@@ -876,8 +879,9 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   if (tot.mismatches || tot.errors || tot.unfinished || ops == 0) {
-    fprintf(stderr, "loadgen: %llu mismatches, %llu connections lost%s; first error: %s\n",
+    fprintf(stderr, "loadgen: %llu mismatches, %llu %s%s; first error: %s\n",
             (unsigned long long)tot.mismatches, (unsigned long long)tot.errors,
+            opt_mode == M_HANDSHAKE ? "failed handshakes" : "connections lost",
             ops == 0 ? ", nothing completed" : "", tot.first_error[0] ? tot.first_error : "none");
     return 1;
   }

@@ -44,14 +44,19 @@ const EMPTY = new Uint8Array(0);
  *   {@linkcode UnexpectedEofError} (code `ERR_UNEXPECTED_EOF`) whose `partial`
  *   holds them. A stream that ends right after a delimiter (or is empty)
  *   closes cleanly.
+ * - Errors reach the reader only after every frame before them: a reader
+ *   sees `"a"` and `"b"` from `"a\nb\npartial"`, then the
+ *   {@linkcode UnexpectedEofError}. (A plain `TransformStream` would drop the
+ *   frames still queued when it errors; this is a `TransformStream` in type
+ *   and behaviour otherwise, backpressure included.)
  *
  * @example Splitting lines that arrive in pieces
  * ```ts
  * import { DelimiterStream } from "@netkit/netkit/io";
  * import assert from "node:assert/strict";
  *
- * const encoder = new TextEncoder();
- * const frames = ReadableStream.from([encoder.encode("one\r\ntw"), encoder.encode("o\r"), encoder.encode("\n")])
+ * const chunks = ["one\r\ntw", "o\r", "\n"].map((s) => new TextEncoder().encode(s));
+ * const frames = ReadableStream.from(chunks)
  *   .pipeThrough(new DelimiterStream("\r\n"))
  *   .pipeThrough(new TextDecoderStream());
  * assert.deepEqual(await Array.fromAsync(frames), ["one", "two"]);
@@ -63,33 +68,37 @@ const EMPTY = new Uint8Array(0);
  * import assert from "node:assert/strict";
  *
  * const bytes = new Uint8Array([1, 2, 0, 3, 4, 5, 6, 0]);
+ * const nul = new Uint8Array([0]);
  * const frames = ReadableStream.from([bytes])
- *   .pipeThrough(new DelimiterStream(new Uint8Array([0]), { disposition: "suffix", maxFrameLength: 3 }));
+ *   .pipeThrough(new DelimiterStream(nul, { disposition: "suffix", maxFrameLength: 3 }));
  * const reader = frames.getReader();
  * assert.deepEqual((await reader.read()).value, new Uint8Array([1, 2, 0]));
  * await assert.rejects(reader.read(), LimitExceededError); // [3, 4, 5, 6] is over 3 bytes
  * ```
  */
-export class DelimiterStream extends TransformStream<Uint8Array, Uint8Array> {
+export class DelimiterStream implements TransformStream<Uint8Array, Uint8Array> {
+  /** The frames. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** The bytes to split. */
+  readonly writable: WritableStream<Uint8Array>;
+
   /**
    * @param delimiter The bytes that end a frame: a string (matched as UTF-8)
    *   or bytes; not empty.
    * @param options `disposition` (default `"discard"`) and `maxFrameLength`
    *   (default 64 KiB).
-   * @throws {TypeError} The delimiter is empty.
+   * @throws {TypeError} The delimiter is empty, or `disposition` is unknown.
    * @throws {RangeError} `maxFrameLength` is not a non-negative integer.
    */
   constructor(delimiter: string | Uint8Array, options: DelimiterStreamOptions = {}) {
-    const splitter = new Splitter(toDelimiter(delimiter), options);
-    super({
-      transform: (chunk, controller) => splitter.push(chunk, controller),
-      flush: () => splitter.end(),
-    });
+    ({ readable: this.readable, writable: this.writable } = framingPair(
+      new Splitter(toDelimiter(delimiter), options),
+    ));
   }
 }
 
 /** The state of one {@linkcode DelimiterStream}. */
-class Splitter {
+class Splitter implements Framer {
   readonly #delim: Uint8Array;
   readonly #suffix: boolean;
   readonly #max: number;
@@ -116,17 +125,20 @@ class Splitter {
     this.#max = maxFrameLength;
   }
 
-  push(chunk: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void {
+  push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
     const delim = this.#delim;
     const dl = delim.length;
     let pos = 0;
-    if (this.#pendingLength > 0 && chunk.length > 0) pos = this.#finishPending(chunk, controller);
+    if (this.#pendingLength > 0 && chunk.length > 0) pos = this.#finishPending(chunk, emit);
     if (pos < 0) return; // the whole chunk went to the pending frame
+    const single = dl === 1 ? delim[0] : -1;
     for (;;) {
-      const at = indexOfBytes(chunk, delim, pos, chunk.length);
+      const at = single >= 0
+        ? chunk.indexOf(single, pos)
+        : indexOfBytes(chunk, delim, pos, chunk.length);
       if (at < 0) break;
       if (at - pos > this.#max) throw this.#limitError();
-      controller.enqueue(chunk.subarray(pos, this.#suffix ? at + dl : at));
+      emit(chunk.subarray(pos, this.#suffix ? at + dl : at));
       pos = at + dl;
     }
     if (pos < chunk.length) this.#append(chunk.subarray(pos));
@@ -147,7 +159,7 @@ class Splitter {
    */
   #finishPending(
     chunk: Uint8Array,
-    controller: TransformStreamDefaultController<Uint8Array>,
+    emit: (frame: Uint8Array) => void,
   ): number {
     const delim = this.#delim;
     const dl = delim.length;
@@ -184,7 +196,7 @@ class Splitter {
     frame.set(this.#pending.subarray(0, fromPending));
     if (size > fromPending) frame.set(chunk.subarray(0, size - fromPending), fromPending);
     this.#pendingLength = 0;
-    controller.enqueue(frame);
+    emit(frame);
     return used;
   }
 
@@ -236,4 +248,94 @@ class Splitter {
       `DelimiterStream: no delimiter ${describeDelimiter(this.#delim)} within the frame limit`,
     );
   }
+}
+
+/** Turns input chunks into frames. Internal to io. */
+export interface Framer {
+  /** Handles one input chunk, emitting every frame it completes; throws to fail the stream. */
+  push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void;
+  /** The input ended; throws if it ended inside a frame. */
+  end(): void;
+}
+
+/**
+ * The readable and writable sides of a framing transform. Internal to io.
+ *
+ * Unlike a plain `TransformStream`, an error (a frame over the limit, input
+ * ending mid-frame) reaches the reader only after every frame emitted before
+ * it: erroring a stream discards its queue, so the error waits until the
+ * queue is empty. Backpressure is as a `TransformStream`'s: a write resolves
+ * once the reader has taken the frames it produced.
+ */
+export function framingPair(framer: Framer): {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+} {
+  let output!: ReadableStreamDefaultController<Uint8Array>;
+  let input!: WritableStreamDefaultController;
+  let done = false; // the readable is closed, errored or cancelled
+  let wake: (() => void) | undefined;
+  const emit = (frame: Uint8Array) => output.enqueue(frame);
+  // With a high-water mark of 0, desiredSize < 0 means frames are queued.
+  const drained = async () => {
+    while (!done && output.desiredSize! < 0) await new Promise<void>((r) => wake = r);
+  };
+  const fail = async (err: unknown): Promise<never> => {
+    await drained();
+    if (!done) {
+      done = true;
+      output.error(err);
+    }
+    throw err;
+  };
+  const readable = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        output = c;
+      },
+      pull() {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      },
+      cancel(reason) {
+        done = true;
+        input.error(reason);
+        const w = wake;
+        wake = undefined;
+        w?.();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  const writable = new WritableStream<Uint8Array>({
+    start(c) {
+      input = c;
+    },
+    async write(chunk) {
+      if (done) return;
+      try {
+        framer.push(chunk, emit);
+      } catch (err) {
+        return await fail(err);
+      }
+      await drained();
+    },
+    async close() {
+      if (done) return;
+      try {
+        framer.end();
+      } catch (err) {
+        return await fail(err);
+      }
+      done = true;
+      output.close();
+    },
+    abort(reason) {
+      if (done) return;
+      done = true;
+      output.error(reason);
+    },
+  });
+  return { readable, writable };
 }

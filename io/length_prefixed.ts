@@ -1,5 +1,6 @@
 import { toBytes } from "./_bytes.ts";
 import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
+import { type Framer, framingPair } from "./delimiter_stream.ts";
 
 /** Options for length-prefixed framing; both ends must agree on them. */
 export interface LengthPrefixedOptions {
@@ -106,13 +107,12 @@ function encode(payload: Uint8Array, { headerSize, maxFrameSize }: Settings): Ui
  * import { LengthPrefixedDecoderStream, LengthPrefixedEncoderStream } from "@netkit/netkit/io";
  * import assert from "node:assert/strict";
  *
- * const encoder = new TextEncoder();
- * const framed = ReadableStream.from([encoder.encode("hello"), encoder.encode("")])
+ * const messages = ["hello", "", "world"].map((s) => new TextEncoder().encode(s));
+ * const framed = ReadableStream.from(messages)
  *   .pipeThrough(new LengthPrefixedEncoderStream({ headerSize: 2 }));
- * const payloads = framed
- *   .pipeThrough(new LengthPrefixedDecoderStream({ headerSize: 2 }))
- *   .pipeThrough(new TextDecoderStream());
- * assert.deepEqual(await Array.fromAsync(payloads), ["hello", ""]);
+ * // ... sent over any byte stream, which may split or merge chunks ...
+ * const payloads = framed.pipeThrough(new LengthPrefixedDecoderStream({ headerSize: 2 }));
+ * assert.deepEqual(await Array.fromAsync(payloads), messages);
  * ```
  */
 export class LengthPrefixedEncoderStream extends TransformStream<Uint8Array, Uint8Array> {
@@ -142,6 +142,9 @@ export class LengthPrefixedEncoderStream extends TransformStream<Uint8Array, Uin
  *   the stream errors with an {@linkcode UnexpectedEofError} (code
  *   `ERR_UNEXPECTED_EOF`) whose `partial` holds the bytes of that frame that
  *   did arrive, header included. Ending between frames closes cleanly.
+ * - Errors reach the reader only after every payload before them (a plain
+ *   `TransformStream` would drop the payloads still queued when it errors);
+ *   otherwise this is a `TransformStream` in type and behaviour.
  *
  * @example Decoding frames that arrive in arbitrary pieces
  * ```ts
@@ -163,23 +166,26 @@ export class LengthPrefixedEncoderStream extends TransformStream<Uint8Array, Uin
  * await assert.rejects(Array.fromAsync(payloads), LimitExceededError);
  * ```
  */
-export class LengthPrefixedDecoderStream extends TransformStream<Uint8Array, Uint8Array> {
+export class LengthPrefixedDecoderStream implements TransformStream<Uint8Array, Uint8Array> {
+  /** The payloads. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** The framed bytes. */
+  readonly writable: WritableStream<Uint8Array>;
+
   /**
    * @param options `headerSize` (default 4) and `maxFrameSize` (default
    *   1 MiB).
    * @throws {RangeError} An option is invalid.
    */
   constructor(options: LengthPrefixedOptions = {}) {
-    const decoder = new Decoder(settings(options, "LengthPrefixedDecoderStream"));
-    super({
-      transform: (chunk, controller) => decoder.push(chunk, controller),
-      flush: () => decoder.end(),
-    });
+    ({ readable: this.readable, writable: this.writable } = framingPair(
+      new Decoder(settings(options, "LengthPrefixedDecoderStream")),
+    ));
   }
 }
 
 /** The state of one {@linkcode LengthPrefixedDecoderStream}. */
-class Decoder {
+class Decoder implements Framer {
   readonly #headerSize: 1 | 2 | 4;
   readonly #max: number;
   readonly #header: Uint8Array;
@@ -193,7 +199,7 @@ class Decoder {
     this.#header = new Uint8Array(headerSize);
   }
 
-  push(chunk: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void {
+  push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
     const hs = this.#headerSize;
     let pos = 0;
     while (pos < chunk.length) {
@@ -207,7 +213,7 @@ class Decoder {
         if (this.#payloadLength === payload.length) {
           this.#payload = null;
           this.#payloadLength = 0;
-          controller.enqueue(payload);
+          emit(payload);
         }
         continue;
       }
@@ -228,7 +234,7 @@ class Decoder {
         throw limitError(this.#max, `a peer announced a ${length}-byte frame`);
       }
       if (chunk.length - pos >= length) {
-        controller.enqueue(length === 0 ? EMPTY.slice() : chunk.subarray(pos, pos + length));
+        emit(length === 0 ? EMPTY.slice() : chunk.subarray(pos, pos + length));
         pos += length;
       } else {
         this.#payload = new Uint8Array(length);

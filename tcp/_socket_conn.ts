@@ -38,7 +38,7 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
 
   #activity = 0;
   // The connection that took the socket over (a TLS upgrade), if any.
-  #successor: ManagedConn | undefined;
+  #successor: Pick<ManagedConn, "activity" | "close" | "destroy"> | undefined;
 
   #socket: S;
   #reader: BufferedReader;
@@ -169,7 +169,7 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
    * `destroy()` and `activity` reach it — a server's idle timeout, shutdown
    * and end-of-handler close keep managing the upgraded connection.
    */
-  handOver(successor: ManagedConn): void {
+  handOver(successor: Pick<ManagedConn, "activity" | "close" | "destroy">): void {
     this.#successor = successor;
   }
 

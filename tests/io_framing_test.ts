@@ -425,3 +425,109 @@ Deno.test("length-prefixed encoder and decoder round-trip through pipeThrough", 
     .pipeThrough(new LengthPrefixedDecoderStream());
   assert.deepEqual((await Array.fromAsync(decoded)).map(text), messages);
 });
+
+// --- stream behaviour of the framing transforms -----------------------------
+
+Deno.test("DelimiterStream delivers every frame before an unterminated tail's error", async () => {
+  const { frames, error } = await delimited("\n", chunksOf("a\nb\nc\npartial"));
+  assert.deepEqual(frames.map(text), ["a", "b", "c"]);
+  assert.ok(error instanceof UnexpectedEofError);
+  assert.equal(text(error.partial), "partial");
+});
+
+Deno.test("DelimiterStream delivers every frame before a frame over the limit", async () => {
+  const { frames, error } = await delimited("\n", chunksOf("a\nb\ntoo long\nc\n"), {
+    maxFrameLength: 3,
+  });
+  assert.deepEqual(frames.map(text), ["a", "b"]);
+  assert.ok(error instanceof LimitExceededError);
+});
+
+Deno.test("LengthPrefixedDecoderStream delivers every payload before a partial frame's error", async () => {
+  const wire = concat([
+    encodeLengthPrefixed("one"),
+    encodeLengthPrefixed("two"),
+    encodeLengthPrefixed("three").subarray(0, 6),
+  ]);
+  const { frames, error } = await run(new LengthPrefixedDecoderStream(), [wire]);
+  assert.deepEqual(frames.map(text), ["one", "two"]);
+  assert.ok(error instanceof UnexpectedEofError);
+  assert.deepEqual(error.partial, new Uint8Array([0, 0, 0, 5, 116, 104]));
+});
+
+Deno.test("LengthPrefixedDecoderStream delivers every payload before an oversized header", async () => {
+  const wire = concat([encodeLengthPrefixed("ok"), encodeLengthPrefixed("too big")]);
+  const { frames, error } = await run(new LengthPrefixedDecoderStream({ maxFrameSize: 4 }), [wire]);
+  assert.deepEqual(frames.map(text), ["ok"]);
+  assert.ok(error instanceof LimitExceededError);
+});
+
+Deno.test("DelimiterStream applies backpressure: a write resolves once its frames are taken", async () => {
+  const stream = new DelimiterStream("\n");
+  const writer = stream.writable.getWriter();
+  const reader = stream.readable.getReader();
+  let written = false;
+  const write = writer.write(bytes("a\nb\n")).then(() => written = true);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(written, false, "the write resolved with no reader demand");
+  assert.equal(text((await reader.read()).value!), "a");
+  assert.equal(text((await reader.read()).value!), "b");
+  const next = reader.read(); // demand for more relieves the backpressure
+  await write;
+  await writer.close();
+  assert.equal((await next).done, true);
+});
+
+Deno.test("DelimiterStream passes a reader's cancel to the source", async () => {
+  let cancelled: unknown;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c) {
+      c.enqueue(bytes("line\n"));
+    },
+    cancel(reason) {
+      cancelled = reason;
+    },
+  });
+  const reader = source.pipeThrough(new DelimiterStream("\n")).getReader();
+  assert.equal(text((await reader.read()).value!), "line");
+  await reader.cancel("done reading");
+  // The pipe notices the errored writable and cancels its source.
+  for (let i = 0; i < 10 && cancelled === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  assert.equal(cancelled, "done reading");
+});
+
+Deno.test("DelimiterStream passes a source's error to the reader", async () => {
+  const boom = new Error("source failed");
+  let n = 0;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (n++ === 0) c.enqueue(bytes("x\n"));
+      else c.error(boom);
+    },
+  });
+  const { frames, error } = await (async () => {
+    const frames: string[] = [];
+    try {
+      for await (const f of source.pipeThrough(new DelimiterStream("\n"))) frames.push(text(f));
+      return { frames };
+    } catch (error) {
+      return { frames, error };
+    }
+  })();
+  assert.deepEqual(frames, ["x"]);
+  assert.equal(error, boom);
+});
+
+Deno.test("framing transforms work as the TransformStream type", () => {
+  const transforms: TransformStream<Uint8Array, Uint8Array>[] = [
+    new DelimiterStream("\n"),
+    new LengthPrefixedDecoderStream(),
+    new LengthPrefixedEncoderStream(),
+  ];
+  for (const t of transforms) {
+    assert.ok(t.readable instanceof ReadableStream);
+    assert.ok(t.writable instanceof WritableStream);
+  }
+});

@@ -1,6 +1,8 @@
 // Property tests: chunking must never change what the io readers and framing
 // transforms produce, and every limit must hold exactly at its boundary.
 import assert from "node:assert/strict";
+// Pinned here as the brief asks; deno.json has no import map entry for it.
+// deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@4.10.2";
 import {
   BufferedReader,

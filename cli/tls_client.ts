@@ -1,0 +1,101 @@
+/**
+ * `tls-client`: the TCP client over TLS. Connects, verifies the server's
+ * certificate against `--ca` (default: Deno's root store), sends
+ * `--message`, half-closes (TLS close_notify), and prints the reply until
+ * the server closes. With no `--message` and stdin not a terminal it is
+ * netcat over TLS: stdin to the server, the server to stdout.
+ *
+ * ```sh
+ * deno run -A jsr:@netkit/netkit/tls-client --port 7443 --ca certs/ca.pem --message hi
+ * ```
+ *
+ * @module
+ */
+import { NetkitError } from "../errors.ts";
+import { relay } from "../relay.ts";
+import { connect } from "../tls/connect.ts";
+import { parseFlags, portFlag, runMain, secondsFlag } from "./_common.ts";
+import { stdoutSink } from "./_stdout.ts";
+
+const USAGE = `
+tls-client: send a message to a TLS server and print the reply
+
+Usage: tls-client [--hostname 127.0.0.1] [--port 7443] [--ca FILE] [--servername NAME]
+                  [--message TEXT] [--timeout S]
+
+  --hostname H      server to connect to (default 127.0.0.1)
+  --port N          its port (default 7443)
+  --ca FILE         a CA certificate (PEM) to trust besides Deno's root store, e.g.
+                    certs/ca.pem from "deno task certs" (default: the root store only;
+                    run Deno with DENO_TLS_CA_STORE=system for the system's roots)
+  --servername N    the name the server's certificate must cover, also sent as SNI
+                    (default: --hostname)
+  --message T       the bytes to send (default "Hello, server!"); without it and with
+                    stdin not a terminal, stdin is sent instead (netcat style)
+  --timeout S       seconds to wait for the connection and handshake and, with a
+                    message, for the reply to end (default 10; 0 = no limit)
+
+The reply is printed to stdout as it arrives; the client half-closes after
+sending and exits 0 when the server closes.
+`;
+
+const encoder = new TextEncoder();
+
+async function readCa(path: string): Promise<string> {
+  let pem: string;
+  try {
+    pem = await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new NetkitError(
+        "ENOENT",
+        `CA file ${path} not found (--ca): pass the CA certificate that signed the server's, ` +
+          "e.g. certs/ca.pem made by `deno task certs`",
+      );
+    }
+    throw new NetkitError(
+      "EIO",
+      `cannot read CA file ${path} (--ca): ${err instanceof Error ? err.message : err}`,
+    );
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new NetkitError(
+      "EINVAL",
+      `CA file ${path} (--ca) holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`,
+    );
+  }
+  return pem;
+}
+
+/** Runs the program with `args`; resolves to its exit code. */
+export async function main(args: string[]): Promise<number> {
+  const flags = parseFlags(args, {
+    hostname: { type: "string" },
+    port: { type: "string" },
+    ca: { type: "string" },
+    servername: { type: "string" },
+    message: { type: "string" },
+    timeout: { type: "string" },
+  });
+  const hostname = flags.hostname ?? "127.0.0.1";
+  const port = portFlag(flags.port, 7443);
+  const timeout = secondsFlag(flags.timeout, "timeout", 10);
+  const caCerts = flags.ca === undefined ? undefined : [await readCa(flags.ca)];
+  const netcat = flags.message === undefined && !Deno.stdin.isTerminal();
+  await using conn = await connect({
+    hostname,
+    port,
+    caCerts,
+    serverName: flags.servername,
+    timeout,
+  });
+  const input = netcat
+    ? Deno.stdin.readable
+    : ReadableStream.from([encoder.encode(flags.message ?? "Hello, server!")]);
+  const out = stdoutSink();
+  await relay(conn, input, out.writable, { timeout: netcat ? 0 : timeout });
+  await out.finish();
+  return 0;
+}
+
+if (import.meta.main) await runMain("tls-client", USAGE, main);

@@ -1,0 +1,117 @@
+// deno-lint-ignore-file no-console
+/**
+ * `tls-server`: the TCP echo server over TLS. Every byte a client sends
+ * comes back; when a client half-closes (TLS close_notify), the echo
+ * finishes and the server closes too. A connection that has not finished its
+ * handshake within `--handshake-timeout` is closed; a plaintext client or
+ * garbage costs that connection only.
+ *
+ * ```sh
+ * deno task certs   # once: certs/ca.pem, certs/server.pem, certs/server-key.pem
+ * deno run -A jsr:@netkit/netkit/tls-server --port 7443
+ * ```
+ *
+ * @module
+ */
+import { echo } from "../echo.ts";
+import { serve } from "../tls/serve.ts";
+import {
+  intFlag,
+  listeningLine,
+  parseFlags,
+  portFlag,
+  runMain,
+  secondsFlag,
+  shutdownSignal,
+} from "./_common.ts";
+import { eventLogger } from "./_log.ts";
+import { NetkitError } from "../errors.ts";
+
+const USAGE = `
+tls-server: a TLS echo server
+
+Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE] [options]
+
+  --hostname H            address to listen on (default 127.0.0.1; :: or 0.0.0.0 for all)
+  --port N                port to listen on; 0 picks a free one (default 7443)
+  --cert FILE             the server certificate, PEM (default certs/server.pem)
+  --key FILE              its private key, PEM (default certs/server-key.pem)
+  --max-connections N     close connections beyond N at once (default: no limit)
+  --idle-timeout S        close an established connection idle for S seconds; 0 = never (default 0)
+  --handshake-timeout S   close a connection that has not finished its TLS handshake
+                          within S seconds, however slowly it sends; 0 = never (default 10)
+  --grace S               on SIGINT/SIGTERM, let connections finish for S seconds (default 5)
+  --quiet                 log errors only, not every connection
+
+Make development certificates with "deno task certs". Prints
+"listening on tls://HOST:PORT" on stdout once ready; logs go to stderr.
+`;
+
+/** Reads a PEM file the server needs, with one clear line when it cannot. */
+async function readPemFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new NetkitError(
+        "ENOENT",
+        `${
+          flag === "cert" ? "certificate" : "key"
+        } file ${path} not found: run \`deno task certs\` ` +
+          `to make development certificates, or pass --${flag} with yours`,
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new NetkitError("EACCES", `cannot read ${path} (--${flag}): permission denied`);
+    }
+    if (err instanceof Deno.errors.IsADirectory || /directory/i.test(String(err))) {
+      throw new NetkitError("EISDIR", `--${flag} ${path} is a directory: pass the PEM file`);
+    }
+    throw err;
+  }
+}
+
+/** Runs the program with `args`; resolves to its exit code. */
+export async function main(args: string[]): Promise<number> {
+  const flags = parseFlags(args, {
+    hostname: { type: "string" },
+    port: { type: "string" },
+    cert: { type: "string" },
+    key: { type: "string" },
+    "max-connections": { type: "string" },
+    "idle-timeout": { type: "string" },
+    "handshake-timeout": { type: "string" },
+    grace: { type: "string" },
+    quiet: { type: "boolean" },
+  });
+  const hostname = flags.hostname ?? "127.0.0.1";
+  const port = portFlag(flags.port, 7443);
+  const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
+    Infinity;
+  const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
+  const handshakeTimeout = secondsFlag(flags["handshake-timeout"], "handshake-timeout", 10);
+  const gracePeriod = secondsFlag(flags.grace, "grace", 5);
+  const cert = await readPemFile(flags.cert ?? "certs/server.pem", "cert");
+  const key = await readPemFile(flags.key ?? "certs/server-key.pem", "key");
+  const signal = shutdownSignal("tls-server");
+  const server = serve(
+    {
+      hostname,
+      port,
+      cert,
+      key,
+      maxConnections,
+      idleTimeout,
+      handshakeTimeout,
+      gracePeriod,
+      signal,
+      onEvent: eventLogger("tls-server", { quiet: flags.quiet ?? false }),
+    },
+    echo,
+  );
+  console.log(listeningLine("tls", server.addr));
+  await server.finished;
+  return 0;
+}
+
+if (import.meta.main) await runMain("tls-server", USAGE, main);

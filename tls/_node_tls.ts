@@ -1,0 +1,356 @@
+// Server-side TLS through Deno's node:tls, for what Deno.listenTls cannot do:
+// taking over an accepted plain socket (server-side STARTTLS) and asking
+// clients for certificates. The plain Deno.Conn becomes a node Duplex, a
+// one-connection tls.Server takes it over (the documented
+// `server.emit("connection", socket)` path, which is also the path that
+// verifies client certificates), and the resulting TLSSocket is shown to
+// netkit as a Deno.Conn again, so SocketConn serves it like any socket.
+// Internal.
+import { Buffer } from "node:buffer";
+import { Duplex } from "node:stream";
+import tls from "node:tls";
+import { handshakeTimedOut, serverHandshakeError, TlsError } from "./errors.ts";
+import { type PeerCertificate, TlsSocketConn } from "./_tls_conn.ts";
+
+/** What the node:tls server side needs. */
+export interface NodeServerOptions {
+  cert: string;
+  key: string;
+  alpnProtocols?: string[];
+  /** Require client certificates signed by one of these CAs (PEM). */
+  clientCaCerts?: string[];
+}
+
+/** A node Duplex over a Deno.Conn; `counter` sees every read and write. */
+function duplexOver(socket: Deno.Conn, counter: { activity: number }): Duplex {
+  let reading = false;
+  return new Duplex({
+    allowHalfOpen: true,
+    read() {
+      if (reading) return;
+      reading = true;
+      const buf = new Uint8Array(16 * 1024);
+      counter.activity++;
+      socket.read(buf).then(
+        (n) => {
+          reading = false;
+          if (n === null) this.push(null);
+          else this.push(Buffer.from(buf.buffer, 0, n));
+        },
+        (err) => {
+          reading = false;
+          this.destroy(err);
+        },
+      );
+    },
+    write(chunk: Uint8Array, _encoding, callback) {
+      counter.activity++;
+      writeFull(socket, chunk).then(() => callback(), callback);
+    },
+    final(callback) {
+      socket.closeWrite().then(() => callback(), (err) => {
+        if (err instanceof Deno.errors.NotConnected || err instanceof Deno.errors.BadResource) {
+          callback();
+        } else callback(err);
+      });
+    },
+    destroy(err, callback) {
+      try {
+        socket.close();
+      } catch {
+        // Already closed.
+      }
+      callback(err);
+    },
+  });
+}
+
+async function writeFull(socket: Deno.Conn, chunk: Uint8Array): Promise<void> {
+  let off = await socket.write(chunk);
+  while (off < chunk.length) off += await socket.write(chunk.subarray(off));
+}
+
+/** Node's socket errors as the Deno errors the rest of netkit expects. */
+function toDenoError(err: unknown): unknown {
+  if (!(err instanceof Error) || err instanceof Deno.errors.BadResource) return err;
+  const code = (err as { code?: string }).code;
+  if (code === "ECONNRESET") return new Deno.errors.ConnectionReset(err.message, { cause: err });
+  if (
+    code === "EPIPE" || code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_WRITE_AFTER_END"
+  ) {
+    return new Deno.errors.BrokenPipe(err.message, { cause: err });
+  }
+  return err;
+}
+
+/**
+ * A `Deno.Conn` over a node `TLSSocket` that has finished its handshake:
+ * paused-mode reads into the caller's buffer, writes that resolve once node
+ * took them, `closeWrite()` as TLS close_notify plus a FIN.
+ */
+export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
+  readonly localAddr: Deno.NetAddr;
+  readonly remoteAddr: Deno.NetAddr;
+  #tls: tls.TLSSocket;
+  #duplex: Duplex;
+  #pending: Uint8Array | null = null;
+  #ended = false;
+  #closed = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+  #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+  #writable: WritableStream<Uint8Array> | undefined;
+
+  constructor(socket: tls.TLSSocket, duplex: Duplex, raw: Deno.Conn) {
+    this.#tls = socket;
+    this.#duplex = duplex;
+    this.localAddr = raw.localAddr as Deno.NetAddr;
+    this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
+    const wake = () => {
+      const w = this.#wake;
+      this.#wake = undefined;
+      w?.();
+    };
+    socket.on("readable", wake);
+    socket.on("end", () => {
+      this.#ended = true;
+      wake();
+    });
+    socket.on("error", (err) => {
+      this.#error ??= toDenoError(err);
+      wake();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      wake();
+    });
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    for (;;) {
+      if (this.#closed) throw new Deno.errors.Interrupted("operation canceled");
+      const pending = this.#pending;
+      if (pending !== null) {
+        const n = Math.min(p.length, pending.length);
+        p.set(pending.subarray(0, n));
+        this.#pending = n === pending.length ? null : pending.subarray(n);
+        return n;
+      }
+      const chunk = this.#tls.read() as Uint8Array | null;
+      if (chunk !== null && chunk.length > 0) {
+        this.#pending = chunk;
+        continue;
+      }
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#ended || this.#tls.readableEnded) return null;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.#closed) {
+      return Promise.reject(new Deno.errors.BadResource("the connection is closed"));
+    }
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (p.length === 0) return Promise.resolve(0);
+    return new Promise((resolve, reject) => {
+      // Node may keep a reference to the chunk: give it its own copy.
+      this.#tls.write(Buffer.from(p), (err) => err ? reject(toDenoError(err)) : resolve(p.length));
+    });
+  }
+
+  closeWrite(): Promise<void> {
+    if (this.#closed || this.#tls.writableEnded) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(toDenoError(err));
+      this.#tls.once("error", onError);
+      this.#tls.end(() => {
+        this.#tls.off("error", onError);
+        resolve();
+      });
+    }).then(() => {}, (err) => {
+      if (err instanceof Deno.errors.BrokenPipe || err instanceof Deno.errors.ConnectionReset) {
+        return;
+      }
+      throw err;
+    });
+  }
+
+  close(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("the connection is already closed");
+    this.#closed = true;
+    this.#tls.destroy();
+    this.#duplex.destroy();
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+
+  ref(): void {}
+
+  unref(): void {}
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#readable ??= new ReadableStream<Uint8Array<ArrayBuffer>>({
+      pull: async (controller) => {
+        const buf = new Uint8Array(16 * 1024);
+        const n = await this.read(buf);
+        if (n === null) controller.close();
+        else controller.enqueue(buf.subarray(0, n));
+      },
+      cancel: () => {
+        if (!this.#closed) this.close();
+      },
+    });
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new WritableStream<Uint8Array>({
+      write: async (chunk) => void (await this.write(chunk)),
+      close: () => this.closeWrite(),
+      abort: () => {
+        if (!this.#closed) this.close();
+      },
+    });
+  }
+
+  [Symbol.dispose](): void {
+    if (!this.#closed) this.close();
+  }
+}
+
+function attributes(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = Array.isArray(v) ? v.join(", ") : String(v);
+    }
+  }
+  return out;
+}
+
+function peerCertificateOf(socket: tls.TLSSocket): PeerCertificate | null {
+  const cert = socket.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0) return null;
+  return {
+    subject: attributes(cert.subject),
+    issuer: attributes(cert.issuer),
+    serialNumber: String(cert.serialNumber ?? ""),
+    validFrom: new Date(cert.valid_from),
+    validTo: new Date(cert.valid_to),
+    fingerprint256: String(cert.fingerprint256 ?? ""),
+  };
+}
+
+/** A connection being upgraded: what a server may destroy or watch meanwhile. */
+export interface Handshaking {
+  /** Reads and writes so far. */
+  readonly activity: number;
+  /** Gives up: closes the socket. */
+  destroy(): void;
+  /** The same as destroy: a handshake has nothing to flush. */
+  close(): Promise<void>;
+  /** The upgraded connection, or the reason it failed. */
+  readonly done: Promise<TlsSocketConn>;
+}
+
+/**
+ * Runs the server side of a TLS handshake over `socket` with node:tls.
+ * `timeoutMs` (0 = none) closes a peer that has not finished by then.
+ */
+export function nodeServerHandshake(
+  socket: Deno.Conn,
+  options: NodeServerOptions,
+  timeoutMs: number,
+  peer: string,
+): Handshaking {
+  const counter = { activity: 0 };
+  const duplex = duplexOver(socket, counter);
+  let server: tls.Server;
+  try {
+    server = tls.createServer({
+      cert: options.cert,
+      key: options.key,
+      ALPNProtocols: options.alpnProtocols,
+      allowHalfOpen: true,
+      requestCert: options.clientCaCerts !== undefined,
+      rejectUnauthorized: options.clientCaCerts !== undefined,
+      ca: options.clientCaCerts,
+    });
+  } catch (err) {
+    duplex.destroy();
+    const error = new TlsError(
+      "ERR_TLS_BAD_CREDENTIALS",
+      `the certificate or key cannot be used: ${err instanceof Error ? err.message : err}`,
+      { cause: err },
+    );
+    return {
+      activity: 0,
+      destroy() {},
+      close: () => Promise.resolve(),
+      done: Promise.reject(error),
+    };
+  }
+  let settled = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let rejectDone!: (err: unknown) => void;
+  const done = new Promise<TlsSocketConn>((resolve, reject) => {
+    rejectDone = reject;
+    server.on("secureConnection", (secure: tls.TLSSocket) => {
+      if (settled) {
+        secure.destroy();
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      const alpn = secure.alpnProtocol;
+      resolve(
+        new TlsSocketConn(new NodeTlsSocket(secure, duplex, socket), {
+          alpnProtocol: typeof alpn === "string" ? alpn : null,
+          peerCertificate: options.clientCaCerts ? peerCertificateOf(secure) : null,
+        }),
+      );
+    });
+    server.on("tlsClientError", (err: Error, secure: tls.TLSSocket) => {
+      // Node's server rejects an untrusted client certificate by hanging up;
+      // the reason is on the socket.
+      const reason = secure?.authorizationError;
+      fail(
+        reason
+          ? new TlsError(
+            "ERR_TLS_CERT_UNTRUSTED",
+            `the client's certificate is not trusted (${reason}): ` +
+              "the client needs one signed by a CA in clientCaCerts",
+            { cause: err },
+          )
+          : serverHandshakeError(err),
+      );
+      secure?.destroy();
+    });
+  });
+  done.catch(() => {});
+  const fail = (err: unknown) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    duplex.destroy();
+    rejectDone(err);
+  };
+  if (timeoutMs > 0) {
+    timer = setTimeout(() => fail(handshakeTimedOut(peer, timeoutMs, "server")), timeoutMs);
+  }
+  server.emit("connection", duplex);
+  return {
+    get activity() {
+      return counter.activity;
+    },
+    destroy: () =>
+      fail(new Deno.errors.Interrupted("the connection was closed during the TLS handshake")),
+    close: () =>
+      Promise.resolve(
+        fail(new Deno.errors.Interrupted("the connection was closed during the TLS handshake")),
+      ),
+    done,
+  };
+}

@@ -1,0 +1,125 @@
+// The Conn behind every TLS connection: netkit's SocketConn over a
+// Deno.TlsConn (or over node:tls, for server-side STARTTLS and client
+// certificates), plus what the handshake agreed. Internal: users see TlsConn.
+import type { Conn } from "../conn.ts";
+import { SocketConn } from "../tcp/_socket_conn.ts";
+import { TlsError } from "./errors.ts";
+
+/** A client certificate a server asked for and verified. */
+export interface PeerCertificate {
+  /** The subject's attributes, e.g. `{ CN: "alice" }`. */
+  subject: Record<string, string>;
+  /** The issuer's attributes, e.g. `{ CN: "netkit development CA" }`. */
+  issuer: Record<string, string>;
+  /** The serial number, as the TLS stack prints it (hex). */
+  serialNumber: string;
+  /** The start of its validity. */
+  validFrom: Date;
+  /** The end of its validity. */
+  validTo: Date;
+  /** The SHA-256 fingerprint, `AA:BB:…`. */
+  fingerprint256: string;
+}
+
+/**
+ * A TLS connection: the same {@linkcode Conn} as every other transport (a
+ * handler written for TCP serves it unchanged), plus what the handshake
+ * agreed. It is only handed out once the handshake has succeeded.
+ */
+export interface TlsConn extends Conn {
+  /** The ALPN protocol both sides agreed on, or `null` when none was. */
+  readonly alpnProtocol: string | null;
+  /**
+   * On a server that required client certificates (`clientCaCerts`): the
+   * client's verified certificate. Otherwise `null` (Deno does not show a
+   * server's certificate to a client).
+   */
+  readonly peerCertificate: PeerCertificate | null;
+}
+
+/** What a finished handshake agreed. */
+export interface HandshakeInfo {
+  alpnProtocol: string | null;
+  peerCertificate: PeerCertificate | null;
+}
+
+/** The netkit {@linkcode TlsConn}: a SocketConn over a handshaken TLS socket. */
+export class TlsSocketConn extends SocketConn<Deno.Conn> implements TlsConn {
+  readonly alpnProtocol: string | null;
+  readonly peerCertificate: PeerCertificate | null;
+
+  constructor(socket: Deno.Conn, info: HandshakeInfo) {
+    super(new TruncationAware(socket));
+    this.alpnProtocol = info.alpnProtocol;
+    this.peerCertificate = info.peerCertificate;
+  }
+}
+
+/** Deno's error for a TLS stream that ended without close_notify, typed. */
+function readError(err: unknown): unknown {
+  if (err instanceof Error && /close_notify/.test(err.message)) {
+    return new TlsError(
+      "ERR_TLS_TRUNCATED",
+      "the peer closed the connection without a TLS close_notify: what it sent may be cut short " +
+        "(it crashed, was killed, or the connection was cut)",
+      { cause: err },
+    );
+  }
+  return err;
+}
+
+/**
+ * A TLS socket whose reads report a missing close_notify as a
+ * {@linkcode TlsError} (`ERR_TLS_TRUNCATED`) instead of Deno's bare error.
+ */
+class TruncationAware implements Deno.Conn {
+  #socket: Deno.Conn;
+
+  constructor(socket: Deno.Conn) {
+    this.#socket = socket;
+  }
+
+  get localAddr(): Deno.Addr {
+    return this.#socket.localAddr;
+  }
+
+  get remoteAddr(): Deno.Addr {
+    return this.#socket.remoteAddr;
+  }
+
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    return this.#socket.readable;
+  }
+
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    return this.#socket.writable;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#socket.read(p).catch((err) => Promise.reject(readError(err)));
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#socket.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#socket.closeWrite();
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+
+  ref(): void {
+    this.#socket.ref();
+  }
+
+  unref(): void {
+    this.#socket.unref();
+  }
+
+  [Symbol.dispose](): void {
+    this.#socket[Symbol.dispose]();
+  }
+}

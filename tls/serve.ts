@@ -1,0 +1,56 @@
+import type { ConnHandler, Server } from "../conn.ts";
+import { type ServerEvent, type ServerOptions, StreamServer } from "../tcp/_server.ts";
+import { openAcceptor, type TlsListenOptions } from "./_acceptor.ts";
+import type { TlsConn } from "./_tls_conn.ts";
+
+export type { ServerEvent, ServerOptions };
+
+/** Options for {@linkcode serve}: where to listen, the certificate, the handshake rules and the server's limits. */
+export type ServeOptions = TlsListenOptions & ServerOptions;
+
+/** A running TLS server. */
+export interface TlsServer extends Server {
+  /** How many connections are open now, handshakes in progress included. */
+  readonly connections: number;
+}
+
+/**
+ * Serves TLS: each connection gets its own session, which first runs the
+ * TLS handshake (bounded by `handshakeTimeout`, so a slow or silent peer
+ * never holds up the others) and then `handler` with a {@linkcode TlsConn} —
+ * the same `Conn` as TCP, so the TCP echo handler serves TLS unchanged.
+ *
+ * A failed handshake (a plaintext client, garbage bytes, a client that does
+ * not trust the certificate, a handshake timeout) costs that connection
+ * only: it is reported to `onEvent` as an `error` event carrying a
+ * {@linkcode TlsError}, and the server keeps serving. `maxConnections`,
+ * `idleTimeout`, `gracePeriod`, `signal` and `onEvent` work as for TCP.
+ *
+ * Built on `Deno.listenTls`. Deno cannot ask clients for certificates there;
+ * with `clientCaCerts` the server runs its handshakes through Deno's
+ * `node:tls`, which can (and is slower).
+ *
+ * @throws {TlsError} `ERR_TLS_BAD_CREDENTIALS`: no certificate or key, a
+ *   file that cannot be read, or PEM that Deno cannot use.
+ * @throws {NetworkError} The address is in use or not available.
+ *
+ * @example A TLS echo server on a free port, with development certificates
+ * ```ts
+ * import { serve } from "@netkit/netkit/tls";
+ * import { echo } from "@netkit/netkit";
+ * import { createDevCerts } from "@netkit/netkit/certs";
+ *
+ * const { cert, key } = await createDevCerts();
+ * await using server = serve({ port: 0, cert, key, handshakeTimeout: 5000 }, echo);
+ * console.log(`listening on tls://127.0.0.1:${server.addr.port}`);
+ * ```
+ */
+export function serve(options: ServeOptions, handler: ConnHandler<TlsConn>): TlsServer {
+  const { listener, handshake } = openAcceptor(options);
+  return new StreamServer<TlsConn>(
+    listener,
+    (socket) => handshake(socket).done,
+    handler,
+    options,
+  );
+}
