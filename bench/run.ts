@@ -457,6 +457,8 @@ interface RunningServer {
   pid: number;
   port: number;
   stderrTail: () => string;
+  /** set once the process has exited */
+  exited?: Deno.CommandStatus;
 }
 
 /** Starts a server and waits for its listening line. */
@@ -513,7 +515,14 @@ async function startServer(
     const why = line === undefined ? "no listening line within 30 s" : `unexpected line "${line}"`;
     throw new Error(`${def.label}: ${why}; stderr: ${tail.trim().slice(-500) || "(empty)"}`);
   }
-  return { child, pid: child.pid, port: Number(m[3]), stderrTail: () => tail };
+  const server: RunningServer = {
+    child,
+    pid: child.pid,
+    port: Number(m[3]),
+    stderrTail: () => tail,
+  };
+  child.status.then((status) => server.exited = status);
+  return server;
 }
 
 async function stopServer(child: Deno.ChildProcess): Promise<void> {
@@ -587,12 +596,12 @@ async function runLoad(
       `load client exited with code ${out.code}`;
   } else if (!sample.result) sample.error = "no result line from the load client";
   else sample.ok = true;
-  const exitStatus = await Promise.race([server.child.status, delay(0).then(() => undefined)]);
-  if (exitStatus) {
+  await delay(0);
+  if (server.exited) {
     sample.ok = false;
-    sample.error = `${def.label} exited (code ${exitStatus.code}) during the run; stderr: ${
-      server.stderrTail().trim().slice(-300)
-    }`;
+    sample.error = `${def.label} exited (${
+      server.exited.signal ?? `code ${server.exited.code}`
+    }) during the run; stderr: ${server.stderrTail().trim().slice(-300) || "(empty)"}`;
   }
   return sample;
 }
@@ -628,8 +637,9 @@ async function runScenario(
       for (const def of rotated) {
         const server = running.get(def.id);
         let sample: Sample;
-        if (!server || failed.has(def.id)) {
-          sample = { round, scenario: sc.id, server: def.id, ok: false, error: failed.get(def.id) };
+        if (!server || server.exited) {
+          const error = failed.get(def.id) ?? "the server exited in an earlier round";
+          sample = { round, scenario: sc.id, server: def.id, ok: false, error };
         } else {
           sample = await runLoad(
             round,
@@ -641,7 +651,7 @@ async function runScenario(
             opts,
             pin,
           );
-          if (!sample.ok && sample.error?.includes("exited")) failed.set(def.id, sample.error);
+          if (server.exited) failed.set(def.id, sample.error!);
         }
         samples.push(sample);
         progress(sample);
@@ -724,7 +734,7 @@ function summarize(
   const rss = Math.max(...ok.map((s) => s.peakRssBytes ?? NaN));
   const clientPct = median(ok.map((s) => s.result!.cpu_pct));
   const othersPct = median(ok.map((s) => s.result!.others_cpu_pct ?? NaN));
-  const result = `${sc.mode === "stream" ? int(value) : int(value)} ${unitOf(sc)}` +
+  const result = `${int(value)} ${unitOf(sc)}` +
     (opts.rounds > 1 ? ` ±${(spread * 100).toFixed(0)}%` : "") +
     (ok.length < mine.length ? ` (${mine.length - ok.length} failed)` : "");
   return {

@@ -4,8 +4,21 @@ const encoder = new TextEncoder();
 
 /** A delimiter given as a string (UTF-8) or bytes, checked non-empty. */
 export function toDelimiter(delimiter: string | Uint8Array): Uint8Array {
-  const bytes = typeof delimiter === "string" ? encoder.encode(delimiter) : delimiter;
+  const bytes = typeof delimiter === "string" ? encodeDelimiter(delimiter) : delimiter;
   if (bytes.length === 0) throw new TypeError("the delimiter must not be empty");
+  return bytes;
+}
+
+// Protocols use a handful of delimiters ("\n", "\r\n", "\r\n\r\n"):
+// encode each once, not once per record.
+const encoded = new Map<string, Uint8Array>();
+
+function encodeDelimiter(text: string): Uint8Array {
+  let bytes = encoded.get(text);
+  if (bytes === undefined) {
+    bytes = encoder.encode(text);
+    if (encoded.size < 64) encoded.set(text, bytes);
+  }
   return bytes;
 }
 

@@ -10,6 +10,12 @@ export interface RawSink {
   close(): Promise<void>;
   /** Closes the whole connection at once. */
   abort(reason: unknown): Promise<void>;
+  /**
+   * Writes some of `chunk` straight to the socket and resolves to the count
+   * written, as `Deno.Conn#write` does; lets a pipe run as the plain
+   * read/write loop it stands for. Optional.
+   */
+  writeSome?(chunk: Uint8Array): Promise<number>;
 }
 
 const kRawSink = Symbol("netkit.rawSink");

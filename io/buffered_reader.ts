@@ -1,6 +1,6 @@
 import { describeDelimiter, indexOfBytes, toDelimiter } from "./_bytes.ts";
 import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
-import { rawSinkOf } from "./_raw_writable.ts";
+import { type RawSink, rawSinkOf } from "./_raw_writable.ts";
 
 /** A source that reads into the caller's buffer, as `Deno.Conn` does. */
 export interface ByteSource {
@@ -86,6 +86,7 @@ export class BufferedReader {
   #readSize: number;
   #eof = false;
   #readable: BufferedReadableStream | undefined;
+  #pending = false; // a read from the source is under way
 
   /**
    * @param source A `ReadableStream<Uint8Array>`, or a {@linkcode ByteSource}
@@ -131,6 +132,7 @@ export class BufferedReader {
     delimiter: string | Uint8Array,
     options: ReadUntilOptions = {},
   ): Promise<Uint8Array | null> {
+    this.#checkIdle();
     const delim = toDelimiter(delimiter);
     const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     let scanned = 0; // bytes after #start already searched
@@ -156,11 +158,12 @@ export class BufferedReader {
    * Reads exactly `n` bytes.
    *
    * @returns A copy of the `n` bytes; `null` when the source ended cleanly
-   *   before the first of them (or `n` is 0 at the end).
+   *   before the first of them (`n` = 0 always gives an empty array).
    * @throws {UnexpectedEofError} The source ended after some of them.
    */
   async readExact(n: number): Promise<Uint8Array | null> {
     if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`readExact: bad length ${n}`);
+    this.#checkIdle();
     while (this.#end - this.#start < n) {
       if (!(await this.#fill(n - (this.#end - this.#start)))) {
         const have = this.#end - this.#start;
@@ -198,6 +201,7 @@ export class BufferedReader {
    * chunk a stream source gave are passed on uncopied, as a pipe would.
    */
   async readChunk(): Promise<Uint8Array | null> {
+    this.#checkIdle();
     if (this.#end === this.#start && !(await this.#fill())) return null;
     if (this.#owned) return this.#take(this.#end - this.#start);
     const view = this.#buf.subarray(this.#start, this.#end);
@@ -210,13 +214,19 @@ export class BufferedReader {
    * straight from the source into `p` without a copy. `null` at the end.
    */
   async read(p: Uint8Array): Promise<number | null> {
+    this.#checkIdle();
     if (p.length === 0) return 0;
     let have = this.#end - this.#start;
     if (have === 0) {
       if (this.#raw && !this.#eof) {
-        const n = await this.#raw.read(p);
-        if (n === null) this.#eof = true;
-        return n;
+        this.#pending = true;
+        try {
+          const n = await this.#raw.read(p);
+          if (n === null) this.#eof = true;
+          return n;
+        } finally {
+          this.#pending = false;
+        }
       }
       if (!(await this.#fill())) return null;
       have = this.#end - this.#start;
@@ -269,6 +279,7 @@ export class BufferedReader {
    * source. The view is only valid until the next call. Internal to io.
    */
   async pipeRead(): Promise<Uint8Array | null> {
+    this.#checkIdle();
     const have = this.#end - this.#start;
     if (have > 0) {
       const view = this.#buf.subarray(this.#start, this.#end);
@@ -279,6 +290,31 @@ export class BufferedReader {
     const view = this.#buf.subarray(this.#start, this.#end);
     this.#consume(this.#end - this.#start);
     return view;
+  }
+
+  /**
+   * Two reads at once on one buffer would hand out bytes twice or lose
+   * them; the second is refused instead (as asyncio refuses a second read).
+   */
+  #checkIdle(): void {
+    if (this.#pending) {
+      throw new TypeError("another read is in progress on this stream: await it before the next");
+    }
+  }
+
+  /**
+   * The byte source itself, when nothing is buffered and a pipe may read
+   * from it directly; `undefined` otherwise. Internal to io.
+   */
+  directSource(): ByteSource | undefined {
+    return this.#raw !== null && this.#end === this.#start && !this.#eof && !this.#pending
+      ? this.#raw
+      : undefined;
+  }
+
+  /** Records that a pipe reading {@linkcode directSource} reached its end. Internal to io. */
+  markEnded(): void {
+    this.#eof = true;
   }
 
   #limitError(delim: Uint8Array, maxBytes: number): LimitExceededError {
@@ -312,28 +348,33 @@ export class BufferedReader {
    */
   async #fill(want = 1): Promise<boolean> {
     if (this.#eof) return false;
-    if (this.#raw) {
-      const tail = this.#room(want);
-      const n = await this.#raw.read(tail);
-      if (n === null) {
-        this.#eof = true;
-        return false;
+    this.#pending = true;
+    try {
+      if (this.#raw) {
+        const tail = this.#room(want);
+        const n = await this.#raw.read(tail);
+        if (n === null) {
+          this.#eof = true;
+          return false;
+        }
+        this.#end += n;
+        // Reads that fill the buffer ask for a bigger one next time.
+        if (n === tail.length && this.#readSize < MAX_READ_SIZE) this.#readSize *= 2;
+        return true;
       }
-      this.#end += n;
-      // Reads that fill the buffer ask for a bigger one next time.
-      if (n === tail.length && this.#readSize < MAX_READ_SIZE) this.#readSize *= 2;
-      return true;
-    }
-    for (;;) {
-      this.#streamReader ??= this.#stream!.getReader();
-      const { value, done } = await this.#streamReader.read();
-      if (done) {
-        this.#eof = true;
-        return false;
+      for (;;) {
+        this.#streamReader ??= this.#stream!.getReader();
+        const { value, done } = await this.#streamReader.read();
+        if (done) {
+          this.#eof = true;
+          return false;
+        }
+        if (value.length === 0) continue;
+        this.#append(value);
+        return true;
       }
-      if (value.length === 0) continue;
-      this.#append(value);
-      return true;
+    } finally {
+      this.#pending = false;
     }
   }
 
@@ -341,7 +382,9 @@ export class BufferedReader {
   #room(want: number): Uint8Array {
     const have = this.#end - this.#start;
     const need = Math.max(Math.min(want, MAX_READ_SIZE), 1);
-    if (this.#owned) {
+    // An empty buffer smaller than the read size earned by earlier full
+    // reads is replaced, so bulk transfers move 64 KiB per read.
+    if (this.#owned && !(have === 0 && this.#buf.length < this.#readSize)) {
       const free = this.#buf.length - this.#end;
       if (free >= need && (free >= MIN_FREE || free >= want)) {
         return this.#buf.subarray(this.#end);
@@ -430,7 +473,7 @@ async function fastPipe(
   src: BufferedReadableStream,
   buffered: BufferedReader,
   dest: WritableStream<Uint8Array>,
-  sink: { write(chunk: Uint8Array): Promise<void> },
+  sink: RawSink,
   options: StreamPipeOptions,
 ): Promise<void> {
   const { preventClose = false, preventAbort = false, preventCancel = false, signal } = options;
@@ -452,6 +495,18 @@ async function fastPipe(
   aborted?.catch(() => {});
   try {
     signal?.throwIfAborted();
+    if (!aborted && sink.writeSome !== undefined) {
+      // Flush what an io call buffered, then read and write the sockets
+      // directly: the same loop a hand-written echo runs.
+      const rest = buffered.buffered > 0 ? await buffered.pipeRead() : null;
+      if (rest !== null) await sink.write(rest);
+      const source = buffered.directSource();
+      if (source !== undefined) {
+        await directLoop(source, sink.writeSome.bind(sink), buffered, reader, writer, options);
+        if (!preventClose) await writer.close();
+        return;
+      }
+    }
     for (;;) {
       let chunk: Uint8Array | null;
       try {
@@ -476,6 +531,44 @@ async function fastPipe(
     if (onAbort) signal!.removeEventListener("abort", onAbort);
     reader.releaseLock();
     writer.releaseLock();
+  }
+}
+
+const MIN_PIPE_BUFFER = 16 * 1024;
+const MAX_PIPE_BUFFER = 64 * 1024;
+
+async function directLoop(
+  source: ByteSource,
+  writeSome: (chunk: Uint8Array) => Promise<number>,
+  buffered: BufferedReader,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  { preventAbort = false, preventCancel = false }: StreamPipeOptions,
+): Promise<void> {
+  // Start small and double while reads fill the buffer: bulk transfers
+  // reach 64 KiB reads, thousands of chatty connections stay at 16 KiB.
+  let buf = new Uint8Array(MIN_PIPE_BUFFER);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await source.read(buf);
+    } catch (err) {
+      buffered.markEnded();
+      if (!preventAbort) await writer.abort(err).catch(() => {});
+      throw err;
+    }
+    if (n === null) {
+      buffered.markEnded();
+      return;
+    }
+    try {
+      let off = await writeSome(n === buf.length ? buf : buf.subarray(0, n));
+      while (off < n) off += await writeSome(buf.subarray(off, n));
+    } catch (err) {
+      if (!preventCancel) await reader.cancel(err).catch(() => {});
+      throw err;
+    }
+    if (n === buf.length && buf.length < MAX_PIPE_BUFFER) buf = new Uint8Array(buf.length * 2);
   }
 }
 

@@ -83,6 +83,8 @@ export class DelimiterStream implements TransformStream<Uint8Array, Uint8Array> 
   readonly writable: WritableStream<Uint8Array>;
 
   /**
+   * Creates a splitter for one stream of bytes.
+   *
    * @param delimiter The bytes that end a frame: a string (matched as UTF-8)
    *   or bytes; not empty.
    * @param options `disposition` (default `"discard"`) and `maxFrameLength`

@@ -65,7 +65,8 @@ function limitError(max: number, what: string): LimitExceededError {
  * import assert from "node:assert/strict";
  *
  * assert.deepEqual(encodeLengthPrefixed("hi"), new Uint8Array([0, 0, 0, 2, 104, 105]));
- * assert.deepEqual(encodeLengthPrefixed(new Uint8Array([7]), { headerSize: 2 }), new Uint8Array([0, 1, 7]));
+ * const frame = encodeLengthPrefixed(new Uint8Array([7]), { headerSize: 2 });
+ * assert.deepEqual(frame, new Uint8Array([0, 1, 7]));
  * ```
  */
 export function encodeLengthPrefixed(
@@ -83,7 +84,8 @@ function encode(payload: Uint8Array, { headerSize, maxFrameSize }: Settings): Ui
   const fits = headerSize === 4 ? 0xffff_ffff : headerSize === 2 ? 0xffff : 0xff;
   if (n > fits) {
     throw new RangeError(
-      `a ${n}-byte payload does not fit a ${headerSize}-byte length header (at most ${fits}); use a larger headerSize`,
+      `a ${n}-byte payload does not fit a ${headerSize}-byte length header ` +
+        `(at most ${fits}); use a larger headerSize`,
     );
   }
   const frame = new Uint8Array(headerSize + n);
@@ -117,6 +119,8 @@ function encode(payload: Uint8Array, { headerSize, maxFrameSize }: Settings): Ui
  */
 export class LengthPrefixedEncoderStream extends TransformStream<Uint8Array, Uint8Array> {
   /**
+   * Creates an encoder for one stream of payloads.
+   *
    * @param options `headerSize` (default 4) and `maxFrameSize` (default
    *   1 MiB).
    * @throws {RangeError} An option is invalid.
@@ -151,9 +155,11 @@ export class LengthPrefixedEncoderStream extends TransformStream<Uint8Array, Uin
  * import { LengthPrefixedDecoderStream } from "@netkit/netkit/io";
  * import assert from "node:assert/strict";
  *
- * const chunks = [new Uint8Array([0, 0]), new Uint8Array([0, 3, 1, 2]), new Uint8Array([3, 0, 0, 0, 0])];
+ * // A 3-byte payload, then an empty one, split at odd places.
+ * const chunks = [[0, 0], [0, 3, 1, 2], [3, 0, 0, 0, 0]].map((b) => new Uint8Array(b));
  * const payloads = ReadableStream.from(chunks).pipeThrough(new LengthPrefixedDecoderStream());
- * assert.deepEqual(await Array.fromAsync(payloads), [new Uint8Array([1, 2, 3]), new Uint8Array(0)]);
+ * const expected = [new Uint8Array([1, 2, 3]), new Uint8Array(0)];
+ * assert.deepEqual(await Array.fromAsync(payloads), expected);
  * ```
  *
  * @example A peer announcing too much
@@ -173,6 +179,8 @@ export class LengthPrefixedDecoderStream implements TransformStream<Uint8Array, 
   readonly writable: WritableStream<Uint8Array>;
 
   /**
+   * Creates a decoder for one stream of frames.
+   *
    * @param options `headerSize` (default 4) and `maxFrameSize` (default
    *   1 MiB).
    * @throws {RangeError} An option is invalid.

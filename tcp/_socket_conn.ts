@@ -86,6 +86,7 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
       write: (chunk) => this.#write(chunk),
       close: () => this.#shutdownWrite(),
       abort: () => Promise.resolve(this.destroy()),
+      writeSome: (chunk) => this.#socket.write(chunk),
     });
   }
 

@@ -6,7 +6,14 @@ import { type ListenOptions, listenSocket } from "./listen.ts";
 export type { ServerEvent, ServerOptions };
 
 /** Options for {@linkcode serve}: where to listen, and the server's limits. */
-export type ServeOptions = ListenOptions & ServerOptions;
+export type ServeOptions = ListenOptions & ServerOptions & {
+  /**
+   * Disables Nagle's algorithm on accepted TCP connections, so a reply
+   * that ends in a small segment is not held back waiting for an ACK.
+   * @default {true}
+   */
+  noDelay?: boolean;
+};
 
 /** A running TCP (or Unix socket) server. */
 export interface TcpServer extends Server {
@@ -36,5 +43,10 @@ export interface TcpServer extends Server {
  */
 export function serve(options: ServeOptions, handler: ConnHandler<Conn>): TcpServer {
   const listener = listenSocket(options);
-  return new StreamServer(listener, (socket) => new SocketConn(socket), handler, options);
+  const noDelay = options.noDelay !== false && options.path === undefined;
+  const wrap = (socket: Deno.Conn) => {
+    if (noDelay) (socket as Deno.TcpConn).setNoDelay(true);
+    return new SocketConn(socket);
+  };
+  return new StreamServer(listener, wrap, handler, options);
 }

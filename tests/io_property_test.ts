@@ -16,7 +16,8 @@ import {
   UnexpectedEofError,
 } from "../io/mod.ts";
 
-const NUM_RUNS = 200;
+// Modest by default; raise for a deeper search: IO_PROPERTY_RUNS=5000 deno test -A …
+const NUM_RUNS = Number(Deno.env.get("IO_PROPERTY_RUNS") ?? 200);
 
 // --- helpers -----------------------------------------------------------------
 

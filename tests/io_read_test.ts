@@ -452,3 +452,30 @@ Deno.test("readLines() over a BufferedReader on a ByteSource", async () => {
   const reader = new BufferedReader(new QueueSource(["x\r\ny", "\nz"]), { bufferSize: 64 });
   assert.deepEqual(await Array.fromAsync(readLines(reader)), ["x", "y", "z"]);
 });
+
+// --- one read at a time ----------------------------------------------------
+
+Deno.test("BufferedReader refuses a second read while one is in progress, and loses nothing", async () => {
+  // A source that answers only when told to, as a quiet peer does.
+  let answer: ((n: number | null) => void) | undefined;
+  let pendingBuffer: Uint8Array | undefined;
+  const source: ByteSource = {
+    read(p) {
+      pendingBuffer = p;
+      return new Promise((resolve) => (answer = resolve));
+    },
+  };
+  const reader = new BufferedReader(source);
+  const first = reader.readUntil("\n");
+  await assert.rejects(reader.readUntil("\n"), (err: TypeError) => {
+    assert.ok(err instanceof TypeError);
+    assert.equal(err.message, "another read is in progress on this stream: await it before the next");
+    return true;
+  });
+  await assert.rejects(reader.readExact(1), TypeError);
+  await assert.rejects(reader.readChunk(), TypeError);
+  pendingBuffer!.set(bytes("one\ntwo\n"));
+  answer!(8);
+  assert.equal(text(await first), "one\n");
+  assert.equal(text(await reader.readUntil("\n")), "two\n");
+});

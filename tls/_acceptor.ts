@@ -36,6 +36,8 @@ export interface TlsListenOptions extends CertificateOptions {
    * see the tls module's notes).
    */
   clientCaCerts?: string[];
+  /** Which TLS implementation runs the server's handshakes. */
+  engine?: "deno" | "node";
 }
 
 /** The default of {@linkcode TlsListenOptions.handshakeTimeout}: 10 s. */
@@ -64,8 +66,8 @@ export function openAcceptor(options: TlsListenOptions): Acceptor {
   const port = options.port ?? 0;
   const timeout = options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
   if (!(timeout >= 0)) throw new RangeError(`handshakeTimeout must be 0 or more, got ${timeout}`);
-  if (options.clientCaCerts !== undefined) {
-    if (options.clientCaCerts.length === 0) {
+  if (options.clientCaCerts !== undefined || options.engine === "node") {
+    if (options.clientCaCerts?.length === 0) {
       throw new TlsError(
         "ERR_TLS_BAD_CREDENTIALS",
         "clientCaCerts is empty: list the CA certificates (PEM) whose clients to accept",

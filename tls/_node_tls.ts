@@ -21,21 +21,31 @@ export interface NodeServerOptions {
   clientCaCerts?: string[];
 }
 
+const MIN_READ = 16 * 1024;
+const MAX_READ = 64 * 1024;
+
 /** A node Duplex over a Deno.Conn; `counter` sees every read and write. */
 function duplexOver(socket: Deno.Conn, counter: { activity: number }): Duplex {
   let reading = false;
+  let size = MIN_READ;
   return new Duplex({
     allowHalfOpen: true,
     read() {
       if (reading) return;
       reading = true;
-      const buf = new Uint8Array(16 * 1024);
+      const buf = new Uint8Array(size);
       counter.activity++;
       socket.read(buf).then(
         (n) => {
           reading = false;
-          if (n === null) this.push(null);
-          else this.push(Buffer.from(buf.buffer, 0, n));
+          if (n === null) {
+            this.push(null);
+            return;
+          }
+          // Reads that fill the buffer ask for a bigger one next time; a
+          // small read is copied out rather than pinning a big buffer.
+          if (n === size && size < MAX_READ) size *= 2;
+          this.push(n < size / 4 ? Buffer.from(buf.subarray(0, n)) : Buffer.from(buf.buffer, 0, n));
         },
         (err) => {
           reading = false;
@@ -93,7 +103,10 @@ export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
   readonly remoteAddr: Deno.NetAddr;
   #tls: tls.TLSSocket;
   #duplex: Duplex;
-  #pending: Uint8Array | null = null;
+  // Decrypted chunks not yet read; the socket is paused while they pile up.
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
   #ended = false;
   #closed = false;
   #error: unknown;
@@ -106,44 +119,55 @@ export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
     this.#duplex = duplex;
     this.localAddr = raw.localAddr as Deno.NetAddr;
     this.remoteAddr = raw.remoteAddr as Deno.NetAddr;
-    const wake = () => {
-      const w = this.#wake;
-      this.#wake = undefined;
-      w?.();
-    };
-    socket.on("readable", wake);
+    socket.on("data", (chunk: Uint8Array) => {
+      if (chunk.length === 0) return;
+      this.#queue.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued >= MAX_READ && !this.#paused) {
+        this.#paused = true;
+        socket.pause();
+      }
+      this.#wakeReader();
+    });
     socket.on("end", () => {
       this.#ended = true;
-      wake();
+      this.#wakeReader();
     });
     socket.on("error", (err) => {
       this.#error ??= toDenoError(err);
-      wake();
+      this.#wakeReader();
     });
     socket.on("close", () => {
       this.#ended = true;
-      wake();
+      this.#wakeReader();
     });
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
   }
 
   async read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return 0;
     for (;;) {
       if (this.#closed) throw new Deno.errors.Interrupted("operation canceled");
-      const pending = this.#pending;
-      if (pending !== null) {
-        const n = Math.min(p.length, pending.length);
-        p.set(pending.subarray(0, n));
-        this.#pending = n === pending.length ? null : pending.subarray(n);
+      const head = this.#queue[0];
+      if (head !== undefined) {
+        const n = Math.min(p.length, head.length);
+        p.set(head.subarray(0, n));
+        if (n === head.length) this.#queue.shift();
+        else this.#queue[0] = head.subarray(n);
+        this.#queued -= n;
+        if (this.#paused && this.#queued < MAX_READ / 2) {
+          this.#paused = false;
+          this.#tls.resume();
+        }
         return n;
       }
-      const chunk = this.#tls.read() as Uint8Array | null;
-      if (chunk !== null && chunk.length > 0) {
-        this.#pending = chunk;
-        continue;
-      }
       if (this.#error !== undefined) throw this.#error;
-      if (this.#ended || this.#tls.readableEnded) return null;
+      if (this.#ended) return null;
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
@@ -155,8 +179,11 @@ export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
     if (this.#error !== undefined) return Promise.reject(this.#error);
     if (p.length === 0) return Promise.resolve(0);
     return new Promise((resolve, reject) => {
-      // Node may keep a reference to the chunk: give it its own copy.
-      this.#tls.write(Buffer.from(p), (err) => err ? reject(toDenoError(err)) : resolve(p.length));
+      // Node is done with the bytes (encrypted) when it calls back.
+      this.#tls.write(
+        Buffer.from(p.buffer, p.byteOffset, p.byteLength),
+        (err) => err ? reject(toDenoError(err)) : resolve(p.length),
+      );
     });
   }
 
@@ -182,9 +209,7 @@ export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
     this.#closed = true;
     this.#tls.destroy();
     this.#duplex.destroy();
-    const w = this.#wake;
-    this.#wake = undefined;
-    w?.();
+    this.#wakeReader();
   }
 
   ref(): void {}
