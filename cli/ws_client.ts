@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-console
 /**
  * `ws-client`: connects to a WebSocket server. With `--message` it sends
  * the message, prints the first message that arrives after it, closes and
@@ -98,7 +97,9 @@ function abnormalEnd(ws: WebSocketConn): string | undefined {
   const code = ws.closeCode ?? 1006;
   if (code === 1000 || code === 1001 || code === 1005) return undefined;
   if (code === 1006) return "the connection was lost without a close frame (1006)";
-  return `the server closed the connection with ${code}${ws.closeReason ? ` (${ws.closeReason})` : ""}`;
+  return `the server closed the connection with ${code}${
+    ws.closeReason ? ` (${ws.closeReason})` : ""
+  }`;
 }
 
 /** `--message`: send, print the first message that arrives after it, close. */
@@ -120,7 +121,9 @@ async function oneMessage(ws: WebSocketConn, message: string, timeout: number): 
     ws.destroy();
     throw new NetkitError(
       "ETIMEDOUT",
-      `no message from the server within ${timeout / 1000}s: raise --timeout, or check that it answers`,
+      `no message from the server within ${
+        timeout / 1000
+      }s: raise --timeout, or check that it answers`,
     );
   }
   if (msg === null) {

@@ -115,7 +115,10 @@ function logEvents(quiet: boolean): (event: WebSocketServerEvent) => void {
         if (event.action === "closed") {
           log(PROGRAM, `closed slow client ${who} (1008): its backlog passed --max-buffered`);
         } else if (event.action === "dropping") {
-          log(PROGRAM, `slow client ${who}: backlog over --max-buffered, skipping it until it drains`);
+          log(
+            PROGRAM,
+            `slow client ${who}: backlog over --max-buffered, skipping it until it drains`,
+          );
         } else {
           log(PROGRAM, `slow client ${who} caught up; ${event.dropped} messages were skipped`);
         }

@@ -51,3 +51,51 @@ export function notYetValidCert(ca: { cert: string; key: string }) {
   const now = Date.now();
   return certValidBetween(ca, wholeSeconds(now + DAY), wholeSeconds(now + 10 * DAY));
 }
+
+/**
+ * A TLS client (Deno's node:tls over a raw Deno TCP connection) whose TCP
+ * connection can be cut without a TLS close_notify, as a crashed or killed
+ * peer does. Deno's own TLS client always sends close_notify on close.
+ */
+export async function cuttableTlsClient(
+  port: number,
+  ca: string,
+): Promise<{ write(text: string): Promise<void>; cut(): void }> {
+  const { default: tls } = await import("node:tls");
+  const { Duplex } = await import("node:stream");
+  const { Buffer } = await import("node:buffer");
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port });
+  let reading = false;
+  let closed = false;
+  const duplex = new Duplex({
+    read() {
+      if (reading || closed) return;
+      reading = true;
+      const buf = new Uint8Array(16384);
+      raw.read(buf).then(
+        (n) => {
+          reading = false;
+          this.push(n === null ? null : Buffer.from(buf.buffer, 0, n));
+        },
+        () => {
+          reading = false;
+          this.push(null);
+        },
+      );
+    },
+    write(chunk, _encoding, callback) {
+      raw.write(chunk).then(() => callback(), callback);
+    },
+  });
+  const socket = tls.connect({ socket: duplex, servername: "localhost", ca: [ca] });
+  socket.on("error", () => {});
+  await new Promise((resolve) => socket.once("secureConnect", resolve));
+  return {
+    write: (text) => new Promise((resolve) => socket.write(text, () => resolve())),
+    cut() {
+      closed = true;
+      raw.close();
+      socket.destroy();
+    },
+  };
+}

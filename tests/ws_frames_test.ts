@@ -41,7 +41,11 @@ Deno.test("protocol violations close with 1002, 1007 or 1009, one connection eac
     ["RSV1 without an extension", encodeFrame(Opcode.Text, "hi", { mask: true, rsv1: true }), 1002],
     ["opcode 0x3", encodeFrame(0x3, "hi", { mask: true }), 1002],
     ["opcode 0xc", encodeFrame(0xc, "", { mask: true }), 1002],
-    ["invalid UTF-8", encodeFrame(Opcode.Text, new Uint8Array([0x68, 0xc3, 0x28]), { mask: true }), 1007],
+    [
+      "invalid UTF-8",
+      encodeFrame(Opcode.Text, new Uint8Array([0x68, 0xc3, 0x28]), { mask: true }),
+      1007,
+    ],
     ["close code 1005", encodeFrame(Opcode.Close, closeBody(1005), { mask: true }), 1002],
     ["close code 999", encodeFrame(Opcode.Close, closeBody(999), { mask: true }), 1002],
     ["ping over 125 bytes", encodeFrame(Opcode.Ping, "x".repeat(126), { mask: true }), 1002],
@@ -51,11 +55,14 @@ Deno.test("protocol violations close with 1002, 1007 or 1009, one connection eac
     assert.equal(await violate(port, bytes), code, name);
   }
   // Oversized: only the header of a 2 MiB frame is sent; the server does not wait for the payload.
-  const header = encodeFrame(Opcode.Binary, new Uint8Array(2 * 1024 * 1024), { mask: true }).subarray(0, 14);
+  const header = encodeFrame(Opcode.Binary, new Uint8Array(2 * 1024 * 1024), { mask: true })
+    .subarray(0, 14);
   assert.equal(await violate(port, header), 1009, "oversized");
   // A stream of empty fragments.
   const tiny = [encodeFrame(Opcode.Text, "", { mask: true, fin: false })];
-  for (let i = 0; i < 100; i++) tiny.push(encodeFrame(Opcode.Continuation, "", { mask: true, fin: false }));
+  for (let i = 0; i < 100; i++) {
+    tiny.push(encodeFrame(Opcode.Continuation, "", { mask: true, fin: false }));
+  }
   const stream = new Uint8Array(tiny.reduce((n, f) => n + f.length, 0));
   tiny.reduce((off, f) => (stream.set(f, off), off + f.length), 0);
   assert.equal(await violate(port, stream), 1009, "too many fragments");

@@ -2,12 +2,7 @@
 // and the client against servers that refuse or misbehave.
 import assert from "node:assert/strict";
 import { serve as serveTcp } from "../tcp/serve.ts";
-import {
-  connect,
-  HandshakeError,
-  serve,
-  type WebSocketServerEvent,
-} from "../websocket/mod.ts";
+import { connect, HandshakeError, serve, type WebSocketServerEvent } from "../websocket/mod.ts";
 import { RawClient, SAMPLE_ACCEPT, SAMPLE_KEY, upgradeRequest } from "./ws_helpers.ts";
 
 const noop = () => {};
@@ -58,11 +53,27 @@ Deno.test("bad upgrade requests get the right status, and the server keeps servi
     ["HTTP/1.0", request(["GET /ws HTTP/1.0", ...base]), 400],
     ["no Host", request(["GET /ws HTTP/1.1", ...without("Host")]), 400],
     ["no Connection", request(["GET /ws HTTP/1.1", ...without("Connection")]), 400],
-    ["Connection: keep-alive", request(["GET /ws HTTP/1.1", ...without("Connection"), "Connection: keep-alive"]), 400],
+    [
+      "Connection: keep-alive",
+      request(["GET /ws HTTP/1.1", ...without("Connection"), "Connection: keep-alive"]),
+      400,
+    ],
     ["no key", request(["GET /ws HTTP/1.1", ...without("Sec-WebSocket-Key")]), 400],
-    ["short key", request(["GET /ws HTTP/1.1", ...without("Sec-WebSocket-Key"), "Sec-WebSocket-Key: abc="]), 400],
+    [
+      "short key",
+      request(["GET /ws HTTP/1.1", ...without("Sec-WebSocket-Key"), "Sec-WebSocket-Key: abc="]),
+      400,
+    ],
     ["two keys", request(["GET /ws HTTP/1.1", ...base, `Sec-WebSocket-Key: ${SAMPLE_KEY}`]), 400],
-    ["version 8", request(["GET /ws HTTP/1.1", ...without("Sec-WebSocket-Version"), "Sec-WebSocket-Version: 8"]), 426],
+    [
+      "version 8",
+      request([
+        "GET /ws HTTP/1.1",
+        ...without("Sec-WebSocket-Version"),
+        "Sec-WebSocket-Version: 8",
+      ]),
+      426,
+    ],
     ["no version", request(["GET /ws HTTP/1.1", ...without("Sec-WebSocket-Version")]), 426],
     ["bad protocol", request(["GET /ws HTTP/1.1", ...base, "Sec-WebSocket-Protocol: a b"]), 400],
     ["not an upgrade", request(["GET /ws HTTP/1.1", "Host: x"]), 426],
@@ -92,7 +103,10 @@ Deno.test("onRequest answers plain HTTP on the path; without it, 426", async () 
   await using server = serve({
     port: 0,
     onEvent: noop,
-    onRequest: (req) => ({ status: 200, body: `page for ${req.path} ${req.url.searchParams.get("q")}` }),
+    onRequest: (req) => ({
+      status: 200,
+      body: `page for ${req.path} ${req.url.searchParams.get("q")}`,
+    }),
   }, noop);
   const res = await ask(server.addr.port, request(["GET /x?q=1 HTTP/1.1", "Host: a"]));
   assert.equal(res.status, 200);
@@ -105,10 +119,15 @@ Deno.test("the upgrade hook refuses with its own response, 403, or accepts with 
     upgrade(request, info) {
       assert.equal(info.remoteAddr.transport, "tcp");
       const token = request.headers.get("authorization");
-      if (token === null) return { status: 401, headers: { "www-authenticate": "Bearer" }, body: "token required" };
+      if (token === null) {
+        return { status: 401, headers: { "www-authenticate": "Bearer" }, body: "token required" };
+      }
       if (token === "Bearer nope") return false;
       if (token === "Bearer response") return new Response("teapot", { status: 418 });
-      return { data: { user: token.slice(7) }, protocol: request.protocols.includes("chat.v2") ? "chat.v2" : undefined };
+      return {
+        data: { user: token.slice(7) },
+        protocol: request.protocols.includes("chat.v2") ? "chat.v2" : undefined,
+      };
     },
     async open(ws) {
       await ws.send(`${ws.data.user} ${ws.protocol || "-"} ${ws.url}`);
@@ -142,7 +161,10 @@ Deno.test("the upgrade hook refuses with its own response, 403, or accepts with 
   }
   {
     // No choice by the hook: the server's own list decides.
-    await using ws = await connect(url, { headers: { authorization: "Bearer bob" }, protocols: ["x", "chat.v1"] });
+    await using ws = await connect(url, {
+      headers: { authorization: "Bearer bob" },
+      protocols: ["x", "chat.v1"],
+    });
     assert.equal(ws.protocol, "chat.v1");
     assert.equal(await ws.receive(), "bob chat.v1 /room?id=7");
   }
@@ -150,7 +172,10 @@ Deno.test("the upgrade hook refuses with its own response, 403, or accepts with 
 
 Deno.test("a client that trickles its request is closed at the handshake timeout", async () => {
   const events: WebSocketServerEvent[] = [];
-  await using server = serve({ port: 0, handshakeTimeout: 150, onEvent: (e) => events.push(e) }, noop);
+  await using server = serve(
+    { port: 0, handshakeTimeout: 150, onEvent: (e) => events.push(e) },
+    noop,
+  );
   await using client = await RawClient.connect(server.addr.port);
   const text = upgradeRequest();
   // A byte now and then: never idle, never done.
@@ -180,11 +205,14 @@ Deno.test("the client names a server that is not a WebSocket server, and one tha
   });
   // A server that accepts and says nothing.
   await using silent = serveTcp({ port: 0 }, (c) => c.readable.pipeTo(new WritableStream()));
-  await assert.rejects(connect(`ws://127.0.0.1:${silent.addr.port}/`, { timeout: 100 }), (err: unknown) => {
-    assert.ok(err instanceof HandshakeError);
-    assert.equal(err.code, "ERR_WS_HANDSHAKE_TIMEOUT");
-    return true;
-  });
+  await assert.rejects(
+    connect(`ws://127.0.0.1:${silent.addr.port}/`, { timeout: 100 }),
+    (err: unknown) => {
+      assert.ok(err instanceof HandshakeError);
+      assert.equal(err.code, "ERR_WS_HANDSHAKE_TIMEOUT");
+      return true;
+    },
+  );
   // A wrong Sec-WebSocket-Accept.
   await using liar = serveTcp({ port: 0 }, async (c) => {
     const reader = c.readable.getReader();
@@ -198,8 +226,14 @@ Deno.test("the client names a server that is not a WebSocket server, and one tha
     w.releaseLock();
     await c.readable.pipeTo(new WritableStream());
   });
-  await assert.rejects(connect(`ws://127.0.0.1:${liar.addr.port}/`), /Sec-WebSocket-Accept does not match/);
-  await assert.rejects(connect("ftp://127.0.0.1/"), (err: unknown) => (err as HandshakeError).code === "ERR_WS_BAD_URL");
+  await assert.rejects(
+    connect(`ws://127.0.0.1:${liar.addr.port}/`),
+    /Sec-WebSocket-Accept does not match/,
+  );
+  await assert.rejects(
+    connect("ftp://127.0.0.1/"),
+    (err: unknown) => (err as HandshakeError).code === "ERR_WS_BAD_URL",
+  );
 });
 
 Deno.test("frames sent right behind the request, before the 101 arrives, are not lost", async () => {

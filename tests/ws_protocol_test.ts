@@ -11,7 +11,7 @@ import {
   isValidKey,
   isValidUtf8,
   Opcode,
-  PreparedMessage,
+  type PreparedMessage,
   type ReceivedFrame,
   Receiver,
   type Subscriber,
@@ -98,8 +98,16 @@ Deno.test("the receiver rejects what RFC 6455 forbids, with the right close code
   assertFails(encodeFrame(Opcode.Text, "x", { mask: true, rsv1: true }), "ERR_WS_RSV_BITS", P);
   assertFails(encodeFrame(0x3, "x", { mask: true }), "ERR_WS_BAD_OPCODE", P);
   assertFails(encodeFrame(0xb, "x", { mask: true }), "ERR_WS_BAD_OPCODE", P);
-  assertFails(encodeFrame(Opcode.Ping, "x".repeat(126), { mask: true }), "ERR_WS_BAD_CONTROL_FRAME", P);
-  assertFails(encodeFrame(Opcode.Ping, "x", { mask: true, fin: false }), "ERR_WS_BAD_CONTROL_FRAME", P);
+  assertFails(
+    encodeFrame(Opcode.Ping, "x".repeat(126), { mask: true }),
+    "ERR_WS_BAD_CONTROL_FRAME",
+    P,
+  );
+  assertFails(
+    encodeFrame(Opcode.Ping, "x", { mask: true, fin: false }),
+    "ERR_WS_BAD_CONTROL_FRAME",
+    P,
+  );
   assertFails(encodeFrame(Opcode.Continuation, "x", { mask: true }), "ERR_WS_BAD_CONTINUATION", P);
   assertFails(
     concat(
@@ -109,9 +117,17 @@ Deno.test("the receiver rejects what RFC 6455 forbids, with the right close code
     "ERR_WS_BAD_CONTINUATION",
     P,
   );
-  assertFails(encodeFrame(Opcode.Close, new Uint8Array([3]), { mask: true }), "ERR_WS_BAD_CLOSE_FRAME", P);
+  assertFails(
+    encodeFrame(Opcode.Close, new Uint8Array([3]), { mask: true }),
+    "ERR_WS_BAD_CLOSE_FRAME",
+    P,
+  );
   for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000]) {
-    assertFails(encodeFrame(Opcode.Close, closePayload(code), { mask: true }), "ERR_WS_INVALID_CLOSE_CODE", P);
+    assertFails(
+      encodeFrame(Opcode.Close, closePayload(code), { mask: true }),
+      "ERR_WS_INVALID_CLOSE_CODE",
+      P,
+    );
   }
   // A 64-bit length with its top bit set.
   const huge = new Uint8Array([0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4]);
@@ -120,7 +136,11 @@ Deno.test("the receiver rejects what RFC 6455 forbids, with the right close code
 
 Deno.test("invalid UTF-8 closes with 1007, in one frame, across fragments and in a close reason", () => {
   const I = CloseCode.InvalidPayload;
-  assertFails(encodeFrame(Opcode.Text, new Uint8Array([0xff]), { mask: true }), "ERR_WS_INVALID_UTF8", I);
+  assertFails(
+    encodeFrame(Opcode.Text, new Uint8Array([0xff]), { mask: true }),
+    "ERR_WS_INVALID_UTF8",
+    I,
+  );
   // A truncated sequence at the end of the last fragment.
   assertFails(
     concat(
@@ -170,11 +190,15 @@ Deno.test("maxPayload is enforced on the frame header, before the payload arrive
 
 Deno.test("a stream of tiny fragments hits maxFragments", () => {
   const parts = [encodeFrame(Opcode.Text, "", { mask: true, fin: false })];
-  for (let i = 0; i < 20; i++) parts.push(encodeFrame(Opcode.Continuation, "", { mask: true, fin: false }));
+  for (let i = 0; i < 20; i++) {
+    parts.push(encodeFrame(Opcode.Continuation, "", { mask: true, fin: false }));
+  }
   assertFails(concat(...parts), "ERR_WS_TOO_MANY_FRAGMENTS", 1009, true, { maxFragments: 10 });
   // Within the limit the message arrives whole.
   const ok = [encodeFrame(Opcode.Text, "a", { mask: true, fin: false })];
-  for (let i = 0; i < 8; i++) ok.push(encodeFrame(Opcode.Continuation, "b", { mask: true, fin: false }));
+  for (let i = 0; i < 8; i++) {
+    ok.push(encodeFrame(Opcode.Continuation, "b", { mask: true, fin: false }));
+  }
   ok.push(encodeFrame(Opcode.Continuation, "c", { mask: true }));
   const out = parseAll(concat(...ok), 5, true, { maxFragments: 10 });
   assert.ok(out[0].type === "message");

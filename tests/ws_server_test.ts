@@ -11,7 +11,7 @@ import {
   serve,
   upgrade,
   type WebSocketConn,
-  WebSocketError,
+  type WebSocketError,
   type WebSocketServerEvent,
 } from "../websocket/mod.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
@@ -108,9 +108,33 @@ Deno.test("server.publish reaches subscribers; ws.publish skips the sender unles
   assert.equal(server.hub.subscriberCount("news"), 2);
 });
 
-/** A raw client that upgrades and then never reads: its backlog only grows. */
-async function stalledClient(port: number): Promise<RawClient> {
-  return await RawClient.upgraded(port);
+/**
+ * Publishes 64 KiB messages, letting the sockets work between them, until
+ * `done()` (or `max` messages). Resolves to the publish results.
+ */
+async function publishUntil(
+  server: { publish(topic: string, m: Message): { delivered: number; dropped: number } },
+  done: (results: { delivered: number; dropped: number }[]) => boolean,
+  max = 2000,
+) {
+  const chunk = new Uint8Array(64 * 1024);
+  const results: { delivered: number; dropped: number }[] = [];
+  while (!done(results) && results.length < max) {
+    results.push(server.publish("t", chunk));
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  return results;
+}
+
+/** Reads binary messages until "end"; resolves to how many came before it. */
+async function countUntilEnd(ws: WebSocketConn): Promise<number> {
+  let n = 0;
+  for (;;) {
+    const msg = await ws.receive();
+    if (msg === null) throw new Error(`closed early with ${ws.closeCode}`);
+    if (msg === "end") return n;
+    n++;
+  }
 }
 
 Deno.test("a slow consumer is closed with 1008 under policy close, without stalling the others", async () => {
@@ -121,7 +145,7 @@ Deno.test("a slow consumer is closed with 1008 under policy close, without stall
   await using server = serve({
     port: 0,
     maxBuffered: 256 * 1024,
-    closeTimeout: 200,
+    closeTimeout: 100,
     onEvent: (e) => events.push(e),
   }, {
     open(ws) {
@@ -130,21 +154,22 @@ Deno.test("a slow consumer is closed with 1008 under policy close, without stall
     },
     close: (_ws, code) => void closes.push(code),
   });
-  await using stalled = await stalledClient(server.addr.port);
-  await using good = await connect(server.url, { maxPayload: 1 << 20 });
+  // A raw client that upgrades and never reads: its backlog only grows.
+  await using stalled = await RawClient.upgraded(server.addr.port);
+  await using good = await connect(server.url);
   await two.promise;
-  const chunk = new Uint8Array(64 * 1024);
-  const results = [];
-  for (let i = 0; i < 20; i++) results.push(server.publish("t", chunk));
-  // The good client reads all 20; the stalled one was closed once over 256 KiB.
-  for (let i = 0; i < 20; i++) assert.equal(((await good.receive()) as Uint8Array).length, chunk.length);
-  assert.ok(results.some((r) => r.dropped === 1), "the slow one stopped getting messages");
-  assert.equal(results[0].delivered, 2);
+  const counted = countUntilEnd(good);
+  const slowClosed = () => events.some((e) => e.type === "slow" && e.action === "closed");
+  const results = await publishUntil(server, slowClosed);
+  assert.ok(slowClosed(), `still open after ${results.length} messages`);
+  server.publish("t", "end");
+  assert.equal(await counted, results.length, "the good client got every message");
+  assert.ok(results.every((r) => r.delivered >= 1));
+  assert.equal(server.publish("t", "after").delivered, 1, "only the good client is left");
   stalled.close();
   await good.close();
   await server.close();
-  assert.ok(closes.includes(1008), `close codes ${closes}`);
-  assert.ok(events.some((e) => e.type === "slow" && e.action === "closed"));
+  assert.deepEqual(closes.sort(), [1000, 1008]);
 });
 
 Deno.test("under policy drop a slow consumer is skipped until it drains, and counted", async () => {
@@ -154,32 +179,33 @@ Deno.test("under policy drop a slow consumer is skipped until it drains, and cou
   await using server = serve({ port: 0, maxBuffered: 256 * 1024, policy: "drop", onEvent: quiet }, {
     open(ws) {
       ws.subscribe("t");
-      if (ws.remoteAddr.transport === "tcp" && ws.url === "/slow") slowConn = ws;
+      if (ws.url === "/slow") slowConn = ws;
       if (++opened === 2) two.resolve();
     },
   });
   await using stalled = await RawClient.upgraded(server.addr.port, "/slow");
   await using good = await connect(server.url);
   await two.promise;
-  const chunk = new Uint8Array(64 * 1024);
-  let dropped = 0;
-  for (let i = 0; i < 20; i++) dropped += server.publish("t", chunk).dropped;
-  assert.ok(dropped > 0);
+  const counted = countUntilEnd(good);
+  const sum = (rs: { dropped: number }[]) => rs.reduce((n, r) => n + r.dropped, 0);
+  const results = await publishUntil(server, (rs) => sum(rs) >= 5);
+  const dropped = sum(results);
+  assert.ok(dropped >= 1, `nothing dropped after ${results.length} messages`);
   assert.equal(slowConn!.dropped, dropped);
   assert.equal(slowConn!.readyState, 1, "not closed, only skipped");
-  for (let i = 0; i < 20; i++) assert.ok(await good.receive());
-  // The stalled client finally reads: what was queued arrives, then it gets messages again.
-  let frames = 0;
-  const queued = 20 - dropped;
-  while (frames < queued) {
-    const f = await stalled.readFrame();
-    assert.equal(f?.opcode, Opcode.Binary);
-    frames++;
-  }
+  server.publish("t", "end");
+  assert.equal(await counted, results.length, "the good client got every message");
+  // The stalled client finally reads: what was queued arrives, then "end"
+  // (queued once the skipping stopped, or skipped), then it is back in.
+  const queued = results.length - dropped;
+  for (let i = 0; i < queued; i++) assert.equal((await stalled.readFrame())?.opcode, Opcode.Binary);
   while (slowConn!.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 5));
   assert.equal(server.publish("t", "back").dropped, 0);
-  const f = await stalled.readFrame();
-  assert.equal(new TextDecoder().decode(f!.payload), "back");
+  let last;
+  do last = await stalled.readFrame(); while (
+    last !== null && new TextDecoder().decode(last.payload) === "end"
+  );
+  assert.equal(new TextDecoder().decode(last!.payload), "back");
   await good.close();
 });
 
@@ -271,20 +297,27 @@ Deno.test("maxConnections closes the connection beyond the limit at once", async
 Deno.test("the Deno.upgradeWebSocket adapter gives the same Conn: echo handler, topics, no ping", async () => {
   const hub = new BroadcastHub();
   const conns: WebSocketConn[] = [];
-  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: quiet }, (req, info) => {
-    const path = new URL(req.url).pathname;
-    const { response, conn } = upgrade(req, { info, hub, protocol: req.headers.get("sec-websocket-protocol") ? "p1" : undefined });
-    conns.push(conn);
-    if (path === "/echo") {
-      void echo(conn);
-    } else {
-      conn.subscribe("room");
-      void (async () => {
-        for await (const msg of conn) conn.publish("room", msg, { includeSelf: true });
-      })();
-    }
-    return response;
-  });
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: quiet },
+    (req, info) => {
+      const path = new URL(req.url).pathname;
+      const { response, conn } = upgrade(req, {
+        info,
+        hub,
+        protocol: req.headers.get("sec-websocket-protocol") ? "p1" : undefined,
+      });
+      conns.push(conn);
+      if (path === "/echo") {
+        void echo(conn);
+      } else {
+        conn.subscribe("room");
+        void (async () => {
+          for await (const msg of conn) conn.publish("room", msg, { includeSelf: true });
+        })();
+      }
+      return response;
+    },
+  );
   const base = `ws://127.0.0.1:${server.addr.port}`;
   {
     await using ws = await connect(`${base}/echo`, { protocols: ["p1"] });
@@ -303,8 +336,57 @@ Deno.test("the Deno.upgradeWebSocket adapter gives the same Conn: echo handler, 
     assert.equal(await b.receive(), "to the room");
     await b.send(new Uint8Array([7]));
     assert.deepEqual(await a.receive(), new Uint8Array([7]));
-    await assert.rejects(conns.at(-1)!.ping(), (e: unknown) => (e as WebSocketError).code === "ERR_WS_UNSUPPORTED");
+    await assert.rejects(
+      conns.at(-1)!.ping(),
+      (e: unknown) => (e as WebSocketError).code === "ERR_WS_UNSUPPORTED",
+    );
   }
   await Promise.all(conns.map((c) => c.closed));
   assert.throws(() => upgrade(new Request("http://x/")), /not a WebSocket upgrade/);
+});
+
+Deno.test("a message handler that throws costs its connection only: close 1011, error reported", async () => {
+  const events: WebSocketServerEvent[] = [];
+  await using server = serve({ port: 0, onEvent: (e) => events.push(e) }, {
+    message(ws, data) {
+      if (data === "boom") throw new Error("handler bug");
+      void ws.send(data);
+    },
+  });
+  await using bad = await connect(server.url);
+  await using good = await connect(server.url);
+  // Messages queued behind the bad one do not hold up the close handshake.
+  for (let i = 0; i < 40; i++) void bad.send(i === 0 ? "boom" : `after ${i}`);
+  assert.equal(await bad.receive(), null);
+  assert.equal(bad.closeCode, 1011);
+  await good.send("fine");
+  assert.equal(await good.receive(), "fine");
+  const error = events.find((e) => e.type === "error");
+  assert.ok(error?.type === "error" && (error.error as Error).message === "handler bug");
+});
+
+Deno.test("a Conn handler that stops reading still completes the close handshake", async () => {
+  await using server = serve({ port: 0 }, async (ws) => {
+    await ws.receive();
+    await ws.close(4000, "enough");
+  });
+  await using ws = await connect(server.url);
+  for (let i = 0; i < 100; i++) void ws.send(new Uint8Array(1000));
+  assert.equal(await ws.receive(), null);
+  assert.equal(ws.closeCode, 4000);
+  assert.equal(ws.closeReason, "enough");
+});
+
+Deno.test("drain fires once a backlog over the high-water mark has been written", async () => {
+  const drained = Promise.withResolvers<number>();
+  await using server = serve({ port: 0, highWaterMark: 16 * 1024 }, {
+    open(ws) {
+      void ws.send(new Uint8Array(512 * 1024));
+      assert.ok(ws.bufferedAmount > 16 * 1024);
+    },
+    drain: (ws) => drained.resolve(ws.bufferedAmount),
+  });
+  await using ws = await connect(server.url);
+  assert.equal(((await ws.receive()) as Uint8Array).length, 512 * 1024);
+  assert.equal(await drained.promise, 0);
 });

@@ -24,8 +24,14 @@ export interface NodeServerOptions {
 const MIN_READ = 16 * 1024;
 const MAX_READ = 64 * 1024;
 
-/** A node Duplex over a Deno.Conn; `counter` sees every read and write. */
-function duplexOver(socket: Deno.Conn, counter: { activity: number }): Duplex {
+/** Watches a Duplex over a socket: its reads and writes, and its end. */
+interface DuplexWatch {
+  activity: number;
+  onEof?: () => void;
+}
+
+/** A node Duplex over a Deno.Conn; `watch` sees every read and write, and the end. */
+function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
   let reading = false;
   let size = MIN_READ;
   return new Duplex({
@@ -34,12 +40,13 @@ function duplexOver(socket: Deno.Conn, counter: { activity: number }): Duplex {
       if (reading) return;
       reading = true;
       const buf = new Uint8Array(size);
-      counter.activity++;
+      watch.activity++;
       socket.read(buf).then(
         (n) => {
           reading = false;
           if (n === null) {
             this.push(null);
+            watch.onEof?.();
             return;
           }
           // Reads that fill the buffer ask for a bigger one next time; a
@@ -54,7 +61,7 @@ function duplexOver(socket: Deno.Conn, counter: { activity: number }): Duplex {
       );
     },
     write(chunk: Uint8Array, _encoding, callback) {
-      counter.activity++;
+      watch.activity++;
       writeFull(socket, chunk).then(() => callback(), callback);
     },
     final(callback) {
@@ -290,8 +297,8 @@ export function nodeServerHandshake(
   timeoutMs: number,
   peer: string,
 ): Handshaking {
-  const counter = { activity: 0 };
-  const duplex = duplexOver(socket, counter);
+  const watch: DuplexWatch = { activity: 0 };
+  const duplex = duplexOver(socket, watch);
   let server: tls.Server;
   try {
     server = tls.createServer({
@@ -319,6 +326,7 @@ export function nodeServerHandshake(
   }
   let settled = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let eofTimer: ReturnType<typeof setTimeout> | undefined;
   let rejectDone!: (err: unknown) => void;
   const done = new Promise<TlsSocketConn>((resolve, reject) => {
     rejectDone = reject;
@@ -329,6 +337,8 @@ export function nodeServerHandshake(
       }
       settled = true;
       clearTimeout(timer);
+      clearTimeout(eofTimer);
+      watch.onEof = undefined;
       const alpn = secure.alpnProtocol;
       resolve(
         new TlsSocketConn(new NodeTlsSocket(secure, duplex, socket), {
@@ -359,16 +369,30 @@ export function nodeServerHandshake(
     if (settled) return;
     settled = true;
     clearTimeout(timer);
+    clearTimeout(eofTimer);
+    watch.onEof = undefined;
     duplex.destroy();
     rejectDone(err);
   };
   if (timeoutMs > 0) {
     timer = setTimeout(() => fail(handshakeTimedOut(peer, timeoutMs, "server")), timeoutMs);
   }
+  // node:tls (half-open, as netkit needs) does not fail a handshake whose
+  // peer hung up. The last bytes before the end may still finish it, so
+  // give them a moment to be processed first.
+  watch.onEof = () => {
+    eofTimer = setTimeout(() =>
+      fail(
+        new TlsError(
+          "ERR_TLS_HANDSHAKE_FAILED",
+          "the client closed the connection during the TLS handshake (it may not trust this server's certificate)",
+        ),
+      ), 100);
+  };
   server.emit("connection", duplex);
   return {
     get activity() {
-      return counter.activity;
+      return watch.activity;
     },
     destroy: () =>
       fail(new Deno.errors.Interrupted("the connection was closed during the TLS handshake")),

@@ -68,6 +68,15 @@ function readError(err: unknown): unknown {
   return err;
 }
 
+/** Deno.startTls leaves `transport` unset on its addresses: it is TCP. */
+function tcpAddr(addr: Deno.Addr): Deno.Addr {
+  const a = addr as Partial<Deno.NetAddr>;
+  if (a.transport === undefined && typeof a.hostname === "string" && typeof a.port === "number") {
+    return { transport: "tcp", hostname: a.hostname, port: a.port };
+  }
+  return addr;
+}
+
 /**
  * A TLS socket whose reads report a missing close_notify as a
  * {@linkcode TlsError} (`ERR_TLS_TRUNCATED`) instead of Deno's bare error.
@@ -80,11 +89,11 @@ class TruncationAware implements Deno.Conn {
   }
 
   get localAddr(): Deno.Addr {
-    return this.#socket.localAddr;
+    return tcpAddr(this.#socket.localAddr);
   }
 
   get remoteAddr(): Deno.Addr {
-    return this.#socket.remoteAddr;
+    return tcpAddr(this.#socket.remoteAddr);
   }
 
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {

@@ -3,6 +3,7 @@
 import { type Conn, formatAddr } from "../conn.ts";
 import { SocketConn } from "../tcp/_socket_conn.ts";
 import { TlsError } from "./errors.ts";
+import { TlsSocketConn } from "./_tls_conn.ts";
 
 /** A plain TCP netkit connection, ready to be taken over. */
 export interface Upgradable {
@@ -28,14 +29,14 @@ export function checkUpgradable(conn: Conn): Upgradable {
   }
   const plain = conn as SocketConn<Deno.Conn>;
   const socket = plain.socket;
+  if (typeof (socket as Partial<Deno.TlsConn>).handshake === "function" || plain instanceof TlsSocketConn) {
+    throw new TlsError("ERR_TLS_NOT_UPGRADABLE", "this connection already speaks TLS");
+  }
   if (plain.remoteAddr.transport !== "tcp") {
     throw new TlsError(
       "ERR_TLS_NOT_UPGRADABLE",
       "this is a Unix socket connection: STARTTLS needs a TCP connection",
     );
-  }
-  if (typeof (socket as Partial<Deno.TlsConn>).handshake === "function") {
-    throw new TlsError("ERR_TLS_NOT_UPGRADABLE", "this connection already speaks TLS");
   }
   const peer = formatAddr(plain.remoteAddr);
   if (plain.readable.locked || plain.writable.locked) {

@@ -1,4 +1,5 @@
 import type { Conn } from "../conn.ts";
+import { checkWithDeno } from "./_acceptor.ts";
 import { type CertificateOptions, loadCredentials } from "./_credentials.ts";
 import { nodeServerHandshake } from "./_node_tls.ts";
 import type { TlsConn } from "./_tls_conn.ts";
@@ -71,6 +72,7 @@ export interface AcceptTlsOptions extends CertificateOptions {
  */
 export async function acceptTls(conn: Conn, options: AcceptTlsOptions): Promise<TlsConn> {
   const credentials = loadCredentials(options, true)!;
+  checkOnce(credentials);
   const { plain, peer } = checkUpgradable(conn);
   options.signal?.throwIfAborted();
   const socket = plain.detach();
@@ -93,4 +95,16 @@ export async function acceptTls(conn: Conn, options: AcceptTlsOptions): Promise<
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+// Certificate and key pairs already checked, so a busy STARTTLS server does
+// not re-check its one pair on every upgrade.
+const checked = new Set<string>();
+
+function checkOnce(credentials: { cert: string; key: string }): void {
+  const id = `${credentials.cert}\0${credentials.key}`;
+  if (checked.has(id)) return;
+  checkWithDeno(credentials);
+  if (checked.size >= 32) checked.clear();
+  checked.add(id);
 }

@@ -322,9 +322,13 @@ export function serverHandshakeError(err: unknown): unknown {
       { cause: err },
     );
   }
-  return new TlsError("ERR_TLS_HANDSHAKE_FAILED", `TLS handshake with the client failed: ${message}`, {
-    cause: err,
-  });
+  return new TlsError(
+    "ERR_TLS_HANDSHAKE_FAILED",
+    `TLS handshake with the client failed: ${message}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 /** The error for a handshake that did not finish within its timeout. */

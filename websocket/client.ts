@@ -165,7 +165,9 @@ export async function connect(
         stop(
           new HandshakeError(
             "ERR_WS_HANDSHAKE_TIMEOUT",
-            `no WebSocket upgrade from ${at} within ${timeout / 1000}s: is it a WebSocket server? Raise the timeout for a slow one`,
+            `no WebSocket upgrade from ${at} within ${
+              timeout / 1000
+            }s: is it a WebSocket server? Raise the timeout for a slow one`,
             0,
             "",
             { cause: timedOut(at, timeout) },
@@ -184,7 +186,12 @@ export async function connect(
     const protocol = await verifyAccept(head, key, protocols);
     if (stopped !== undefined) throw stopped;
     const engine = new FramedEngine(conn, false, options);
-    const ws = new WebSocketConn({ engine, protocol, url: url.href, highWaterMark: options.highWaterMark });
+    const ws = new WebSocketConn({
+      engine,
+      protocol,
+      url: url.href,
+      highWaterMark: options.highWaterMark,
+    });
     ws[kStart]();
     return ws;
   } catch (err) {
@@ -202,11 +209,14 @@ async function readHead(conn: SocketConn, at: string, maxHeadSize: number): Prom
     bytes = await conn.reader.readUntil("\r\n\r\n", { maxBytes: maxHeadSize });
   } catch (err) {
     if (err instanceof UnexpectedEofError) bytes = null;
-    else if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) throw err;
-    else {
+    else if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+      throw err;
+    } else {
       throw new HandshakeError(
         "ERR_WS_HANDSHAKE",
-        `bad answer to the WebSocket upgrade from ${at}: ${err instanceof Error ? err.message : err}`,
+        `bad answer to the WebSocket upgrade from ${at}: ${
+          err instanceof Error ? err.message : err
+        }`,
         0,
         "",
         { cause: err },

@@ -9,14 +9,13 @@ import type { Addr, Conn } from "../conn.ts";
 import { RawWritableStream } from "../io/_raw_writable.ts";
 import { CloseCode, DEFAULT_HIGH_WATER_MARK } from "./constants.ts";
 import { WebSocketError } from "./errors.ts";
-import {
-  type BroadcastHub,
-  type PreparedMessage,
-  type PublishResult,
-  type SendStatus,
-  type Subscriber,
+import type {
+  BroadcastHub,
+  PreparedMessage,
+  PublishResult,
+  SendStatus,
+  Subscriber,
 } from "./hub.ts";
-import { fitCloseReason } from "./sender.ts";
 import { isValidCloseCode } from "./validation.ts";
 
 /** A message: a string for text, bytes for binary. */
@@ -119,6 +118,8 @@ const CLOSE_REPLY_DELAY = 1000;
 
 /** Internal hooks of a {@linkcode WebSocketConn}. */
 export const kStart: unique symbol = Symbol("netkit.ws.start");
+/** Internal: drops unread messages. */
+export const kDiscard: unique symbol = Symbol("netkit.ws.discard");
 /** Internal: the drain callback of a handler object. */
 export const kOnDrain: unique symbol = Symbol("netkit.ws.onDrain");
 
@@ -180,6 +181,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #started = false;
   #finished = false;
   #received = 0;
+  /** Internal: the handler object's `drain`. */
   [kOnDrain]: ((ws: WebSocketConn<T>) => void) | undefined;
 
   /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
@@ -352,13 +354,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
         const { data, bytes } = msg;
         controller.enqueue(typeof data === "string" ? bytes ?? encoder.encode(data) : data);
       },
-      cancel: () => {
-        this.#discard = true;
-        this.#inbox = [];
-        this.#head = 0;
-        this.#inboxBytes = 0;
-        this.#releaseRoom();
-      },
+      cancel: () => this[kDiscard](),
     }, { highWaterMark: 0 });
   }
 
@@ -387,6 +383,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   async closeWrite(): Promise<void> {
     this.#replied = true;
     void this.#engine.close(this.#defaultCode(), "");
+    this.#releaseRoom();
     await this.#engine.waitBelow(0);
   }
 
@@ -408,7 +405,9 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       return Promise.reject(new RangeError("a close reason may be at most 123 bytes of UTF-8"));
     }
     this.#replied = true;
-    return this.#engine.close(code ?? this.#defaultCode(), reason);
+    const closed = this.#engine.close(code ?? this.#defaultCode(), reason);
+    this.#releaseRoom();
+    return closed;
   }
 
   /** Ends the connection at once, without a close handshake. */
@@ -456,7 +455,11 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    * });
    * ```
    */
-  publish(topic: string, message: Message | PreparedMessage, options?: PublishOptions): PublishResult {
+  publish(
+    topic: string,
+    message: Message | PreparedMessage,
+    options?: PublishOptions,
+  ): PublishResult {
     return this.#requireHub().publish(topic, message, {
       except: options?.includeSelf ? undefined : this,
       binary: options?.binary,
@@ -490,13 +493,28 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #deliver(data: Message, bytes: Uint8Array | undefined): void | Promise<void> {
     this.#received++;
     if (this.#discard) return;
+    // Once this end has sent its close frame, reading must go on until the
+    // peer's: what does not fit any more is dropped rather than paused on.
+    if (this.#engine.closing && this.#full()) return;
     this.#inbox.push({ data, bytes });
-    this.#inboxBytes += typeof data === "string" ? data.length : data.length;
-    const reader = this.#readers.shift();
-    if (reader !== undefined) reader();
-    if (this.#inbox.length - this.#head >= INBOX_MESSAGES || this.#inboxBytes >= INBOX_BYTES) {
+    this.#inboxBytes += data.length;
+    this.#readers.shift()?.();
+    if (!this.#engine.closing && this.#full()) {
       return this.#roomPromise ??= new Promise((resolve) => (this.#room = resolve));
     }
+  }
+
+  #full(): boolean {
+    return this.#inbox.length - this.#head >= INBOX_MESSAGES || this.#inboxBytes >= INBOX_BYTES;
+  }
+
+  /** Drops unread and further messages (a handler that failed). Internal. */
+  [kDiscard](): void {
+    this.#discard = true;
+    this.#inbox = [];
+    this.#head = 0;
+    this.#inboxBytes = 0;
+    this.#releaseRoom();
   }
 
   #releaseRoom(): void {
@@ -552,9 +570,4 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       await new Promise<void>((resolve) => this.#readers.push(resolve));
     }
   }
-}
-
-/** Cuts an error message into a close reason. Internal. */
-export function closeReasonOf(err: unknown): string {
-  return fitCloseReason(err instanceof Error ? err.message : String(err));
 }

@@ -191,7 +191,9 @@ export class FramedEngine implements WebSocketEngine {
 
   ping(): Promise<number> {
     if (this.#sentClose || this.#destroyed) {
-      return Promise.reject(new WebSocketError("ERR_WS_CLOSED", "the WebSocket is closing: cannot ping"));
+      return Promise.reject(
+        new WebSocketError("ERR_WS_CLOSED", "the WebSocket is closing: cannot ping"),
+      );
     }
     const id = ++this.#pingSeq >>> 0;
     const payload = new Uint8Array(4);
@@ -425,7 +427,9 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #kick(): void {
-    if (this.#writing || !this.#started || this.#destroyed || this.#head === this.#queue.length) return;
+    if (this.#writing || !this.#started || this.#destroyed || this.#head === this.#queue.length) {
+      return;
+    }
     this.#writing = true;
     void this.#flush();
   }

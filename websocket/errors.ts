@@ -37,6 +37,8 @@ export class WebSocketError extends NetkitError {
   readonly closeCode: number;
 
   /**
+   * Makes the error.
+   *
    * @param code A stable identifier, e.g. `"ERR_WS_INVALID_UTF8"`.
    * @param message What went wrong and what to do about it.
    * @param closeCode The close code sent (or reported) for it. @default {1006}
@@ -78,6 +80,8 @@ export class HandshakeError extends WebSocketError {
   readonly body: string;
 
   /**
+   * Makes the error.
+   *
    * @param code `ERR_WS_HANDSHAKE_REJECTED`, `ERR_WS_HANDSHAKE` or `ERR_WS_HANDSHAKE_TIMEOUT`.
    * @param message What went wrong.
    * @param status The HTTP status involved, 0 if none.

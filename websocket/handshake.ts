@@ -170,11 +170,15 @@ export interface ValidUpgrade {
  */
 export function validateUpgrade(head: RequestHead): ValidUpgrade {
   const { headers } = head;
-  if (head.method !== "GET") throw badRequest(`method ${head.method}: an upgrade must be a GET`, 405);
+  if (head.method !== "GET") {
+    throw badRequest(`method ${head.method}: an upgrade must be a GET`, 405);
+  }
   if (head.version !== "1.1") throw badRequest(`HTTP/${head.version}: an upgrade needs HTTP/1.1`);
   if (!headers.has("host")) throw badRequest("no Host header");
   if (!isUpgradeRequest(head)) throw badRequest("no Upgrade: websocket header");
-  if (!hasToken(headers, "connection", "upgrade")) throw badRequest("no Connection: Upgrade header");
+  if (!hasToken(headers, "connection", "upgrade")) {
+    throw badRequest("no Connection: Upgrade header");
+  }
   const version = headers.get("sec-websocket-version");
   if (version !== "13") {
     throw badRequest(
@@ -296,14 +300,19 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
   if (match === null) {
     throw new HandshakeError(
       "ERR_WS_HANDSHAKE",
-      `the server did not answer with HTTP (got "${lines[0].slice(0, 40)}"): is it a WebSocket server?`,
+      `the server did not answer with HTTP (got "${
+        lines[0].slice(0, 40)
+      }"): is it a WebSocket server?`,
     );
   }
   let headers: Headers;
   try {
     headers = parseHeaderLines(lines.slice(1));
   } catch {
-    throw new HandshakeError("ERR_WS_HANDSHAKE", "the server's upgrade response has malformed headers");
+    throw new HandshakeError(
+      "ERR_WS_HANDSHAKE",
+      "the server's upgrade response has malformed headers",
+    );
   }
   return { status: Number(match[1]), statusText: match[2] ?? "", headers };
 }

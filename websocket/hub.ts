@@ -33,6 +33,8 @@ export class PreparedMessage {
   #frame: Uint8Array | undefined;
 
   /**
+   * Wraps a message; nothing is encoded until a connection needs it.
+   *
    * @param data A string (sent as text) or bytes (sent as binary).
    * @param binary Overrides the type: `true` sends a string's UTF-8 as binary,
    *   `false` sends bytes as text (they must be UTF-8).

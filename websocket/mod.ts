@@ -30,13 +30,15 @@
  *
  * @module
  */
-import type { Conn } from "../conn.ts";
+import type { Addr, Conn, ConnHandler, NetAddr, Server, UnixAddr } from "../conn.ts";
+import type { ServerEvent } from "../tcp/_server.ts";
 
-export type { Conn };
+export type { Addr, Conn, ConnHandler, NetAddr, Server, ServerEvent, UnixAddr };
+export { NetkitError } from "../errors.ts";
 export {
+  serve,
   type ServeHandler,
   type ServeOptions,
-  serve,
   type UpgradeDecision,
   type UpgradeHook,
   type WebSocketHandler,
@@ -79,7 +81,7 @@ export {
   type ValidUpgrade,
 } from "./handshake.ts";
 export { HandshakeError, WebSocketError } from "./errors.ts";
-export { Receiver, type ReceivedFrame, type ReceiverOptions } from "./receiver.ts";
+export { type ReceivedFrame, Receiver, type ReceiverOptions } from "./receiver.ts";
 export { applyMask, closePayload, encodeFrame, type EncodeFrameOptions } from "./sender.ts";
 export { isToken, isValidCloseCode, isValidKey, isValidUtf8 } from "./validation.ts";
 export {

@@ -99,7 +99,11 @@ export class Receiver {
   #decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   #failed = false;
 
-  /** @param options Who sent the frames, and the limits. */
+  /**
+   * Makes a parser for one connection.
+   *
+   * @param options Who sent the frames, and the limits.
+   */
   constructor(options: ReceiverOptions) {
     this.#server = options.server;
     this.#maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type ConnectOptions, connect } from "./client.ts";
+import { connect, type ConnectOptions } from "./client.ts";
 import type { Message, SendOptions, WebSocketConn } from "./conn.ts";
 
 /** How {@linkcode ReconnectingWebSocket} retries. Times are milliseconds. */
@@ -85,6 +85,8 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
   #onUserAbort = () => void this.close();
 
   /**
+   * Starts connecting at once.
+   *
    * @param url `ws://…` or `wss://…`.
    * @param options `connect()` options and the `reconnect` policy.
    */
@@ -209,7 +211,10 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
         } catch (error) {
           if (stop.aborted) break;
           failures++;
-          if (failures >= this.#policy.maxAttempts || this.#hooks.shouldReconnect?.({ error }) === false) {
+          if (
+            failures >= this.#policy.maxAttempts ||
+            this.#hooks.shouldReconnect?.({ error }) === false
+          ) {
             this.#error = error;
             break;
           }

@@ -8,11 +8,11 @@ import { type Addr, type ConnHandler, formatAddr, type Server } from "../conn.ts
 import { NetkitError } from "../errors.ts";
 import { LimitExceededError, UnexpectedEofError } from "../io/errors.ts";
 import { type ServerEvent, StreamServer } from "../tcp/_server.ts";
-import { SocketConn, toAddr } from "../tcp/_socket_conn.ts";
+import { SocketConn } from "../tcp/_socket_conn.ts";
 import { listenSocket } from "../tcp/listen.ts";
 import { type Accepting, openAcceptor } from "../tls/_acceptor.ts";
 import { CloseCode, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_SIZE } from "./constants.ts";
-import { kOnDrain, kStart, type Message, WebSocketConn } from "./conn.ts";
+import { kDiscard, kOnDrain, kStart, type Message, WebSocketConn } from "./conn.ts";
 import { type EngineOptions, FramedEngine, type SlowEvent } from "./engine.ts";
 import { HandshakeError } from "./errors.ts";
 import {
@@ -181,7 +181,11 @@ async function writeFull(socket: Deno.Conn, bytes: Uint8Array): Promise<void> {
 
 async function toHttpResponse(res: HttpResponse | Response): Promise<HttpResponse> {
   if (!(res instanceof Response)) return res;
-  return { status: res.status, headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: new Uint8Array(await res.arrayBuffer()),
+  };
 }
 
 function isRefusal(decision: unknown): decision is HttpResponse | Response {
@@ -209,6 +213,7 @@ export class WebSocketServer<T = unknown> implements Server {
   #upgrade: UpgradeHook<T> | undefined;
   #emit: (event: WebSocketServerEvent) => void;
   #open = new Set<WebSocketConn<T>>();
+  #handshaking = new Set<() => void>();
   #closing = false;
   #tlsHandshake: ((socket: Deno.Conn) => Accepting) | undefined;
   #onAbort = () => void this.close();
@@ -223,7 +228,9 @@ export class WebSocketServer<T = unknown> implements Server {
     this.#tlsHandshake = tlsHandshake;
     this.#options = options;
     this.#handler = handler;
-    this.#upgrade = typeof handler === "function" ? options.upgrade : handler.upgrade ?? options.upgrade;
+    this.#upgrade = typeof handler === "function"
+      ? options.upgrade
+      : handler.upgrade ?? options.upgrade;
     this.#emit = options.onEvent ?? defaultOnEvent;
     this.hub = options.hub ?? new BroadcastHub();
     this.secure = tlsHandshake !== undefined;
@@ -278,6 +285,8 @@ export class WebSocketServer<T = unknown> implements Server {
     if (!this.#closing) {
       this.#closing = true;
       void this.#stream.close();
+      // Upgrades still in progress are not work worth waiting for.
+      for (const abort of this.#handshaking) abort();
       for (const ws of this.#open) {
         ws.close(CloseCode.GoingAway, "server shutting down").catch(() => {});
       }
@@ -310,15 +319,19 @@ export class WebSocketServer<T = unknown> implements Server {
     const timeout = this.#options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
     let timedOut = false;
     let accepting: Accepting | undefined;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    const abort = () => {
       accepting?.destroy();
       try {
         socket.close();
       } catch {
         // Already closed.
       }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort();
     }, timeout);
+    this.#handshaking.add(abort);
     try {
       let conn: SocketConn;
       if (this.#tlsHandshake !== undefined) {
@@ -329,6 +342,20 @@ export class WebSocketServer<T = unknown> implements Server {
       }
       return await this.#handshake(conn);
     } catch (err) {
+      if (
+        this.#closing && !timedOut &&
+        !(err instanceof AnsweredRequest || err instanceof HandshakeError)
+      ) {
+        throw new HandshakeError(
+          "ERR_WS_HANDSHAKE",
+          "the server shut down during the upgrade",
+          0,
+          "",
+          {
+            cause: err,
+          },
+        );
+      }
       if (timedOut && !(err instanceof AnsweredRequest)) {
         throw new HandshakeError(
           "ERR_WS_HANDSHAKE_TIMEOUT",
@@ -340,6 +367,7 @@ export class WebSocketServer<T = unknown> implements Server {
       throw err;
     } finally {
       clearTimeout(timer);
+      this.#handshaking.delete(abort);
     }
   }
 
@@ -394,7 +422,10 @@ export class WebSocketServer<T = unknown> implements Server {
         );
       }
       if (err instanceof UnexpectedEofError) {
-        throw new HandshakeError("ERR_WS_HANDSHAKE", "the client closed in the middle of its request");
+        throw new HandshakeError(
+          "ERR_WS_HANDSHAKE",
+          "the client closed in the middle of its request",
+        );
       }
       throw err;
     }
@@ -414,7 +445,10 @@ export class WebSocketServer<T = unknown> implements Server {
     };
     const url = this.#urlOf(head, conn.localAddr);
     if (url === undefined) {
-      return await this.#reject(conn, new HandshakeError("ERR_WS_HANDSHAKE", "malformed request target", 400));
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", "malformed request target", 400),
+      );
     }
     if (options.path !== undefined && url.pathname !== options.path) {
       return await this.#reject(
@@ -487,8 +521,16 @@ export class WebSocketServer<T = unknown> implements Server {
       );
     }
 
+    if (this.#closing) {
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", "the server is shutting down", 503),
+      );
+    }
     let response = await formatAccept(valid.key, protocol);
-    if (accepted.headers !== undefined) response = withHeaders(response, new Headers(accepted.headers));
+    if (accepted.headers !== undefined) {
+      response = withHeaders(response, new Headers(accepted.headers));
+    }
     const remoteAddr = conn.remoteAddr;
     const engine = new FramedEngine(conn, true, this.#engineOptions(), {
       onSlow: (action, dropped) => this.#emit({ type: "slow", remoteAddr, action, dropped }),
@@ -569,6 +611,7 @@ export class WebSocketServer<T = unknown> implements Server {
       }
     } catch (error) {
       this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+      ws[kDiscard]();
       await ws.close(CloseCode.InternalError, "internal error");
     }
     await ws.close();
@@ -630,13 +673,20 @@ function withHeaders(response: Uint8Array, headers: Headers): Uint8Array {
  * await using _server = serve({ port: 0 }, echo);
  * ```
  */
-export function serve<T = unknown>(options: ServeOptions<T>, handler: ServeHandler<T>): WebSocketServer<T> {
+export function serve<T = unknown>(
+  options: ServeOptions<T>,
+  handler: ServeHandler<T>,
+): WebSocketServer<T> {
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
   const tls = options.cert !== undefined || options.key !== undefined ||
     options.certFile !== undefined || options.keyFile !== undefined;
   if (!tls) {
-    return new WebSocketServer(listenSocket({ hostname, port, reusePort: options.reusePort }), options, handler);
+    return new WebSocketServer(
+      listenSocket({ hostname, port, reusePort: options.reusePort }),
+      options,
+      handler,
+    );
   }
   // The TLS handshake runs inside the WebSocket handshake's deadline.
   const acceptor = openAcceptor({

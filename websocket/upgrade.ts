@@ -8,7 +8,13 @@
  */
 import type { Addr } from "../conn.ts";
 import { CloseCode, DEFAULT_MAX_BUFFERED, DEFAULT_MAX_PAYLOAD } from "./constants.ts";
-import { type EngineSink, kStart, type Message, WebSocketConn, type WebSocketEngine } from "./conn.ts";
+import {
+  type EngineSink,
+  kStart,
+  type Message,
+  WebSocketConn,
+  type WebSocketEngine,
+} from "./conn.ts";
 import type { SlowConsumerPolicy } from "./engine.ts";
 import { HandshakeError, WebSocketError } from "./errors.ts";
 import type { BroadcastHub, PreparedMessage, SendStatus } from "./hub.ts";
@@ -85,7 +91,10 @@ export interface Upgraded<T> {
  * console.log(await ws.receive()); // Uint8Array(2) [ 104, 105 ]
  * ```
  */
-export function upgrade<T = unknown>(request: Request, options: UpgradeOptions<T> = {}): Upgraded<T> {
+export function upgrade<T = unknown>(
+  request: Request,
+  options: UpgradeOptions<T> = {},
+): Upgraded<T> {
   if (!splitList(request.headers.get("upgrade")).some((t) => t.toLowerCase() === "websocket")) {
     throw new HandshakeError("ERR_WS_HANDSHAKE", "not a WebSocket upgrade request", 426);
   }
@@ -93,15 +102,18 @@ export function upgrade<T = unknown>(request: Request, options: UpgradeOptions<T
   if (options.protocol !== undefined && !offered.includes(options.protocol)) {
     throw new TypeError(`subprotocol "${options.protocol}" was not offered by the client`);
   }
-  const { socket, response } = Deno.upgradeWebSocket(request, {
-    protocol: options.protocol,
-    idleTimeout: options.idleTimeout === undefined ? undefined : Math.max(1, Math.round(options.idleTimeout / 1000)),
-  });
-  const url = new URL(request.url);
+  // The handler info is only readable before the upgrade takes the request.
   const remote = options.info?.remoteAddr;
   const remoteAddr: Addr = remote && remote.transport === "tcp"
     ? { transport: "tcp", hostname: remote.hostname, port: remote.port }
     : { transport: "tcp", hostname: "", port: 0 };
+  const url = new URL(request.url);
+  const { socket, response } = Deno.upgradeWebSocket(request, {
+    protocol: options.protocol,
+    idleTimeout: options.idleTimeout === undefined
+      ? undefined
+      : Math.max(1, Math.round(options.idleTimeout / 1000)),
+  });
   const localAddr: Addr = options.localAddr ?? {
     transport: "tcp",
     hostname: url.hostname.replace(/^\[|\]$/g, ""),
@@ -143,7 +155,12 @@ class DenoEngine implements WebSocketEngine {
   #poll: ReturnType<typeof setTimeout> | undefined;
   #resolveClosed!: () => void;
 
-  constructor(socket: WebSocket, localAddr: Addr, remoteAddr: Addr, options: UpgradeOptions<unknown>) {
+  constructor(
+    socket: WebSocket,
+    localAddr: Addr,
+    remoteAddr: Addr,
+    options: UpgradeOptions<unknown>,
+  ) {
     this.#socket = socket;
     this.localAddr = localAddr;
     this.remoteAddr = remoteAddr;
@@ -282,7 +299,10 @@ class DenoEngine implements WebSocketEngine {
     if (this.#closeCalled) return;
     const size = typeof data === "string" ? data.length : data.byteLength;
     if (size > this.#maxPayload) {
-      this.#sink?.end(CloseCode.MessageTooBig, `a message over maxPayload (${this.#maxPayload} bytes)`);
+      this.#sink?.end(
+        CloseCode.MessageTooBig,
+        `a message over maxPayload (${this.#maxPayload} bytes)`,
+      );
       void this.close(CloseCode.MessageTooBig, "message too big");
       return;
     }
@@ -292,7 +312,10 @@ class DenoEngine implements WebSocketEngine {
       // The consumer is behind and Deno cannot pause: count what piles up.
       this.#unread += size;
       if (this.#unread > this.#maxBuffered) {
-        this.#sink?.end(CloseCode.PolicyViolation, "consumer too slow: unread messages over maxBuffered");
+        this.#sink?.end(
+          CloseCode.PolicyViolation,
+          "consumer too slow: unread messages over maxBuffered",
+        );
         void this.close(CloseCode.PolicyViolation, "consumer too slow");
       }
       pending.then(() => (this.#unread = 0));
