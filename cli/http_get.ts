@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-console
 /**
  * `http-get`: an HTTP/1.1 GET over a raw TCP or TLS connection, written with
  * `writeAll` and read with `readUntil`. Prints the body (or the head too).

@@ -67,7 +67,9 @@ Deno.test("http-get --include prints the head exactly as received, then the body
 
 Deno.test("http-get passes binary bodies through byte for byte", async () => {
   const body = new Uint8Array(200_000).map((_, i) => (i * 7) & 0xff);
-  const head = new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`);
+  const head = new TextEncoder().encode(
+    `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`,
+  );
   const response = new Uint8Array(head.length + body.length);
   response.set(head);
   response.set(body, head.length);
@@ -97,7 +99,10 @@ Deno.test("http-get exits 1 when the peer does not speak HTTP", async () => {
   await using _ = server;
   const run = await runProgram(PROGRAM, ["--url", url]);
   assert.equal(run.code, 1);
-  assert.match(run.stderr, /^http-get: not an HTTP\/1\.x status line: "SSH-2\.0-OpenSSH_9\.2"; is this an HTTP server\?\n$/);
+  assert.match(
+    run.stderr,
+    /^http-get: not an HTTP\/1\.x status line: "SSH-2\.0-OpenSSH_9\.2"; is this an HTTP server\?\n$/,
+  );
 });
 
 Deno.test("http-get works against Deno.serve, an independent HTTP server", async () => {

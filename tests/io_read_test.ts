@@ -469,7 +469,10 @@ Deno.test("BufferedReader refuses a second read while one is in progress, and lo
   const first = reader.readUntil("\n");
   await assert.rejects(reader.readUntil("\n"), (err: TypeError) => {
     assert.ok(err instanceof TypeError);
-    assert.equal(err.message, "another read is in progress on this stream: await it before the next");
+    assert.equal(
+      err.message,
+      "another read is in progress on this stream: await it before the next",
+    );
     return true;
   });
   await assert.rejects(reader.readExact(1), TypeError);

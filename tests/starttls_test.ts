@@ -242,6 +242,28 @@ Deno.test("a server's shutdown reaches connections upgraded with acceptTls()", a
   await readAll(conn.readable).catch(() => {});
 });
 
+Deno.test("a server's idle timeout reaches connections upgraded with acceptTls()", async () => {
+  const events: string[] = [];
+  await using server = tcp.serve({
+    port: 0,
+    idleTimeout: 200,
+    onEvent: (e) => void events.push(e.type),
+  }, async (plain) => {
+    assert.equal(await readLine(plain.readable), "STARTTLS");
+    await writeAll(plain.writable, "GO\n");
+    await echo(await acceptTls(plain, { cert, key }));
+  });
+  await using plain = await tcp.connect({ port: server.addr.port });
+  await writeAll(plain.writable, "STARTTLS\n");
+  assert.equal(await readLine(plain.readable), "GO");
+  await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
+  await writeAll(conn.writable, "echo\n");
+  assert.equal(await readLine(conn.readable), "echo");
+  // Then silence: the server closes the upgraded connection as idle.
+  await readAll(conn.readable).catch(() => {});
+  assert.ok(events.includes("idle"), events.join());
+});
+
 Deno.test("openssl s_client -starttls smtp upgrades against netkit's acceptTls and verifies the certificate", async () => {
   const dir = await Deno.makeTempDir();
   try {

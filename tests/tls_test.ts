@@ -442,6 +442,31 @@ Deno.test("clientCaCerts: mutual TLS through node:tls accepts a client the CA si
     ]);
     assert.deepEqual(back, data);
   }
+  {
+    // By address, with the name to verify given apart (Deno.connectTls path).
+    await using conn = await connect({
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+      serverName: "localhost",
+      caCerts: [ca],
+      cert: alice.cert,
+      key: alice.key,
+    });
+    assert.equal(await readLine(conn.readable), "hello alice");
+    await conn.closeWrite();
+    await readAll(conn.readable);
+  }
+  await rejectsWith(
+    connect({
+      hostname: "127.0.0.1",
+      port: server.addr.port,
+      serverName: "example.com",
+      caCerts: [ca],
+      cert: alice.cert,
+      key: alice.key,
+    }),
+    "ERR_TLS_CERT_NAME_MISMATCH",
+  );
   // TLS 1.3: the client's handshake is done before the server checks its
   // certificate, so the refusal shows on the first read.
   for (const who of [mallory, undefined]) {

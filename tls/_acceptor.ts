@@ -8,7 +8,8 @@ import { type CertificateOptions, credentialsError, loadCredentials } from "./_c
 import { handshakeWithin } from "./_handshake.ts";
 import { nodeServerHandshake } from "./_node_tls.ts";
 import { TlsSocketConn } from "./_tls_conn.ts";
-import { handshakeTimedOut, serverHandshakeError, TlsError } from "./errors.ts";
+import { TlsError } from "./errors.ts";
+import { handshakeTimedOut, serverHandshakeError } from "./_translate.ts";
 
 /** Where a TLS server listens, with which certificate, and its handshake rules. */
 export interface TlsListenOptions extends CertificateOptions {

@@ -9,7 +9,8 @@
 import { Buffer } from "node:buffer";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import { handshakeTimedOut, serverHandshakeError, TlsError } from "./errors.ts";
+import { TlsError } from "./errors.ts";
+import { handshakeTimedOut, serverHandshakeError } from "./_translate.ts";
 import { type PeerCertificate, TlsSocketConn } from "./_tls_conn.ts";
 
 /** What the node:tls server side needs. */

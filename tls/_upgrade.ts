@@ -29,7 +29,10 @@ export function checkUpgradable(conn: Conn): Upgradable {
   }
   const plain = conn as SocketConn<Deno.Conn>;
   const socket = plain.socket;
-  if (typeof (socket as Partial<Deno.TlsConn>).handshake === "function" || plain instanceof TlsSocketConn) {
+  if (
+    typeof (socket as Partial<Deno.TlsConn>).handshake === "function" ||
+    plain instanceof TlsSocketConn
+  ) {
     throw new TlsError("ERR_TLS_NOT_UPGRADABLE", "this connection already speaks TLS");
   }
   if (plain.remoteAddr.transport !== "tcp") {

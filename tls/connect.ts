@@ -1,7 +1,8 @@
 import { formatAddr } from "../conn.ts";
 import { connectError, timedOut } from "../tcp/errors.ts";
 import { connectSocket } from "../tcp/connect.ts";
-import { clientHandshakeError, handshakeTimedOut, TlsError } from "./errors.ts";
+import { TlsError } from "./errors.ts";
+import { clientHandshakeError, handshakeTimedOut } from "./_translate.ts";
 import { handshakeWithin } from "./_handshake.ts";
 import { type TlsConn, TlsSocketConn } from "./_tls_conn.ts";
 

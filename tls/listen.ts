@@ -24,6 +24,27 @@ function defaultOnError(error: unknown, remoteAddr: Addr): void {
  * Handshakes run concurrently: a slow or silent peer never holds up the
  * next `accept()`, and one that fails (or passes `handshakeTimeout`) is
  * closed, reported to `onError`, and skipped.
+ *
+ * @example Serving connections one at a time with `for await`
+ * ```ts
+ * import { connect, listen } from "@netkit/netkit/tls";
+ * import { readLine, writeAll } from "@netkit/netkit/io";
+ * import { createDevCerts } from "@netkit/netkit/certs";
+ *
+ * const { ca, cert, key } = await createDevCerts();
+ * const listener = listen({ port: 0, cert, key });
+ * const port = (listener.addr as { port: number }).port;
+ * const serving = (async () => {
+ *   for await (const conn of listener) {
+ *     await writeAll(conn.writable, "hi\n");
+ *     await conn.close();
+ *   }
+ * })();
+ * await using client = await connect({ hostname: "localhost", port, caCerts: [ca] });
+ * console.log(await readLine(client.readable)); // hi
+ * listener.close();
+ * await serving;
+ * ```
  */
 export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
   #acceptor: Acceptor;

@@ -2,7 +2,7 @@ import type { Conn } from "../conn.ts";
 import { handshakeWithin } from "./_handshake.ts";
 import { type TlsConn, TlsSocketConn } from "./_tls_conn.ts";
 import { checkUpgradable } from "./_upgrade.ts";
-import { clientHandshakeError, handshakeTimedOut } from "./errors.ts";
+import { clientHandshakeError, handshakeTimedOut } from "./_translate.ts";
 
 /** Options for {@linkcode startTls}. */
 export interface StartTlsOptions {
