@@ -15,9 +15,25 @@
  *   handshake  TLS only: N slots, each repeatedly connects, does a full TLS
  *              handshake (no session resumption), sends 1 byte, reads it back
  *              and closes. Reports handshakes/s.
+ *   ws-rr      WebSocket (RFC 6455, written out here; wss with --tls): N
+ *              connections each upgrade, then send a SIZE-byte message (text,
+ *              or binary with --binary; masked as a client must) and wait for
+ *              its echo before the next. Reports round trips/s and latency.
+ *   ws-fanout  WebSocket broadcast: N subscriber connections and 1 publisher.
+ *              The publisher sends messages carrying a sequence number and its
+ *              send time (CLOCK_MONOTONIC ns), keeping at most --window
+ *              messages outstanding (published but not yet received by every
+ *              subscriber), so the server is kept busy without an unbounded
+ *              queue. Reports deliveries/s (messages x subscribers), delivery
+ *              latency percentiles, messages lost or out of order, and
+ *              subscribers the server closed. The server is expected to send
+ *              every message to every client, the publisher included (its own
+ *              copies are read and dropped).
  *
  * Byte i of a connection's stream is ((i * 31) + 7) & 255, so a stale,
  * duplicated or reordered echo is a mismatch and checking costs one memcmp.
+ * WebSocket payloads use the same bytes (binary) or printable ASCII derived
+ * from them (text).
  *
  * Output: one JSON line on stdout. Errors go to stderr; the exit code is
  * non-zero on a usage error (2), on a failure to connect or on any mismatch
@@ -33,6 +49,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <signal.h>
@@ -50,8 +68,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_RR, M_STREAM, M_HANDSHAKE };
-enum cstate { C_IDLE, C_CONNECTING, C_TLS_HS, C_READY, C_CLOSED, C_DEAD };
+enum mode { M_RR, M_STREAM, M_HANDSHAKE, M_WS_RR, M_WS_FANOUT };
+enum cstate { C_IDLE, C_CONNECTING, C_TLS_HS, C_WS_HS, C_READY, C_CLOSED, C_DEAD };
+#define IS_WS (opt_mode == M_WS_RR || opt_mode == M_WS_FANOUT)
 
 #define RBUF_SIZE (256 * 1024)
 #define HIST_US 100000 /* 1 µs buckets up to 100 ms, then one overflow bucket */
@@ -65,6 +84,15 @@ typedef struct conn {
   uint64_t rd_off;    /* bytes read back */
   uint64_t chunk_end; /* end offset of the chunk being written */
   uint64_t t_start;   /* ns: when the current message / connection started */
+  /* WebSocket */
+  unsigned char *out; /* bytes queued for the socket: the upgrade request, frames */
+  size_t out_off, out_len, out_cap;
+  unsigned char *in; /* received bytes not yet parsed (a partial head or frame) */
+  size_t in_len, in_cap;
+  uint64_t expect;    /* ws-fanout: the next sequence number this connection should get */
+  int joined;         /* ws-fanout: has received a message */
+  int publisher;      /* ws-fanout: the publishing connection */
+  char ws_key[32];    /* Sec-WebSocket-Key sent */
 } conn_t;
 
 /* ---- options ---- */
@@ -83,6 +111,9 @@ static const char *opt_tls_version = "auto";
 static int opt_server_pid = 0;
 static int opt_quickack = 0;
 static int opt_procs = 1;
+static int opt_binary = 0;
+static long opt_window = 32;
+static const char *opt_path = "/";
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -91,6 +122,7 @@ static int conn_base; /* index of this process's first connection, for messages 
 static int epfd;
 static SSL_CTX *ssl_ctx;
 static unsigned char *pat;   /* pat[i] = (i*31+7)&255, long enough for any offset%256 + len */
+static unsigned char *tpat;  /* printable ASCII from pat, for text messages */
 static unsigned char *rbuf;
 static struct sockaddr_storage peer;
 static socklen_t peer_len;
@@ -103,6 +135,10 @@ static uint32_t *hist;
 static char first_error[512] = "";
 static char tls_version_seen[32] = "";
 static char tls_cipher_seen[64] = "";
+/* WebSocket */
+static uint64_t closes = 0, fo_lost = 0, fo_ooo = 0, fo_msgs = 0;
+static int first_close_code = 0;
+static char first_close_reason[128] = "";
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -182,10 +218,12 @@ static void ssl_error_text(char *out, size_t len) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: loadgen --mode rr|stream|handshake --port N [options]\n"
+          "usage: loadgen --mode rr|stream|handshake|ws-rr|ws-fanout --port N [options]\n"
           "  --host H          server address (default 127.0.0.1)\n"
-          "  --conns N         connections (rr 50, stream 4, handshake 16)\n"
-          "  --size BYTES      message / chunk size (rr 64, stream 65536)\n"
+          "  --conns N         connections (rr/ws-rr 50, stream 4, handshake 16);\n"
+          "                    ws-fanout: subscribers (default 100), plus one publisher\n"
+          "  --size BYTES      message / chunk size (rr/ws-rr 64, stream 65536, ws-fanout 32;\n"
+          "                    ws-fanout needs at least 32 for text, 16 for binary)\n"
           "  --duration S      measured seconds (default 5)\n"
           "  --warmup S        seconds run before measuring (default 1)\n"
           "  --inflight BYTES  stream: max unechoed bytes per connection (default 4 MiB)\n"
@@ -196,7 +234,11 @@ static void usage(void) {
           "  --server-pid PID  also report that process's CPU time over the measured window\n"
           "  --procs N         run N processes (connections split among them; default 1)\n"
           "  --quickack        handshake: set TCP_QUICKACK once the byte is sent, so a server\n"
-          "                    without TCP_NODELAY is not held up by delayed ACKs (40 ms)\n");
+          "                    without TCP_NODELAY is not held up by delayed ACKs (40 ms)\n"
+          "  --binary          ws modes: binary messages (default: text)\n"
+          "  --window N        ws-fanout: most messages outstanding (default 32)\n"
+          "  --path P          ws modes: the request path (default /)\n"
+          "ws modes speak wss with --tls; ws-fanout runs in one process (--procs ignored).\n");
   exit(2);
 }
 
@@ -225,8 +267,12 @@ static void parse_args(int argc, char **argv) {
       if (!strcmp(v, "rr")) opt_mode = M_RR;
       else if (!strcmp(v, "stream")) opt_mode = M_STREAM;
       else if (!strcmp(v, "handshake")) opt_mode = M_HANDSHAKE;
+      else if (!strcmp(v, "ws-rr")) opt_mode = M_WS_RR;
+      else if (!strcmp(v, "ws-fanout")) opt_mode = M_WS_FANOUT;
       else {
-        fprintf(stderr, "loadgen: --mode must be rr, stream or handshake, got \"%s\"\n", v);
+        fprintf(stderr,
+                "loadgen: --mode must be rr, stream, handshake, ws-rr or ws-fanout, got \"%s\"\n",
+                v);
         exit(2);
       }
     } else if (!strcmp(a, "--host")) {
@@ -273,6 +319,18 @@ static void parse_args(int argc, char **argv) {
       opt_procs = (int)parse_num(v, a);
     } else if (!strcmp(a, "--quickack")) {
       opt_quickack = 1;
+    } else if (!strcmp(a, "--binary")) {
+      opt_binary = 1;
+    } else if (!strcmp(a, "--window")) {
+      NEEDV;
+      opt_window = (long)parse_num(v, a);
+    } else if (!strcmp(a, "--path")) {
+      NEEDV;
+      if (v[0] != '/' || strpbrk(v, " \r\n")) {
+        fprintf(stderr, "loadgen: --path must start with / and hold no spaces\n");
+        exit(2);
+      }
+      opt_path = v;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage();
     } else {
@@ -285,14 +343,38 @@ static void parse_args(int argc, char **argv) {
     exit(2);
   }
   if (opt_mode == M_HANDSHAKE) opt_tls = 1;
-  if (opt_conns < 0) opt_conns = opt_mode == M_RR ? 50 : opt_mode == M_STREAM ? 4 : 16;
-  if (opt_size < 0) opt_size = opt_mode == M_STREAM ? 65536 : opt_mode == M_RR ? 64 : 1;
+  if (opt_conns < 0)
+    opt_conns = opt_mode == M_RR || opt_mode == M_WS_RR ? 50
+                : opt_mode == M_STREAM                  ? 4
+                : opt_mode == M_WS_FANOUT               ? 100
+                                                        : 16;
+  if (opt_size < 0)
+    opt_size = opt_mode == M_STREAM                           ? 65536
+               : opt_mode == M_RR || opt_mode == M_WS_RR      ? 64
+               : opt_mode == M_WS_FANOUT                      ? 32
+                                                              : 1;
   if (opt_mode == M_HANDSHAKE) opt_size = 1;
   if (opt_conns < 1 || opt_size < 1 || opt_duration <= 0) {
     fprintf(stderr, "loadgen: --conns, --size and --duration must be positive\n");
     exit(2);
   }
   if (opt_mode == M_STREAM && opt_inflight < opt_size) opt_inflight = opt_size;
+  if (opt_mode == M_WS_FANOUT) {
+    if (opt_size < (opt_binary ? 16 : 32)) {
+      fprintf(stderr, "loadgen: ws-fanout messages carry a sequence number and a timestamp: "
+                      "--size must be at least %d\n", opt_binary ? 16 : 32);
+      exit(2);
+    }
+    if (opt_window < 1) {
+      fprintf(stderr, "loadgen: --window must be at least 1\n");
+      exit(2);
+    }
+    opt_procs = 1; /* the window needs every subscriber's count in one place */
+  }
+  if (IS_WS && opt_size > 16 * 1024 * 1024) {
+    fprintf(stderr, "loadgen: ws modes take messages up to 16 MiB\n");
+    exit(2);
+  }
   if (opt_procs < 1) opt_procs = 1;
   if (opt_procs > opt_conns) opt_procs = opt_conns;
 }

@@ -71,7 +71,8 @@ const SERVERS: ServerDef[] = [
     family: "tcp",
     label: "netkit tcp-server",
     script: "cli/tcp_server.ts",
-    args: () => ["--port", "0"],
+    // --quiet: the bare echoes log nothing per connection either.
+    args: () => ["--port", "0", "--quiet"],
     optional: true,
   },
   {
@@ -103,7 +104,15 @@ const SERVERS: ServerDef[] = [
     family: "tls",
     label: "netkit tls-server",
     script: "cli/tls_server.ts",
-    args: (ctx) => ["--port", "0", ...tlsFiles(ctx)],
+    args: (ctx) => ["--port", "0", "--quiet", ...tlsFiles(ctx)],
+    optional: true,
+  },
+  {
+    id: "netkit-tls-deno",
+    family: "tls",
+    label: "netkit tls-server --engine deno",
+    script: "cli/tls_server.ts",
+    args: (ctx) => ["--port", "0", "--quiet", "--engine", "deno", ...tlsFiles(ctx)],
     optional: true,
   },
   {

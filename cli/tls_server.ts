@@ -18,6 +18,7 @@ import { serve } from "../tls/serve.ts";
 import {
   intFlag,
   listeningLine,
+  choiceFlag,
   parseFlags,
   portFlag,
   runMain,
@@ -41,6 +42,10 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
   --handshake-timeout S   close a connection that has not finished its TLS handshake
                           within S seconds, however slowly it sends; 0 = never (default 10)
   --grace S               on SIGINT/SIGTERM, let connections finish for S seconds (default 5)
+  --engine E              node (default): TLS by Deno's node:tls on a socket netkit owns, so
+                          --handshake-timeout really closes a stalled handshake; deno:
+                          Deno.listenTls, about 1.6x faster, but Deno keeps the socket of
+                          a stalled handshake open until the peer finishes or leaves
   --quiet                 log errors only, not every connection
 
 Make development certificates with "deno task certs". Prints
@@ -82,8 +87,10 @@ export async function main(args: string[]): Promise<number> {
     "idle-timeout": { type: "string" },
     "handshake-timeout": { type: "string" },
     grace: { type: "string" },
+    engine: { type: "string" },
     quiet: { type: "boolean" },
   });
+  const engine = choiceFlag(flags.engine, "engine", ["node", "deno"], "node");
   const hostname = flags.hostname ?? "127.0.0.1";
   const port = portFlag(flags.port, 7443);
   const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
@@ -104,6 +111,7 @@ export async function main(args: string[]): Promise<number> {
       idleTimeout,
       handshakeTimeout,
       gracePeriod,
+      engine,
       signal,
       onEvent: eventLogger("tls-server", { quiet: flags.quiet ?? false }),
     },

@@ -1,6 +1,7 @@
 // Server-side TLS through Deno's node:tls, for what Deno.listenTls cannot do:
-// taking over an accepted plain socket (server-side STARTTLS) and asking
-// clients for certificates. The plain Deno.Conn becomes a node Duplex, a
+// closing a connection whose handshake is still running (a handshake
+// timeout), taking over an accepted plain socket (server-side STARTTLS) and
+// asking clients for certificates. The plain Deno.Conn becomes a node Duplex, a
 // one-connection tls.Server takes it over (the documented
 // `server.emit("connection", socket)` path, which is also the path that
 // verifies client certificates), and the resulting TLSSocket is shown to
@@ -103,8 +104,9 @@ function toDenoError(err: unknown): unknown {
 
 /**
  * A `Deno.Conn` over a node `TLSSocket` that has finished its handshake:
- * paused-mode reads into the caller's buffer, writes that resolve once node
- * took them, `closeWrite()` as TLS close_notify plus a FIN.
+ * reads from a bounded queue of decrypted chunks (the socket pauses while it
+ * is full), writes that resolve once node has encrypted them, `closeWrite()`
+ * as TLS close_notify plus a FIN.
  */
 export class NodeTlsSocket implements Deno.Conn<Deno.NetAddr> {
   readonly localAddr: Deno.NetAddr;
