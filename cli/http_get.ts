@@ -11,6 +11,7 @@
 import { get } from "../http/get.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
 import { stdoutSink } from "./_stdout.ts";
+import { readCaFile as readCa } from "./_pem.ts";
 
 const USAGE = `
 http-get: fetch a URL with HTTP/1.1 over a raw TCP or TLS connection
@@ -52,19 +53,6 @@ export async function main(args: string[]): Promise<number> {
   await response.body.pipeTo(out.writable);
   await out.finish();
   return 0;
-}
-
-async function readCa(path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `CA file ${path} not found: pass the PEM file of the CA that signed the server's certificate`,
-      );
-    }
-    throw new Error(`cannot read CA file ${path}: ${(err as Error).message}`);
-  }
 }
 
 if (import.meta.main) await runMain("http-get", USAGE, main);

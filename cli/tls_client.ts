@@ -11,11 +11,11 @@
  *
  * @module
  */
-import { NetkitError } from "../errors.ts";
 import { relay } from "../relay.ts";
 import { connect } from "../tls/connect.ts";
 import { parseFlags, portFlag, runMain, secondsFlag } from "./_common.ts";
 import { stdoutSink } from "./_stdout.ts";
+import { readCaFile as readCa } from "./_pem.ts";
 
 const USAGE = `
 tls-client: send a message to a TLS server and print the reply
@@ -40,32 +40,6 @@ sending and exits 0 when the server closes.
 `;
 
 const encoder = new TextEncoder();
-
-async function readCa(path: string): Promise<string> {
-  let pem: string;
-  try {
-    pem = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NetkitError(
-        "ENOENT",
-        `CA file ${path} not found (--ca): pass the CA certificate that signed the server's, ` +
-          "e.g. certs/ca.pem made by `deno task certs`",
-      );
-    }
-    throw new NetkitError(
-      "EIO",
-      `cannot read CA file ${path} (--ca): ${err instanceof Error ? err.message : err}`,
-    );
-  }
-  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new NetkitError(
-      "EINVAL",
-      `CA file ${path} (--ca) holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`,
-    );
-  }
-  return pem;
-}
 
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {

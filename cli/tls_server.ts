@@ -16,9 +16,9 @@
 import { echo } from "../echo.ts";
 import { serve } from "../tls/serve.ts";
 import {
+  choiceFlag,
   intFlag,
   listeningLine,
-  choiceFlag,
   parseFlags,
   portFlag,
   runMain,
@@ -26,7 +26,7 @@ import {
   shutdownSignal,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
-import { NetkitError } from "../errors.ts";
+import { readPemFile } from "./_pem.ts";
 
 const USAGE = `
 tls-server: a TLS echo server
@@ -51,30 +51,6 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
 Make development certificates with "deno task certs". Prints
 "listening on tls://HOST:PORT" on stdout once ready; logs go to stderr.
 `;
-
-/** Reads a PEM file the server needs, with one clear line when it cannot. */
-async function readPemFile(path: string, flag: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NetkitError(
-        "ENOENT",
-        `${
-          flag === "cert" ? "certificate" : "key"
-        } file ${path} not found: run \`deno task certs\` ` +
-          `to make development certificates, or pass --${flag} with yours`,
-      );
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new NetkitError("EACCES", `cannot read ${path} (--${flag}): permission denied`);
-    }
-    if (err instanceof Deno.errors.IsADirectory || /directory/i.test(String(err))) {
-      throw new NetkitError("EISDIR", `--${flag} ${path} is a directory: pass the PEM file`);
-    }
-    throw err;
-  }
-}
 
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {

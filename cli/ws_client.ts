@@ -17,6 +17,7 @@ import type { Message, WebSocketConn } from "../websocket/conn.ts";
 import { WebSocketError } from "../websocket/errors.ts";
 import { isToken } from "../websocket/validation.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
+import { readCaFile as readCa } from "./_pem.ts";
 
 const PROGRAM = "ws-client";
 
@@ -55,32 +56,6 @@ async function printMessage(msg: Message): Promise<void> {
   out.set(bytes);
   out.set(NEWLINE, bytes.length);
   await writeOut(out);
-}
-
-async function readCa(path: string): Promise<string> {
-  let pem: string;
-  try {
-    pem = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NetkitError(
-        "ENOENT",
-        `CA file ${path} not found (--ca): pass the CA certificate that signed the server's, ` +
-          "e.g. certs/ca.pem made by `deno task certs`",
-      );
-    }
-    throw new NetkitError(
-      "EIO",
-      `cannot read CA file ${path} (--ca): ${err instanceof Error ? err.message : err}`,
-    );
-  }
-  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new NetkitError(
-      "EINVAL",
-      `CA file ${path} (--ca) holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`,
-    );
-  }
-  return pem;
 }
 
 function parseHeader(line: string): [string, string] {
