@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { BroadcastBus, BusListener } from "./bus.ts";
 import { Opcode } from "./constants.ts";
 import { encodeFrame } from "./sender.ts";
 
@@ -84,6 +85,16 @@ export interface HubPublishOptions {
   binary?: boolean;
 }
 
+/** Options for {@linkcode BroadcastHub}. */
+export interface BroadcastHubOptions {
+  /**
+   * Carries publishes beyond this hub (an `InProcessBus` or a `RedisBus`):
+   * what this hub publishes goes to the bus too, and what comes through the
+   * bus from elsewhere reaches this hub's subscribers. Default: none.
+   */
+  bus?: BroadcastBus;
+}
+
 /**
  * Topic subscriptions and fan-out. Every `serve()` has one (`server.hub`,
  * used by `ws.subscribe`, `ws.publish` and `server.publish`); make your own to
@@ -92,6 +103,10 @@ export interface HubPublishOptions {
  * A publish never waits: the message is queued on each subscriber, and a
  * subscriber whose backlog is over its `maxBuffered` is skipped or closed by
  * its policy without stalling the others.
+ *
+ * With a `bus`, publishes also reach the subscribers of every other hub on
+ * the bus (other servers, other processes), each exactly once; the hub
+ * subscribes a topic on the bus while it has local subscribers to it.
  *
  * @example
  * ```ts
@@ -112,11 +127,40 @@ export interface HubPublishOptions {
 export class BroadcastHub {
   #topics = new Map<string, Set<Subscriber>>();
   #byConn = new Map<Subscriber, Set<string>>();
+  #bus: BroadcastBus | undefined;
+  #detach: (() => void) | undefined;
+  #fromBus: BusListener = (topic, message) => void this.#fanOut(topic, message, undefined);
+
+  /** @param options `bus`: carries publishes to and from other hubs and processes. */
+  constructor(options: BroadcastHubOptions = {}) {
+    this.#bus = options.bus;
+    this.#detach = this.#bus?.attach(this.#fromBus);
+  }
+
+  /** The bus this hub publishes to and hears from, if any. */
+  get bus(): BroadcastBus | undefined {
+    return this.#bus;
+  }
+
+  /**
+   * Leaves the bus: its topics are unsubscribed there and nothing more comes
+   * from it; the hub goes on locally. Idempotent; the bus stays open.
+   */
+  detach(): void {
+    const bus = this.#bus;
+    if (bus === undefined) return;
+    this.#bus = undefined;
+    this.#detach?.();
+    for (const topic of this.#topics.keys()) bus.unsubscribe(topic);
+  }
 
   /** Subscribes `conn` to `topic`; `false` if it already was. */
   subscribe(conn: Subscriber, topic: string): boolean {
     let subs = this.#topics.get(topic);
-    if (subs === undefined) this.#topics.set(topic, subs = new Set());
+    if (subs === undefined) {
+      this.#topics.set(topic, subs = new Set());
+      this.#bus?.subscribe(topic).catch(() => {});
+    }
     if (subs.has(conn)) return false;
     subs.add(conn);
     let topics = this.#byConn.get(conn);
@@ -129,7 +173,7 @@ export class BroadcastHub {
   unsubscribe(conn: Subscriber, topic: string): boolean {
     const subs = this.#topics.get(topic);
     if (subs === undefined || !subs.delete(conn)) return false;
-    if (subs.size === 0) this.#topics.delete(topic);
+    if (subs.size === 0) this.#dropTopic(topic);
     const topics = this.#byConn.get(conn);
     topics?.delete(topic);
     if (topics?.size === 0) this.#byConn.delete(conn);
@@ -143,9 +187,14 @@ export class BroadcastHub {
     for (const topic of topics) {
       const subs = this.#topics.get(topic);
       subs?.delete(conn);
-      if (subs?.size === 0) this.#topics.delete(topic);
+      if (subs?.size === 0) this.#dropTopic(topic);
     }
     this.#byConn.delete(conn);
+  }
+
+  #dropTopic(topic: string): void {
+    this.#topics.delete(topic);
+    this.#bus?.unsubscribe(topic);
   }
 
   /** Whether `conn` is subscribed to `topic`. */
@@ -170,26 +219,35 @@ export class BroadcastHub {
 
   /**
    * Sends `message` to every subscriber of `topic` (but `options.except`),
-   * encoding it once.
+   * encoding it once; with a bus, also to the subscribers of every other hub
+   * on it.
    *
    * @param message A string (text), bytes (binary), or a {@linkcode PreparedMessage}.
-   * @returns How many subscribers got it queued, and how many were skipped.
+   * @returns How many of this hub's subscribers got it queued, and how many were skipped.
    */
   publish(
     topic: string,
     message: string | Uint8Array | PreparedMessage,
     options: HubPublishOptions = {},
   ): PublishResult {
-    const result: PublishResult = { delivered: 0, dropped: 0 };
-    const subs = this.#topics.get(topic);
-    if (subs === undefined) return result;
+    const bus = this.#bus;
+    if (bus === undefined && !this.#topics.has(topic)) return { delivered: 0, dropped: 0 };
     const prepared = message instanceof PreparedMessage
       ? message
       : new PreparedMessage(message, options.binary);
+    const result = this.#fanOut(topic, prepared, options.except);
+    bus?.publish(topic, prepared, this.#fromBus);
+    return result;
+  }
+
+  #fanOut(topic: string, prepared: PreparedMessage, except: Subscriber | undefined): PublishResult {
+    const result: PublishResult = { delivered: 0, dropped: 0 };
+    const subs = this.#topics.get(topic);
+    if (subs === undefined) return result;
     // A subscriber closed by its policy may unsubscribe during the loop,
     // which a Set's iteration allows.
     for (const conn of subs) {
-      if (conn === options.except) continue;
+      if (conn === except) continue;
       if (conn.sendPrepared(prepared) === "sent") result.delivered++;
       else result.dropped++;
     }

@@ -27,6 +27,7 @@ import {
   validateUpgrade,
 } from "./handshake.ts";
 import { BroadcastHub, type PreparedMessage, type PublishResult } from "./hub.ts";
+import type { BroadcastBus } from "./bus.ts";
 
 /**
  * What the `upgrade` hook decides: accept (`undefined`, `true`, or
@@ -154,6 +155,13 @@ export interface ServeOptions<T = unknown> extends EngineOptions {
   upgrade?: UpgradeHook<T>;
   /** The hub for topics; share one between servers. Default: a new one. */
   hub?: BroadcastHub;
+  /**
+   * The bus for the server's own hub (when `hub` is not given): publishes
+   * reach the subscribers of every server on the bus — in this process
+   * (`InProcessBus`) or in every process sharing a Redis (`RedisBus`). The
+   * server leaves the bus when it stops; closing the bus is yours.
+   */
+  bus?: BroadcastBus;
 }
 
 /** A plain handler (any netkit `Conn` handler), or a {@linkcode WebSocketHandler} object. */
@@ -232,7 +240,8 @@ export class WebSocketServer<T = unknown> implements Server {
       ? options.upgrade
       : handler.upgrade ?? options.upgrade;
     this.#emit = options.onEvent ?? defaultOnEvent;
-    this.hub = options.hub ?? new BroadcastHub();
+    const ownHub = options.hub === undefined;
+    this.hub = options.hub ?? new BroadcastHub({ bus: options.bus });
     this.secure = tlsHandshake !== undefined;
     this.#stream = new StreamServer<WebSocketConn<T>>(
       listener,
@@ -248,6 +257,7 @@ export class WebSocketServer<T = unknown> implements Server {
     this.addr = this.#stream.addr;
     this.finished = this.#stream.finished.then(() => {
       options.signal?.removeEventListener("abort", this.#onAbort);
+      if (ownHub) this.hub.detach();
     });
     if (options.signal?.aborted) void this.close();
     else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
