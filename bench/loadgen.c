@@ -388,7 +388,10 @@ static void ep_add(conn_t *c) {
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
 }
 
+static void ws_gone(conn_t *c);
+
 static void conn_close(conn_t *c, int state) {
+  if (IS_WS && c->state == C_READY) ws_gone(c);
   if (c->ssl) {
     if (c->state == C_READY && state == C_CLOSED) SSL_shutdown(c->ssl); /* close_notify, no wait */
     SSL_free(c->ssl);
@@ -622,6 +625,587 @@ static void handshake_done(conn_t *c) {
   if (!stopping) conn_open(c);
 }
 
+/* ---- WebSocket: ws-rr and ws-fanout ---- */
+
+#define WS_MAX_FRAME (64ull * 1024 * 1024) /* largest frame accepted from a server */
+#define WS_HEAD_LIMIT 16384                 /* largest upgrade response head */
+#define WS_MAX_HANDSHAKING 128              /* connections opening at once */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+static int ws_ready_ever = 0; /* connections that completed the upgrade */
+static int ws_open_now = 0;   /* connections open now */
+
+/* ws-fanout: the window over outstanding messages */
+static uint64_t fo_next_seq = 0;       /* the next sequence number to publish */
+static uint64_t fo_done_seq = 0;       /* every message below it reached every open subscriber */
+static uint32_t *fo_count;             /* per outstanding message: subscribers that have it */
+static uint64_t fo_ring_mask;
+static int fo_live = 0;                /* subscribers open */
+static int fo_running = 0;             /* joined: every subscriber gets every message from now on */
+static uint64_t fo_probe = UINT64_MAX; /* while joining: the last probe published */
+static int fo_probe_got = 0;           /* subscribers that have it */
+static conn_t *fo_pub = NULL;
+static unsigned char *fo_buf; /* one payload */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+/* xorshift64*: mask keys (RFC 6455 wants them unpredictable to intermediaries; a
+ * load client on loopback only needs them to vary) */
+static uint32_t rng32(void) {
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static void out_reserve(conn_t *c, size_t more) {
+  if (c->out_off == c->out_len) c->out_off = c->out_len = 0;
+  if (c->out_len + more <= c->out_cap) return;
+  if (c->out_off > 0) {
+    memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+    c->out_len -= c->out_off;
+    c->out_off = 0;
+    if (c->out_len + more <= c->out_cap) return;
+  }
+  size_t cap = c->out_cap ? c->out_cap : 256;
+  while (cap < c->out_len + more) cap *= 2;
+  c->out = realloc(c->out, cap);
+  if (!c->out) die("out of memory");
+  c->out_cap = cap;
+}
+
+static void in_reserve(conn_t *c, size_t total) {
+  if (total <= c->in_cap) return;
+  size_t cap = c->in_cap ? c->in_cap : 4096;
+  while (cap < total) cap *= 2;
+  c->in = realloc(c->in, cap);
+  if (!c->in) die("out of memory");
+  c->in_cap = cap;
+}
+
+/* Queues one masked client frame (FIN set). */
+static void ws_queue_frame(conn_t *c, int opcode, const unsigned char *payload, size_t len) {
+  out_reserve(c, len + 14);
+  unsigned char *f = c->out + c->out_len;
+  size_t h = 0;
+  f[h++] = (unsigned char)(0x80 | opcode);
+  if (len < 126) {
+    f[h++] = (unsigned char)(0x80 | len);
+  } else if (len < 65536) {
+    f[h++] = 0x80 | 126;
+    f[h++] = (unsigned char)(len >> 8);
+    f[h++] = (unsigned char)(len & 255);
+  } else {
+    f[h++] = 0x80 | 127;
+    for (int i = 7; i >= 0; i--) f[h++] = (unsigned char)(((uint64_t)len >> (8 * i)) & 255);
+  }
+  uint32_t key = rng32();
+  unsigned char m[4];
+  memcpy(m, &key, 4);
+  memcpy(f + h, m, 4);
+  h += 4;
+  unsigned char *d = f + h;
+  for (size_t i = 0; i < len; i++) d[i] = payload[i] ^ m[i & 3];
+  c->out_len += h + len;
+}
+
+/* Writes what is queued. 0: all written, or the socket is full (EPOLLOUT comes back);
+ * -1: the connection failed and is gone. */
+static int ws_flush(conn_t *c) {
+  char msg[300];
+  while (c->out_off < c->out_len) {
+    size_t len = c->out_len - c->out_off;
+    if (c->ssl) {
+      ERR_clear_error();
+      int r = SSL_write(c->ssl, c->out + c->out_off, len > (1u << 30) ? (1 << 30) : (int)len);
+      if (r > 0) {
+        c->out_off += (size_t)r;
+        continue;
+      }
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
+      char text[256];
+      ssl_error_text(text, sizeof text);
+      snprintf(msg, sizeof msg, "TLS write: %s", text);
+      conn_fail(c, msg);
+      return -1;
+    }
+    ssize_t n = send(c->fd, c->out + c->out_off, len, MSG_NOSIGNAL);
+    if (n > 0) {
+      c->out_off += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    snprintf(msg, sizeof msg, "write: %s", n < 0 ? strerror(errno) : "wrote nothing");
+    conn_fail(c, msg);
+    return -1;
+  }
+  c->out_off = c->out_len = 0;
+  return 0;
+}
+
+/* Connected (and TLS done): queue the HTTP upgrade request. */
+static void ws_start(conn_t *c) {
+  unsigned char raw[16];
+  if (RAND_bytes(raw, sizeof raw) != 1) die("RAND_bytes failed");
+  EVP_EncodeBlock((unsigned char *)c->ws_key, raw, sizeof raw);
+  int v6 = strchr(opt_host, ':') != NULL;
+  char req[2048];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n",
+                   opt_path, v6 ? "[" : "", opt_host, v6 ? "]" : "", opt_port, c->ws_key);
+  if (n < 0 || (size_t)n >= sizeof req) die("--path or --host is too long");
+  out_reserve(c, (size_t)n);
+  memcpy(c->out + c->out_len, req, (size_t)n);
+  c->out_len += (size_t)n;
+  c->state = C_WS_HS;
+}
+
+/* Checks the answer to the upgrade: `head` is it up to the blank line, NUL-terminated. */
+static int ws_check_101(conn_t *c, char *head) {
+  char msg[300];
+  if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+    head[strcspn(head, "\r\n")] = 0;
+    snprintf(msg, sizeof msg, "upgrade refused: \"%.200s\"", head);
+    conn_fail(c, msg);
+    return -1;
+  }
+  char both[64];
+  snprintf(both, sizeof both, "%s%s", c->ws_key, WS_GUID);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  char want[64];
+  if (EVP_Digest(both, strlen(both), md, &mdlen, EVP_sha1(), NULL) != 1) die("SHA-1 failed");
+  EVP_EncodeBlock((unsigned char *)want, md, (int)mdlen);
+  const char *name = "\r\nsec-websocket-accept:";
+  char *p = strcasestr(head, name);
+  if (!p) {
+    conn_fail(c, "the 101 response has no Sec-WebSocket-Accept");
+    return -1;
+  }
+  p += strlen(name);
+  while (*p == ' ' || *p == '\t') p++;
+  size_t wl = strlen(want);
+  if (strncmp(p, want, wl) != 0 || (p[wl] != '\r' && p[wl] != ' ' && p[wl] != '\t')) {
+    conn_fail(c, "wrong Sec-WebSocket-Accept in the 101 response");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- ws-rr ---- */
+
+static void ws_rr_send(conn_t *c) {
+  c->t_start = now_ns();
+  ws_queue_frame(c, opt_binary ? 2 : 1, (opt_binary ? pat : tpat) + (c->wr_off & 255),
+                 (size_t)opt_size);
+  c->wr_off += (uint64_t)opt_size;
+}
+
+static void ws_rr_message(conn_t *c, int op, const unsigned char *p, size_t len, uint64_t t) {
+  int id = (int)(c - conns) + conn_base;
+  if (c->rd_off == c->wr_off) {
+    mismatches++;
+    note_error("connection %d: a message that was not asked for (%zu bytes)", id, len);
+    return;
+  }
+  if (op != (opt_binary ? 2 : 1) || len != (size_t)opt_size ||
+      memcmp(p, (opt_binary ? pat : tpat) + (c->rd_off & 255), len) != 0) {
+    mismatches++;
+    note_error("connection %d: the echo differs from the message sent (%s, %zu bytes)", id,
+               op == 1 ? "text" : "binary", len);
+  }
+  c->rd_off += (uint64_t)opt_size;
+  if (measuring) {
+    m_ops++;
+    m_bytes += len;
+    record_latency(t - c->t_start);
+  }
+  if (!stopping) ws_rr_send(c);
+}
+
+/* ---- ws-fanout ---- */
+
+static const char HEX[] = "0123456789abcdef";
+
+static void fo_encode(unsigned char *p, uint64_t seq, uint64_t ts) {
+  size_t n = (size_t)opt_size;
+  if (opt_binary) {
+    for (int i = 0; i < 8; i++) {
+      p[i] = (unsigned char)(seq >> (8 * i));
+      p[8 + i] = (unsigned char)(ts >> (8 * i));
+    }
+    memcpy(p + 16, pat + 16, n - 16);
+  } else {
+    for (int i = 0; i < 16; i++) {
+      p[i] = (unsigned char)HEX[(seq >> (60 - 4 * i)) & 15];
+      p[16 + i] = (unsigned char)HEX[(ts >> (60 - 4 * i)) & 15];
+    }
+    memcpy(p + 32, tpat + 32, n - 32);
+  }
+}
+
+static int hexval(unsigned char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  return -1;
+}
+
+static int fo_decode(const unsigned char *p, size_t len, uint64_t *seq, uint64_t *ts) {
+  if (len != (size_t)opt_size) return -1;
+  uint64_t s = 0, t = 0;
+  if (opt_binary) {
+    for (int i = 7; i >= 0; i--) {
+      s = (s << 8) | p[i];
+      t = (t << 8) | p[8 + i];
+    }
+    if (memcmp(p + 16, pat + 16, len - 16) != 0) return -1;
+  } else {
+    for (int i = 0; i < 16; i++) {
+      int a = hexval(p[i]), b = hexval(p[16 + i]);
+      if (a < 0 || b < 0) return -1;
+      s = (s << 4) | (uint64_t)a;
+      t = (t << 4) | (uint64_t)b;
+    }
+    if (memcmp(p + 32, tpat + 32, len - 32) != 0) return -1;
+  }
+  *seq = s;
+  *ts = t;
+  return 0;
+}
+
+static void fo_publish(uint64_t seq) {
+  fo_encode(fo_buf, seq, now_ns());
+  ws_queue_frame(fo_pub, opt_binary ? 2 : 1, fo_buf, (size_t)opt_size);
+  if (measuring) fo_msgs++;
+}
+
+/* Moves the window past every message each open subscriber has. */
+static void fo_advance(void) {
+  while (fo_done_seq < fo_next_seq && (int)fo_count[fo_done_seq & fo_ring_mask] >= fo_live) {
+    fo_count[fo_done_seq & fo_ring_mask] = 0;
+    fo_done_seq++;
+  }
+}
+
+static void fo_start_running(void) {
+  fo_running = 1;
+  fo_next_seq = fo_done_seq = fo_probe + 1;
+  memset(fo_count, 0, (fo_ring_mask + 1) * sizeof *fo_count);
+}
+
+/* Publishes while the window has room. */
+static void fo_pump(void) {
+  if (!fo_running || stopping || !fo_pub || fo_pub->state != C_READY) return;
+  int queued = 0;
+  while (fo_next_seq - fo_done_seq < (uint64_t)opt_window) {
+    fo_publish(fo_next_seq++);
+    queued = 1;
+  }
+  if (queued) ws_flush(fo_pub);
+}
+
+static void fo_message(conn_t *c, int op, const unsigned char *p, size_t len, uint64_t t) {
+  int id = (int)(c - conns);
+  uint64_t seq, ts;
+  if (op != (opt_binary ? 2 : 1) || fo_decode(p, len, &seq, &ts) < 0) {
+    mismatches++;
+    note_error("connection %d: a message that is not one published (%s, %zu bytes)", id,
+               op == 1 ? "text" : "binary", len);
+    return;
+  }
+  if (!c->joined) { /* its first message: it takes part from here on */
+    c->joined = 1;
+    c->expect = seq;
+  }
+  if (seq != c->expect) {
+    if (seq > c->expect) {
+      note_error("%s %d: messages %llu to %llu never arrived", c->publisher ? "publisher" : "subscriber",
+                 id, (unsigned long long)c->expect, (unsigned long long)seq - 1);
+      if (!c->publisher) fo_lost += seq - c->expect;
+    } else {
+      note_error("%s %d: message %llu arrived after %llu", c->publisher ? "publisher" : "subscriber", id,
+                 (unsigned long long)seq, (unsigned long long)c->expect - 1);
+      if (!c->publisher) fo_ooo++;
+      return;
+    }
+  }
+  c->expect = seq + 1;
+  if (c->publisher) return; /* its own copy */
+  if (!fo_running) {
+    if (seq == fo_probe && ++fo_probe_got >= fo_live) fo_start_running();
+    return;
+  }
+  if (measuring) {
+    m_ops++;
+    m_bytes += len;
+    record_latency(t > ts ? t - ts : 0);
+  }
+  if (seq >= fo_done_seq && seq < fo_next_seq &&
+      (int)++fo_count[seq & fo_ring_mask] >= fo_live && seq == fo_done_seq)
+    fo_advance();
+}
+
+/* ---- both ---- */
+
+/* The upgrade is done. */
+static void ws_on_open(conn_t *c) {
+  ws_ready_ever++;
+  ws_open_now++;
+  if (opt_mode == M_WS_RR) {
+    if (!stopping) ws_rr_send(c);
+  } else if (c->publisher) {
+    fo_pub = c;
+  } else {
+    fo_live++;
+  }
+}
+
+/* An open connection closes (called from conn_close). */
+static void ws_gone(conn_t *c) {
+  ws_open_now--;
+  if (opt_mode != M_WS_FANOUT) return;
+  if (c->publisher) {
+    fo_pub = NULL;
+    return;
+  }
+  fo_live--;
+  if (fo_running) fo_advance();
+  else if (fo_live > 0 && fo_probe_got >= fo_live) fo_start_running();
+}
+
+/* The server sent a close frame: answer it and close. */
+static void ws_on_close(conn_t *c, const unsigned char *p, size_t len) {
+  int code = len >= 2 ? (p[0] << 8) | p[1] : 1005;
+  if (!stopping) {
+    closes++;
+    if (!first_close_code) {
+      first_close_code = code;
+      size_t rl = len > 2 ? len - 2 : 0;
+      if (rl >= sizeof first_close_reason) rl = sizeof first_close_reason - 1;
+      for (size_t i = 0; i < rl; i++) {
+        unsigned char ch = p[2 + i];
+        first_close_reason[i] = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\' ? (char)ch : '?';
+      }
+      first_close_reason[rl] = 0;
+    }
+    /* a closed echo connection or publisher ends that connection's part in the run */
+    if (opt_mode == M_WS_RR || c->publisher) {
+      errors++;
+      note_error("connection %d: the server closed it (%d %s)", (int)(c - conns) + conn_base, code,
+                 first_close_reason);
+    }
+  }
+  unsigned char reply[2] = {(unsigned char)(code >> 8), (unsigned char)(code & 255)};
+  if (code != 1005 && code != 1006) ws_queue_frame(c, 8, reply, 2);
+  else ws_queue_frame(c, 8, NULL, 0);
+  ws_flush(c);
+  if (c->fd >= 0) conn_close(c, C_CLOSED);
+}
+
+static void ws_protocol_error(conn_t *c, const char *what) {
+  mismatches++;
+  char msg[200];
+  snprintf(msg, sizeof msg, "protocol error from the server: %s", what);
+  conn_fail(c, msg);
+}
+
+/* Handles the complete frames in buf[0..len); returns the bytes used, or -1 once the
+ * connection is gone. */
+static long ws_frames(conn_t *c, const unsigned char *buf, size_t len) {
+  size_t off = 0;
+  uint64_t t = 0;
+  while (c->state == C_READY) {
+    size_t avail = len - off;
+    if (avail < 2) break;
+    const unsigned char *f = buf + off;
+    int fin = f[0] & 0x80, op = f[0] & 0x0f;
+    uint64_t plen = f[1] & 0x7f;
+    size_t h = 2;
+    if (f[1] & 0x80) {
+      ws_protocol_error(c, "a masked frame");
+      return -1;
+    }
+    if (f[0] & 0x70) {
+      ws_protocol_error(c, "RSV bits set, but no extension was agreed");
+      return -1;
+    }
+    if (plen == 126) {
+      if (avail < 4) break;
+      plen = ((uint64_t)f[2] << 8) | f[3];
+      h = 4;
+    } else if (plen == 127) {
+      if (avail < 10) break;
+      plen = 0;
+      for (int i = 2; i < 10; i++) plen = (plen << 8) | f[i];
+      h = 10;
+    }
+    if (plen > WS_MAX_FRAME) {
+      ws_protocol_error(c, "a frame over 64 MiB");
+      return -1;
+    }
+    if (avail < h + plen) break;
+    const unsigned char *p = f + h;
+    off += h + (size_t)plen;
+    if (op >= 8) {
+      if (!fin || plen > 125) {
+        ws_protocol_error(c, "a fragmented or oversized control frame");
+        return -1;
+      }
+      if (op == 9) ws_queue_frame(c, 10, p, (size_t)plen);
+      else if (op == 8) {
+        ws_on_close(c, p, (size_t)plen);
+        return -1;
+      } else if (op != 10) {
+        ws_protocol_error(c, "an unknown opcode");
+        return -1;
+      }
+      continue;
+    }
+    if ((op != 1 && op != 2) || !fin) {
+      ws_protocol_error(c, "a fragmented message (the load client expects whole ones)");
+      return -1;
+    }
+    if (!t) t = now_ns();
+    if (opt_mode == M_WS_RR) ws_rr_message(c, op, p, (size_t)plen, t);
+    else fo_message(c, op, p, (size_t)plen, t);
+  }
+  return (long)off;
+}
+
+/* n bytes arrived: the upgrade response, then frames. -1 once the connection is gone. */
+static int ws_input(conn_t *c, const unsigned char *data, size_t n) {
+  const unsigned char *buf = data;
+  size_t len = n;
+  if (c->in_len > 0 || c->state == C_WS_HS) {
+    if (c->in_len + n > WS_MAX_FRAME + 14) {
+      ws_protocol_error(c, "a frame over 64 MiB");
+      return -1;
+    }
+    in_reserve(c, c->in_len + n);
+    memcpy(c->in + c->in_len, data, n);
+    c->in_len += n;
+    buf = c->in;
+    len = c->in_len;
+  }
+  size_t off = 0;
+  if (c->state == C_WS_HS) {
+    const unsigned char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end || end - buf + 4 > WS_HEAD_LIMIT) {
+      if (len <= WS_HEAD_LIMIT) return 0;
+      conn_fail(c, "no end of the upgrade response within 16 KiB");
+      return -1;
+    }
+    size_t hl = (size_t)(end - buf) + 4;
+    char head[WS_HEAD_LIMIT + 1];
+    memcpy(head, buf, hl);
+    head[hl] = 0;
+    if (ws_check_101(c, head) < 0) return -1;
+    off = hl;
+    c->state = C_READY;
+    ws_on_open(c);
+  }
+  long used = ws_frames(c, buf + off, len - off);
+  if (used < 0) return -1;
+  off += (size_t)used;
+  size_t rest = len - off;
+  if (buf == c->in) {
+    if (rest && off) memmove(c->in, c->in + off, rest);
+    c->in_len = rest;
+  } else if (rest) {
+    in_reserve(c, rest);
+    memcpy(c->in, buf + off, rest);
+    c->in_len = rest;
+  }
+  return 0;
+}
+
+static void drive_ws(conn_t *c) {
+  char msg[300];
+  if (c->state == C_TLS_HS) {
+    ERR_clear_error();
+    int r = SSL_connect(c->ssl);
+    if (r != 1) {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+      char text[256];
+      long vr = SSL_get_verify_result(c->ssl);
+      ssl_error_text(text, sizeof text);
+      if (vr != X509_V_OK)
+        snprintf(msg, sizeof msg, "TLS handshake: %s (%s)", text, X509_verify_cert_error_string(vr));
+      else snprintf(msg, sizeof msg, "TLS handshake: %s", text);
+      conn_fail(c, msg);
+      return;
+    }
+    if (!tls_version_seen[0]) {
+      snprintf(tls_version_seen, sizeof tls_version_seen, "%s", SSL_get_version(c->ssl));
+      snprintf(tls_cipher_seen, sizeof tls_cipher_seen, "%s", SSL_get_cipher_name(c->ssl));
+    }
+    ws_start(c);
+  }
+  if (ws_flush(c) < 0) return;
+  for (;;) {
+    ssize_t n;
+    if (c->ssl) {
+      ERR_clear_error();
+      int r = SSL_read(c->ssl, rbuf, RBUF_SIZE);
+      if (r <= 0) {
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+          conn_fail(c, "the server closed the connection without a close frame (close_notify)");
+        } else {
+          char text[256];
+          ssl_error_text(text, sizeof text);
+          snprintf(msg, sizeof msg, "TLS read: %s", text);
+          conn_fail(c, msg);
+        }
+        return;
+      }
+      n = r;
+    } else {
+      n = recv(c->fd, rbuf, RBUF_SIZE, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n <= 0) {
+        if (n == 0) conn_fail(c, "the server closed the connection without a close frame");
+        else {
+          snprintf(msg, sizeof msg, "read: %s", strerror(errno));
+          conn_fail(c, msg);
+        }
+        return;
+      }
+    }
+    if (ws_input(c, rbuf, (size_t)n) < 0) return;
+    if (!c->ssl && n < RBUF_SIZE) break; /* a short read: the socket is drained */
+  }
+  ws_flush(c);
+}
+
+/* Says goodbye with a close frame (1000) and closes, without waiting for the answer. */
+static void ws_goodbye(conn_t *c) {
+  if (c->state == C_READY) {
+    static const unsigned char bye[2] = {0x03, 0xe8};
+    ws_queue_frame(c, 8, bye, 2);
+    if (ws_flush(c) < 0) return;
+  }
+  if (c->fd >= 0) conn_close(c, C_CLOSED);
+}
+
+/* Whether every message sent has come back (ws-rr) or reached every open subscriber. */
+static int ws_drained(int total) {
+  for (int i = 0; i < total; i++) {
+    conn_t *c = &conns[i];
+    if (c->state != C_READY) continue;
+    if (opt_mode == M_WS_RR ? c->rd_off != c->wr_off : !c->publisher && c->expect < fo_next_seq)
+      return 0;
+  }
+  return 1;
+}
+
 static void on_event(conn_t *c, uint32_t events) {
   if (c->state == C_CONNECTING) {
     int err = 0;
@@ -642,9 +1226,11 @@ static void on_event(conn_t *c, uint32_t events) {
       return;
     }
     if (opt_tls) start_tls(c);
+    else if (IS_WS) ws_start(c);
     else c->state = C_READY;
   }
-  if (opt_tls) drive_tls(c);
+  if (IS_WS) drive_ws(c);
+  else if (opt_tls) drive_tls(c);
   else drive_tcp(c, (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
 }
 
@@ -715,7 +1301,182 @@ typedef struct wstats {
   int ready_at_start, unfinished, done;
   double secs, cpu, server_cpu, box_busy;
   char first_error[512], tls_version[32], cipher[64];
+  /* WebSocket */
+  uint64_t closes, lost, ooo, msgs;
+  int close_code;
+  double connect_s, join_s;
+  char close_reason[128];
 } wstats_t;
+
+/* Runs this process's WebSocket connections (ws-rr, ws-fanout) and fills *out. Timeline:
+ * connect and upgrade everything (at most WS_MAX_HANDSHAKING at once), for ws-fanout
+ * join (probes until one reaches every subscriber), warm up, measure, then drain. */
+static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
+  int fanout = opt_mode == M_WS_FANOUT;
+  int total = nconns + fanout; /* ws-fanout: the publisher is the last one */
+  conns = calloc((size_t)total, sizeof *conns);
+  if (!conns) die("out of memory");
+  for (int i = 0; i < total; i++) {
+    conns[i].fd = -1;
+    conns[i].state = C_IDLE;
+  }
+  if (fanout) {
+    conns[total - 1].publisher = 1;
+    uint64_t ring = 1;
+    while (ring < (uint64_t)opt_window) ring <<= 1;
+    fo_ring_mask = ring - 1;
+    fo_count = calloc((size_t)ring, sizeof *fo_count);
+    fo_buf = malloc((size_t)opt_size);
+    if (!fo_count || !fo_buf) die("out of memory");
+  }
+
+  enum { P_CONNECT, P_JOIN, P_WARM, P_MEASURE, P_DRAIN } phase = P_CONNECT;
+  struct epoll_event evs[256];
+  uint64_t connect_deadline = t0 + 30000000000ull, t_ready = 0, t_joined = 0, next_probe = 0;
+  uint64_t warm_end = 0, end = 0, meas_start = 0, meas_end = 0, drain_deadline = 0;
+  double cpu0 = 0, cpu1 = 0, scpu0 = -1, scpu1 = -1, box0 = -1, box1 = -1;
+  int ready_at_start = 0, opened = 0;
+  for (;;) {
+    uint64_t t = now_ns();
+    if (phase == P_CONNECT) {
+      while (opened < total && opened - ws_ready_ever < WS_MAX_HANDSHAKING)
+        conn_open(&conns[opened++]);
+      if (connect_errors || errors) break; /* first_error says which */
+      if (ws_ready_ever == total) {
+        t_ready = t;
+        if (fanout) {
+          phase = P_JOIN;
+        } else {
+          phase = P_WARM;
+          warm_end = t0 + (uint64_t)(opt_warmup * 1e9);
+          if (warm_end < t) warm_end = t;
+        }
+      } else if (t > connect_deadline) {
+        note_error("only %d of %d connections were upgraded within 30 s", ws_ready_ever, total);
+        break;
+      }
+    }
+    if (phase == P_JOIN) {
+      if (fo_running) {
+        phase = P_WARM;
+        t_joined = t;
+        warm_end = t + (uint64_t)(opt_warmup * 1e9);
+      } else if (!fo_pub || fo_live == 0) {
+        note_error("the %s went away while joining", fo_pub ? "subscribers" : "publisher");
+        break;
+      } else if (t > t_ready + 10000000000ull) {
+        note_error("10 s after the upgrades only %d of %d subscribers had the latest message: "
+                   "does the server broadcast?", fo_probe_got, fo_live);
+        break;
+      } else if (t >= next_probe) {
+        /* a probe: once one reaches every subscriber, each of them gets every later one */
+        fo_probe = fo_next_seq++;
+        fo_probe_got = 0;
+        fo_publish(fo_probe);
+        ws_flush(fo_pub);
+        next_probe = t + 20000000ull;
+      }
+    }
+    if (phase == P_WARM && t >= warm_end) {
+      ready_at_start = ws_open_now - fanout;
+      phase = P_MEASURE;
+      measuring = 1;
+      meas_start = t;
+      end = t + (uint64_t)(opt_duration * 1e9);
+      cpu0 = cpu_self_s();
+      if (opt_server_pid && is_first) scpu0 = cpu_of_pid(opt_server_pid);
+      if (is_first) box0 = cpu_box_busy_s();
+    }
+    if (phase == P_MEASURE && t >= end) {
+      meas_end = t;
+      cpu1 = cpu_self_s();
+      if (opt_server_pid && is_first) scpu1 = cpu_of_pid(opt_server_pid);
+      if (is_first) box1 = cpu_box_busy_s();
+      measuring = 0;
+      stopping = 1; /* nothing new; wait for what is in flight */
+      phase = P_DRAIN;
+      drain_deadline = t + 2000000000ull;
+    }
+    if (phase == P_DRAIN && (ws_drained(total) || t >= drain_deadline)) break;
+    if (phase != P_CONNECT && ws_open_now == 0) break;
+    if (fanout && phase >= P_WARM && !fo_pub) {
+      note_error("the publisher's connection is gone");
+      break;
+    }
+    if (fanout) fo_pump();
+
+    uint64_t next = phase == P_CONNECT ? t + 10000000ull
+                    : phase == P_JOIN  ? next_probe
+                    : phase == P_WARM  ? warm_end
+                    : phase == P_MEASURE ? end
+                                         : drain_deadline;
+    int timeout_ms = next > t ? (int)((next - t) / 1000000 + 1) : 0;
+    if (timeout_ms > 100) timeout_ms = 100;
+    int n = epoll_wait(epfd, evs, 256, timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("epoll_wait: %s", strerror(errno));
+    }
+    for (int i = 0; i < n; i++) {
+      uint32_t idx = (uint32_t)(evs[i].data.u64 & 0xffffffffu);
+      uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
+      conn_t *c = &conns[idx];
+      if (c->gen != gen || c->fd < 0 || c->state == C_DEAD || c->state == C_CLOSED) continue;
+      on_event(c, evs[i].events);
+    }
+    if (fanout) fo_pump();
+  }
+  stopping = 1;
+  int unfinished = 0;
+  for (int i = 0; i < total; i++) {
+    conn_t *c = &conns[i];
+    if (c->state == C_READY) {
+      if (opt_mode == M_WS_RR && c->rd_off != c->wr_off) unfinished++;
+      if (fanout && !c->publisher && c->expect < fo_next_seq) {
+        unfinished++;
+        fo_lost += fo_next_seq - c->expect;
+      }
+      ws_goodbye(c);
+    } else if (c->fd >= 0) {
+      conn_close(c, C_CLOSED);
+    }
+  }
+  if (unfinished)
+    note_error("%d connections were still missing messages 2 s after the run", unfinished);
+  if (!meas_end) { /* ended early */
+    meas_end = now_ns();
+    if (!meas_start) meas_start = meas_end;
+    cpu1 = cpu_self_s();
+    if (!cpu0) cpu0 = cpu1;
+  }
+
+  out->ops = m_ops;
+  out->bytes = m_bytes;
+  out->mismatches = mismatches;
+  out->errors = errors;
+  out->connect_errors = connect_errors;
+  out->lat_count = lat_count;
+  out->lat_sum_ns = lat_sum_ns;
+  out->lat_max_ns = lat_max_ns;
+  out->ready_at_start = ready_at_start;
+  out->unfinished = unfinished;
+  out->secs = (double)(meas_end - meas_start) / 1e9;
+  out->cpu = cpu1 - cpu0;
+  out->server_cpu = scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1;
+  out->box_busy = box0 >= 0 && box1 >= 0 ? box1 - box0 : -1;
+  out->closes = closes;
+  out->lost = fo_lost;
+  out->ooo = fo_ooo;
+  out->msgs = fo_msgs;
+  out->close_code = first_close_code;
+  out->connect_s = t_ready ? (double)(t_ready - t0) / 1e9 : -1;
+  out->join_s = t_joined ? (double)(t_joined - t_ready) / 1e9 : -1;
+  snprintf(out->close_reason, sizeof out->close_reason, "%s", first_close_reason);
+  snprintf(out->first_error, sizeof out->first_error, "%s", first_error);
+  snprintf(out->tls_version, sizeof out->tls_version, "%s", tls_version_seen);
+  snprintf(out->cipher, sizeof out->cipher, "%s", tls_cipher_seen);
+  out->done = 1;
+}
 
 /* Runs this process's connections from t0 and fills *out. */
 static void run_worker(uint64_t t0, wstats_t *out, int is_first) {

@@ -12,6 +12,7 @@ import { get } from "../http/get.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
 import { stdoutSink } from "./_stdout.ts";
 import { readCaFile as readCa } from "./_pem.ts";
+import { systemCaCerts } from "../tls/system_roots.ts";
 
 const USAGE = `
 http-get: fetch a URL with HTTP/1.1 over a raw TCP or TLS connection
@@ -42,7 +43,8 @@ export async function main(args: string[]): Promise<number> {
     throw new UsageError(`--url must start with http:// or https://, got "${flags.url}"`);
   }
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
-  const caCerts = flags.ca === undefined ? undefined : [await readCa(flags.ca)];
+  // Without --ca: the system's roots (on top of Deno's), as the contract says.
+  const caCerts = flags.ca === undefined ? await systemCaCerts() : [await readCa(flags.ca)];
   await using response = await get(flags.url, { caCerts, timeout });
   const out = stdoutSink();
   if (flags.include) {

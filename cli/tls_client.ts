@@ -16,6 +16,7 @@ import { connect } from "../tls/connect.ts";
 import { parseFlags, portFlag, runMain, secondsFlag } from "./_common.ts";
 import { stdoutSink } from "./_stdout.ts";
 import { readCaFile as readCa } from "./_pem.ts";
+import { systemCaCerts } from "../tls/system_roots.ts";
 
 const USAGE = `
 tls-client: send a message to a TLS server and print the reply
@@ -54,7 +55,8 @@ export async function main(args: string[]): Promise<number> {
   const hostname = flags.hostname ?? "127.0.0.1";
   const port = portFlag(flags.port, 7443);
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
-  const caCerts = flags.ca === undefined ? undefined : [await readCa(flags.ca)];
+  // Without --ca: the system's roots (on top of Deno's), as the contract says.
+  const caCerts = flags.ca === undefined ? await systemCaCerts() : [await readCa(flags.ca)];
   const netcat = flags.message === undefined && !Deno.stdin.isTerminal();
   await using conn = await connect({
     hostname,

@@ -18,6 +18,7 @@ import { WebSocketError } from "../websocket/errors.ts";
 import { isToken } from "../websocket/validation.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
 import { readCaFile as readCa } from "./_pem.ts";
+import { systemCaCerts } from "../tls/system_roots.ts";
 
 const PROGRAM = "ws-client";
 
@@ -166,7 +167,8 @@ export async function main(args: string[]): Promise<number> {
     if (!isToken(p)) throw new UsageError(`--protocol "${p}" is not a valid subprotocol name`);
   }
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
-  const caCerts = flags.ca === undefined ? undefined : [await readCa(flags.ca)];
+  // Without --ca: the system's roots (on top of Deno's), as the contract says.
+  const caCerts = flags.ca === undefined ? await systemCaCerts() : [await readCa(flags.ca)];
   const ws = await connect(url, { headers, protocols, timeout, caCerts });
   try {
     return flags.message !== undefined

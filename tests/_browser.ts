@@ -65,7 +65,7 @@ export async function spkiHash(certPem: string): Promise<string> {
   const fields = derChildren(tbs.body);
   const spki = fields[fields[0].tag === 0xa0 ? 6 : 5];
   if (spki?.tag !== 0x30) throw new Error("unexpected certificate layout");
-  const digest = await crypto.subtle.digest("SHA-256", spki.whole);
+  const digest = await crypto.subtle.digest("SHA-256", spki.whole.slice());
   return btoa(String.fromCharCode(...new Uint8Array(digest)));
 }
 
@@ -192,9 +192,19 @@ export class Tab {
     }
   }
 
+  /** Closes the tab. */
+  async close(): Promise<void> {
+    const { targetInfo } = await this.cdp.send("Target.getTargetInfo", {}, this.sessionId);
+    await this.cdp.send("Target.closeTarget", { targetId: targetInfo.targetId });
+  }
+
   /** A PNG screenshot of the page. */
   async screenshot(): Promise<Uint8Array> {
-    const { data } = await this.cdp.send("Page.captureScreenshot", { format: "png" }, this.sessionId);
+    const { data } = await this.cdp.send(
+      "Page.captureScreenshot",
+      { format: "png" },
+      this.sessionId,
+    );
     return Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
   }
 }

@@ -74,3 +74,4 @@ export { connect, type ConnectOptions } from "./connect.ts";
 export { startTls, type StartTlsOptions } from "./start_tls.ts";
 export { acceptTls, type AcceptTlsOptions } from "./accept_tls.ts";
 export { TlsError, type TlsErrorCode } from "./errors.ts";
+export { systemCaCerts } from "./system_roots.ts";
