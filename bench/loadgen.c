@@ -73,7 +73,9 @@ enum cstate { C_IDLE, C_CONNECTING, C_TLS_HS, C_WS_HS, C_READY, C_CLOSED, C_DEAD
 #define IS_WS (opt_mode == M_WS_RR || opt_mode == M_WS_FANOUT)
 
 #define RBUF_SIZE (256 * 1024)
-#define HIST_US 100000 /* 1 µs buckets up to 100 ms, then one overflow bucket */
+#define HIST_US 100000 /* 1 µs buckets up to 100 ms, */
+#define HIST_MS 9900    /* then 1 ms buckets up to 10 s, */
+#define HIST_N (HIST_US + HIST_MS + 1) /* then one overflow bucket */
 
 typedef struct conn {
   int fd;
@@ -462,7 +464,9 @@ static int has_write(conn_t *c) {
 
 static void record_latency(uint64_t ns) {
   uint64_t us = ns / 1000;
-  hist[us < HIST_US ? us : HIST_US]++;
+  hist[us < HIST_US                        ? us
+       : us < HIST_US + (uint64_t)HIST_MS * 1000 ? HIST_US + (us - HIST_US) / 1000
+                                                 : HIST_N - 1]++;
   lat_count++;
   lat_sum_ns += ns;
   if (ns > lat_max_ns) lat_max_ns = ns;
@@ -773,7 +777,7 @@ static int ws_check_101(conn_t *c, char *head) {
     conn_fail(c, msg);
     return -1;
   }
-  char both[64];
+  char both[sizeof c->ws_key + sizeof WS_GUID];
   snprintf(both, sizeof both, "%s%s", c->ws_key, WS_GUID);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
@@ -1240,9 +1244,14 @@ static double hist_percentile(double q) {
   uint64_t rank = (uint64_t)exact, seen = 0;
   if ((double)rank < exact) rank++;
   if (rank < 1) rank = 1;
-  for (int i = 0; i <= HIST_US; i++) {
+  for (int i = 0; i < HIST_N; i++) {
     seen += hist[i];
-    if (seen >= rank) return i == HIST_US ? lat_max_ns / 1000.0 : (double)i;
+    if (seen >= rank) {
+      if (i < HIST_US) return (double)i;
+      if (i == HIST_N - 1) return lat_max_ns / 1000.0;
+      double us = HIST_US + (i - HIST_US) * 1000.0 + 500.0; /* middle of a 1 ms bucket */
+      return us < lat_max_ns / 1000.0 ? us : lat_max_ns / 1000.0;
+    }
   }
   return lat_max_ns / 1000.0;
 }
@@ -1603,12 +1612,16 @@ int main(int argc, char **argv) {
 
   size_t patlen = 256 + (size_t)(opt_size > RBUF_SIZE ? opt_size : RBUF_SIZE);
   pat = malloc(patlen);
+  tpat = malloc(patlen);
   rbuf = malloc(RBUF_SIZE);
-  if (!pat || !rbuf) die("out of memory");
-  for (size_t i = 0; i < patlen; i++) pat[i] = (unsigned char)((i * 31 + 7) & 255);
+  if (!pat || !tpat || !rbuf) die("out of memory");
+  for (size_t i = 0; i < patlen; i++) {
+    pat[i] = (unsigned char)((i * 31 + 7) & 255);
+    tpat[i] = (unsigned char)(0x20 + pat[i] % 95); /* printable ASCII: valid UTF-8 */
+  }
 
   /* per-process stats and latency histograms, shared so process 0 can add them up */
-  size_t hist_bytes = (HIST_US + 1) * sizeof(uint32_t);
+  size_t hist_bytes = HIST_N * sizeof(uint32_t);
   size_t shared_len = (size_t)opt_procs * (sizeof(wstats_t) + hist_bytes);
   unsigned char *shared =
       mmap(NULL, shared_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1634,10 +1647,13 @@ int main(int argc, char **argv) {
   if (me != 0) prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive process 0 */
   nconns = opt_conns / opt_procs + (me < opt_conns % opt_procs);
   conn_base = me * (opt_conns / opt_procs) + (me < opt_conns % opt_procs ? me : opt_conns % opt_procs);
-  hist = hists + (size_t)me * (HIST_US + 1);
+  hist = hists + (size_t)me * HIST_N;
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) die("epoll_create1: %s", strerror(errno));
-  run_worker(t0, &ws[me], me == 0);
+  if (RAND_bytes((unsigned char *)&rng_state, sizeof rng_state) != 1 || !rng_state)
+    rng_state = now_ns() | 1;
+  if (IS_WS) run_ws_worker(t0, &ws[me], me == 0);
+  else run_worker(t0, &ws[me], me == 0);
   if (me != 0) _exit(0);
   for (int k = 0; k < nkids; k++) {
     int status;
@@ -1666,6 +1682,14 @@ int main(int argc, char **argv) {
     tot.ready_at_start += w->ready_at_start;
     tot.unfinished += w->unfinished;
     tot.cpu += w->cpu;
+    tot.closes += w->closes;
+    tot.lost += w->lost;
+    tot.ooo += w->ooo;
+    tot.msgs += w->msgs;
+    if (!tot.close_code && w->close_code) {
+      tot.close_code = w->close_code;
+      snprintf(tot.close_reason, sizeof tot.close_reason, "%s", w->close_reason);
+    }
     if (!tot.first_error[0] && w->first_error[0])
       snprintf(tot.first_error, sizeof tot.first_error, "%s", w->first_error);
     if (!tot.tls_version[0] && w->tls_version[0]) {
@@ -1673,8 +1697,8 @@ int main(int argc, char **argv) {
       snprintf(tot.cipher, sizeof tot.cipher, "%s", w->cipher);
     }
     if (p > 0) {
-      uint32_t *h = hists + (size_t)p * (HIST_US + 1);
-      for (int i = 0; i <= HIST_US; i++) hist[i] += h[i];
+      uint32_t *h = hists + (size_t)p * HIST_N;
+      for (int i = 0; i < HIST_N; i++) hist[i] += h[i];
     }
   }
   lat_count = tot.lat_count;
@@ -1687,7 +1711,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   uint64_t ops = opt_mode == M_STREAM ? tot.bytes / (uint64_t)opt_size : tot.ops;
-  const char *mode = opt_mode == M_RR ? "rr" : opt_mode == M_STREAM ? "stream" : "handshake";
+  const char *mode = opt_mode == M_RR          ? "rr"
+                     : opt_mode == M_STREAM    ? "stream"
+                     : opt_mode == M_HANDSHAKE ? "handshake"
+                     : opt_mode == M_WS_RR     ? "ws-rr"
+                                               : "ws-fanout";
   printf("{\"mode\":\"%s\",\"tls\":%s", mode, opt_tls ? "true" : "false");
   if (opt_tls)
     printf(",\"tls_version\":\"%s\",\"cipher\":\"%s\",\"verify\":%s", tot.tls_version, tot.cipher,
@@ -1696,6 +1724,14 @@ int main(int argc, char **argv) {
   printf(",\"procs\":%d,\"conns\":%d,\"connected\":%d,\"size\":%ld", opt_procs, opt_conns,
          tot.ready_at_start, opt_size);
   if (opt_mode == M_STREAM) printf(",\"inflight\":%ld", opt_inflight);
+  if (IS_WS) {
+    printf(",\"binary\":%s", opt_binary ? "true" : "false");
+    if (ws[0].connect_s >= 0) printf(",\"connect_s\":%.3f", ws[0].connect_s);
+  }
+  if (opt_mode == M_WS_FANOUT) {
+    printf(",\"subscribers\":%d,\"window\":%ld", opt_conns, opt_window);
+    if (ws[0].join_s >= 0) printf(",\"join_s\":%.3f", ws[0].join_s);
+  }
   printf(",\"warmup_s\":%.3f,\"duration_s\":%.4f", opt_warmup, secs);
   printf(",\"ops\":%llu,\"ops_per_s\":%.1f,\"bytes\":%llu,\"mb_per_s\":%.2f",
          (unsigned long long)ops, ops / secs, (unsigned long long)tot.bytes, tot.bytes / secs / 1e6);
@@ -1703,6 +1739,16 @@ int main(int argc, char **argv) {
     printf(",\"p50_us\":%.0f,\"p99_us\":%.0f,\"p999_us\":%.0f,\"max_us\":%.0f,\"mean_us\":%.1f",
            hist_percentile(0.50), hist_percentile(0.99), hist_percentile(0.999),
            tot.lat_max_ns / 1000.0, tot.lat_count ? tot.lat_sum_ns / 1000.0 / tot.lat_count : 0.0);
+  if (opt_mode == M_WS_FANOUT)
+    printf(",\"msgs\":%llu,\"msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,\"lost\":%llu,"
+           "\"out_of_order\":%llu",
+           (unsigned long long)tot.msgs, tot.msgs / secs, ops / secs, (unsigned long long)tot.lost,
+           (unsigned long long)tot.ooo);
+  if (IS_WS) {
+    printf(",\"closes\":%llu", (unsigned long long)tot.closes);
+    if (tot.close_code)
+      printf(",\"close_code\":%d,\"close_reason\":\"%s\"", tot.close_code, tot.close_reason);
+  }
   printf(",\"mismatches\":%llu,\"errors\":%llu,\"connect_errors\":%llu",
          (unsigned long long)tot.mismatches, (unsigned long long)tot.errors,
          (unsigned long long)tot.connect_errors);
@@ -1721,6 +1767,12 @@ int main(int argc, char **argv) {
   printf("}\n");
   fflush(stdout);
 
+  if (tot.lost || tot.ooo) {
+    fprintf(stderr, "loadgen: %llu messages lost, %llu out of order; first error: %s\n",
+            (unsigned long long)tot.lost, (unsigned long long)tot.ooo,
+            tot.first_error[0] ? tot.first_error : "none");
+    return 1;
+  }
   if (tot.mismatches || tot.errors || tot.unfinished || ops == 0) {
     fprintf(stderr, "loadgen: %llu mismatches, %llu %s%s; first error: %s\n",
             (unsigned long long)tot.mismatches, (unsigned long long)tot.errors,

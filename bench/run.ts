@@ -1,18 +1,20 @@
 /**
- * `deno task bench`: netkit's echo servers against bare Deno echoes, in one
- * run, with one external load client (bench/loadgen.c, compiled on demand).
+ * `deno task bench`: netkit's servers against bare Deno ones (and, for
+ * WebSocket broadcast, Node with `ws`), in one run, with one external load
+ * client (bench/loadgen.c, compiled on demand).
  *
- *   deno task bench [--quick] [--only tcp|tls] [--rounds N] [--duration S]
- *                   [--warmup S] [--pin] [--procs N] [--verify] [--servers a,b]
- *                   [--json FILE]
+ *   deno task bench [--quick] [--only tcp|tls|ws] [--rounds N] [--duration S]
+ *                   [--warmup S] [--pin] [--procs N] [--verify] [--ws-binary]
+ *                   [--servers a,b] [--json FILE]
  *
  * Every (scenario, server) pair runs once per round against a fresh server
  * process; within a round the servers take turns in a rotated order. The
- * table shows medians over the rounds; the ratio is the median of the
- * per-round ratios against the bare read/write loop of the same round.
+ * tables show medians over the rounds; the ratio is the median of the
+ * per-round ratios against the reference (bare read/write loop, bare Deno
+ * WebSocket server) of the same round.
  *
- * Server and scenario definitions are tables (SERVERS, SCENARIOS): adding
- * WebSocket modes later means new rows there plus a loadgen mode.
+ * Server and scenario definitions are tables (SERVERS, SCENARIOS): a new
+ * family means new rows there plus a loadgen mode.
  *
  * @module
  */
@@ -36,8 +38,9 @@ const COMPILE = [
 // ---------------------------------------------------------------------------
 // What is measured
 
-type Family = "tcp" | "tls";
-type Mode = "rr" | "stream" | "handshake";
+type Family = "tcp" | "tls" | "ws";
+const FAMILIES: Family[] = ["tcp", "tls", "ws"];
+type Mode = "rr" | "stream" | "handshake" | "ws-rr" | "ws-fanout";
 
 /** Files and names the server command lines may need. */
 interface Ctx {
@@ -51,11 +54,15 @@ interface ServerDef {
   /** short id for `--servers` and the JSON output */
   id: string;
   family: Family;
+  /** the scenarios it serves, when not all of its family's (ws: echo or broadcast) */
+  group?: string;
   label: string;
   /** the program, relative to the repo root */
   script: string;
+  /** what runs it (default: this Deno, `deno run -A`) */
+  runtime?: "deno" | "node";
   args(ctx: Ctx): string[];
-  /** the reference the ratios are computed against (one per family) */
+  /** the reference the ratios are computed against (one per family or group) */
   baseline?: boolean;
   /** netkit programs may not exist yet: skip their rows with a note */
   optional?: boolean;
@@ -130,11 +137,61 @@ const SERVERS: ServerDef[] = [
     args: (ctx) => ["--port", "0", ...tlsFiles(ctx)],
     baseline: true,
   },
+  {
+    id: "netkit-ws-echo",
+    family: "ws",
+    group: "ws-echo",
+    label: "netkit ws-server --mode echo",
+    script: "cli/ws_server.ts",
+    args: () => ["--mode", "echo", "--port", "0", "--quiet"],
+    optional: true,
+  },
+  {
+    id: "bare-ws-echo",
+    family: "ws",
+    group: "ws-echo",
+    label: "bare Deno.upgradeWebSocket echo",
+    script: "bench/bare_ws_echo.ts",
+    args: () => ["--port", "0"],
+    baseline: true,
+  },
+  {
+    id: "netkit-ws-bcast",
+    family: "ws",
+    group: "ws-broadcast",
+    label: "netkit ws-server --mode broadcast",
+    script: "cli/ws_server.ts",
+    args: () => ["--mode", "broadcast", "--port", "0", "--quiet"],
+    optional: true,
+  },
+  {
+    id: "bare-ws-bcast",
+    family: "ws",
+    group: "ws-broadcast",
+    label: "bare Deno send-to-every-socket loop",
+    script: "bench/bare_ws_broadcast.ts",
+    args: () => ["--port", "0"],
+    baseline: true,
+  },
+  {
+    id: "node-ws-bcast",
+    family: "ws",
+    group: "ws-broadcast",
+    label: "Node + ws, send to every client",
+    script: "bench/node_ws_broadcast.mjs",
+    runtime: "node",
+    args: () => ["--port", "0"],
+    optional: true,
+  },
 ];
+
+const groupOf = (x: { family: Family; group?: string }) => x.group ?? x.family;
 
 interface Scenario {
   id: string;
   family: Family;
+  /** the servers it runs against, when not all of its family's */
+  group?: string;
   title: string;
   mode: Mode;
   conns: number;
@@ -193,6 +250,39 @@ const SCENARIOS: Scenario[] = [
     // client process alone would be the bottleneck
     procs: 2,
   },
+  {
+    id: "ws-rr",
+    family: "ws",
+    group: "ws-echo",
+    title: "WebSocket echo round trips/s (64 B, 50 conns)",
+    mode: "ws-rr",
+    conns: 50,
+    size: 64,
+  },
+  // Fan-out: the publisher keeps at most --window messages outstanding (not yet
+  // received by every subscriber): about 3,200 deliveries in flight at either
+  // size, so latency (≈ in flight / deliveries per second, Little's law) is
+  // comparable between the two and the server always has work queued.
+  {
+    id: "ws-fanout-100",
+    family: "ws",
+    group: "ws-broadcast",
+    title: "WebSocket fan-out to 100 subscribers, deliveries/s (32 B, window 32)",
+    mode: "ws-fanout",
+    conns: 100,
+    size: 32,
+    extra: ["--window", "32"],
+  },
+  {
+    id: "ws-fanout-1000",
+    family: "ws",
+    group: "ws-broadcast",
+    title: "WebSocket fan-out to 1,000 subscribers, deliveries/s (32 B, window 4)",
+    mode: "ws-fanout",
+    conns: 1000,
+    size: 32,
+    extra: ["--window", "4"],
+  },
 ];
 
 /** What loadgen prints (one JSON line). */
@@ -213,6 +303,18 @@ interface LoadgenResult {
   p99_us?: number;
   mismatches: number;
   errors: number;
+  /** ws modes */
+  binary?: boolean;
+  closes?: number;
+  close_code?: number;
+  close_reason?: string;
+  /** ws-fanout */
+  subscribers?: number;
+  window?: number;
+  msgs_per_s?: number;
+  deliveries_per_s?: number;
+  lost?: number;
+  out_of_order?: number;
   cpu_s: number;
   cpu_pct: number;
   server_cpu_s?: number;
@@ -245,21 +347,25 @@ interface Options {
   /** load client processes for every scenario; undefined: the scenario's default */
   procs?: number;
   verify: boolean;
+  /** ws scenarios send binary messages (default text) */
+  wsBinary: boolean;
   json?: string;
 }
 
 const USAGE = `usage: deno task bench [flags]
   --quick          one short round (0.5 s warm-up + 1 s per server)
-  --only tcp|tls   only these scenarios (comma-separated)
+  --only tcp|tls|ws  only these scenarios (comma-separated; default all three)
   --rounds N       rounds, results are medians (default 5)
   --duration S     measured seconds per run (default 1.5)
   --warmup S       warm-up before a server's first run (default 1; later runs 0.3)
   --servers IDS    only these servers, e.g. loop,pipe (ids: ${
   SERVERS.map((s) => s.id).join(", ")
-}; loop-nagle only when named)
+};
+                   loop-nagle only when named)
   --pin            taskset: server on the first allowed CPU, load client on the second
   --procs N        load client processes (default 1; 2 for handshakes)
   --verify         TLS: the load client verifies the server against the generated CA
+  --ws-binary      WebSocket scenarios send binary messages (default: text)
   --json FILE      also write every sample as JSON`;
 
 function usage(message: string): never {
@@ -284,6 +390,7 @@ function parseOptions(args: string[]): Options {
         pin: { type: "boolean" },
         procs: { type: "string" },
         verify: { type: "boolean" },
+        "ws-binary": { type: "boolean" },
         json: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -302,9 +409,9 @@ function parseOptions(args: string[]): Options {
     return n;
   };
   const quick = values.quick ?? false;
-  const families = (values.only ?? "tcp,tls").split(",").map((f) => f.trim());
+  const families = (values.only ?? FAMILIES.join(",")).split(",").map((f) => f.trim());
   for (const f of families) {
-    if (f !== "tcp" && f !== "tls") usage(`--only takes tcp and/or tls, got "${f}"`);
+    if (!FAMILIES.includes(f as Family)) usage(`--only takes tcp, tls and/or ws, got "${f}"`);
   }
   const servers = values.servers?.split(",").map((s) => s.trim());
   for (const s of servers ?? []) {
@@ -319,6 +426,7 @@ function parseOptions(args: string[]): Options {
     pin: values.pin ?? false,
     procs: values.procs === undefined ? undefined : Math.round(num(values.procs, "procs", 1, 1)),
     verify: values.verify ?? false,
+    wsBinary: values["ws-binary"] ?? false,
     json: values.json,
   };
 }
@@ -458,6 +566,62 @@ async function makeCert(dir: string): Promise<Ctx> {
   return { certFile, keyFile, caFile: certFile, serverName: "localhost" };
 }
 
+const NODE_WS = "ws@8";
+
+/**
+ * Node and its `ws` package for the Node broadcast server: `ws` is installed
+ * on first use into bench/.build/node_modules (git-ignored). Resolves to why
+ * Node cannot run, or `undefined` when it can.
+ */
+async function ensureNodeWs(): Promise<string | undefined> {
+  try {
+    const v = await runCommand("node", ["--version"], 30_000);
+    if (v.code !== 0) return `node --version failed: ${v.stderr.trim()}`;
+  } catch {
+    return "node is not installed";
+  }
+  try {
+    await Deno.stat(`${ROOT}/bench/.build/node_modules/ws/package.json`);
+    return undefined;
+  } catch {
+    // not installed yet
+  }
+  await Deno.mkdir(`${ROOT}/bench/.build`, { recursive: true });
+  const args = ["install", "--prefix", "bench/.build", NODE_WS, "--no-audit", "--no-fund"];
+  console.error(`installing Node's ws package: npm ${args.join(" ")}`);
+  let out;
+  try {
+    out = await runCommand("npm", args, 180_000);
+  } catch {
+    return "npm is not installed (needed for the ws package)";
+  }
+  if (out.code !== 0) {
+    return `npm install ${NODE_WS} failed: ${out.stderr.trim().split("\n").pop()}`;
+  }
+  return undefined;
+}
+
+/** The open-files limit (soft, hard) this process and so its children start with. */
+async function fdLimits(): Promise<[number, number] | undefined> {
+  try {
+    const text = await Deno.readTextFile("/proc/self/limits");
+    const m = text.match(/^Max open files\s+(\S+)\s+(\S+)/m);
+    if (!m) return undefined;
+    const n = (v: string) => v === "unlimited" ? Infinity : Number(v);
+    return [n(m[1]), n(m[2])];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Deno, Node and loadgen all raise their soft open-files limit to the hard one;
+ * when even the hard one is too low for the connections a scenario opens, the
+ * servers and the load client are started through `sh -c 'ulimit -n N; exec …'`
+ * (Deno.Command cannot set rlimits). Set by main, empty when not needed.
+ */
+let fdWrap: string[] = [];
+
 // ---------------------------------------------------------------------------
 // One measurement
 
@@ -476,8 +640,13 @@ async function startServer(
   ctx: Ctx,
   pinCpu: number | undefined,
 ): Promise<RunningServer> {
-  const argv = [Deno.execPath(), "run", "-A", def.script, ...def.args(ctx)];
-  const [cmd, ...args] = pinCpu === undefined ? argv : ["taskset", "-c", String(pinCpu), ...argv];
+  const argv = def.runtime === "node"
+    ? ["node", def.script, ...def.args(ctx)]
+    : [Deno.execPath(), "run", "-A", def.script, ...def.args(ctx)];
+  const [cmd, ...args] = [
+    ...fdWrap,
+    ...(pinCpu === undefined ? argv : ["taskset", "-c", String(pinCpu), ...argv]),
+  ];
   const child = new Deno.Command(cmd, {
     args,
     cwd: ROOT,
@@ -552,7 +721,9 @@ async function stopServer(child: Deno.ChildProcess): Promise<void> {
   live.delete(child);
 }
 
-const procsFor = (sc: Scenario, opts: Options) => opts.procs ?? sc.procs ?? 1;
+/** loadgen runs ws-fanout in one process: the window needs every subscriber's count */
+const procsFor = (sc: Scenario, opts: Options) =>
+  sc.mode === "ws-fanout" ? 1 : opts.procs ?? sc.procs ?? 1;
 
 /** Warm-up of every load run after a server's first (connections, windows; the JIT is warm). */
 const REWARM_S = 0.3;
@@ -584,6 +755,7 @@ async function runLoad(
     String(procsFor(sc, opts)),
     ...(sc.family === "tls" ? ["--tls", "--sni", ctx.serverName] : []),
     ...(sc.family === "tls" && opts.verify ? ["--ca", ctx.caFile] : []),
+    ...(sc.family === "ws" && opts.wsBinary ? ["--binary"] : []),
     ...(sc.extra ?? []),
     "--host",
     "127.0.0.1",
@@ -592,11 +764,16 @@ async function runLoad(
     "--server-pid",
     String(server.pid),
   ];
-  const argv = pin
-    ? ["taskset", "-c", String(pin[1]), LOADGEN_BIN, ...args]
-    : [LOADGEN_BIN, ...args];
-  sample.command = argv.map((a) => a === LOADGEN_BIN ? "bench/.build/loadgen" : a).join(" ");
-  const out = await runCommand(argv[0], argv.slice(1), (warmup + opts.duration + 30) * 1000);
+  const argv = [
+    ...fdWrap,
+    ...(pin ? ["taskset", "-c", String(pin[1]), LOADGEN_BIN, ...args] : [LOADGEN_BIN, ...args]),
+  ];
+  sample.command = argv.slice(fdWrap.length).map((a) =>
+    a === LOADGEN_BIN ? "bench/.build/loadgen" : a
+  ).join(" ");
+  // ws: up to 30 s to connect and 10 s to join before the run proper
+  const slack = sc.family === "ws" ? 60 : 30;
+  const out = await runCommand(argv[0], argv.slice(1), (warmup + opts.duration + slack) * 1000);
   const jsonLine = out.stdout.trim().split("\n").pop() ?? "";
   if (jsonLine.startsWith("{")) sample.result = JSON.parse(jsonLine) as LoadgenResult;
   if (out.timedOut) sample.error = "load client timed out";
@@ -688,8 +865,41 @@ const median = (xs: number[]) => {
 
 const metricOf = (sc: Scenario, r: LoadgenResult) =>
   sc.mode === "stream" ? r.mb_per_s : r.ops_per_s;
-const unitOf = (sc: Scenario) => sc.mode === "rr" ? "rt/s" : sc.mode === "stream" ? "MB/s" : "hs/s";
+const UNITS: Record<Mode, string> = {
+  rr: "rt/s",
+  stream: "MB/s",
+  handshake: "hs/s",
+  "ws-rr": "rt/s",
+  "ws-fanout": "deliveries/s",
+};
+const unitOf = (sc: Scenario) => UNITS[sc.mode];
 const int = (n: number) => Math.round(n).toLocaleString("en-US");
+/** milliseconds from microseconds, with 2-3 significant digits */
+const ms = (us: number) => {
+  const v = us / 1000;
+  return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0);
+};
+
+const HEADER = [
+  "scenario",
+  "server",
+  "result (median ±half-range)",
+  "ratio vs read/write loop",
+  "server CPU s (% of a core)",
+  "server CPU µs/op",
+  "server peak RSS MiB",
+  "load client CPU %",
+  "others' CPU %",
+];
+/** the WebSocket table: the reference is the bare Deno server; latency and losses too */
+const WS_HEADER = [
+  ...HEADER.slice(0, 3),
+  "ratio vs bare Deno",
+  "latency p50 / p99 ms",
+  "lost / out of order / closed",
+  ...HEADER.slice(4),
+];
+const headerOf = (sc: Scenario) => sc.family === "ws" ? WS_HEADER : HEADER;
 
 interface Row {
   scenario: Scenario;
@@ -700,6 +910,8 @@ interface Row {
   othersPct?: number;
   spread?: number;
   ratioSpread?: number;
+  /** median p99 latency in µs (ws) */
+  p99?: number;
 }
 
 function summarize(
@@ -713,11 +925,9 @@ function summarize(
   const ok = mine.filter((s) => s.ok && s.result);
   if (!ok.length) {
     const err = mine.find((s) => s.error)?.error ?? "no samples";
-    return {
-      scenario: sc,
-      server: def,
-      cells: [sc.title, def.label, `FAILED: ${err.replaceAll("|", "/")}`, "", "", "", "", "", ""],
-    };
+    const cells = [sc.title, def.label, `FAILED: ${err.replaceAll("|", "/")}`];
+    while (cells.length < headerOf(sc).length) cells.push("");
+    return { scenario: sc, server: def, cells };
   }
   const values = ok.map((s) => metricOf(sc, s.result!));
   const value = median(values);
@@ -746,6 +956,24 @@ function summarize(
   const result = `${int(value)} ${unitOf(sc)}` +
     (opts.rounds > 1 ? ` ±${(spread * 100).toFixed(0)}%` : "") +
     (ok.length < mine.length ? ` (${mine.length - ok.length} failed)` : "");
+  const wsCells: string[] = [];
+  let p99: number | undefined;
+  if (sc.family === "ws") {
+    const p50 = median(ok.map((s) => s.result!.p50_us ?? NaN));
+    p99 = median(ok.map((s) => s.result!.p99_us ?? NaN));
+    wsCells.push(Number.isFinite(p99) ? `${ms(p50)} / ${ms(p99)}` : "–");
+    // every run that got as far as a result line, failed ones too: losses fail a run
+    const ran = mine.filter((s) => s.result);
+    const sum = (f: (r: LoadgenResult) => number | undefined) =>
+      ran.reduce((n, s) => n + (f(s.result!) ?? 0), 0);
+    const code = ran.find((s) => s.result!.close_code)?.result!.close_code;
+    const closed = `${sum((r) => r.closes)}${code ? ` (${code})` : ""}`;
+    wsCells.push(
+      sc.mode === "ws-fanout"
+        ? `${sum((r) => r.lost)} / ${sum((r) => r.out_of_order)} / ${closed}`
+        : `– / – / ${closed}`,
+    );
+  }
   return {
     scenario: sc,
     server: def,
@@ -754,11 +982,13 @@ function summarize(
     clientPct,
     othersPct,
     spread,
+    p99,
     cells: [
       sc.title,
       def.label,
       result,
       def.baseline ? "1.00 (reference)" : ratio === undefined ? "–" : ratio.toFixed(2),
+      ...wsCells,
       Number.isFinite(serverCpu) ? `${serverCpu.toFixed(2)} (${serverPct.toFixed(0)}%)` : "–",
       Number.isFinite(perOp) ? perOp.toFixed(perOp < 100 ? 1 : 0) : "–",
       Number.isFinite(rss) ? (rss / 1048576).toFixed(0) : "–",
@@ -815,7 +1045,9 @@ async function main() {
 
     const scenarios = SCENARIOS.filter((s) => families.includes(s.family));
     const servers: ServerDef[] = [];
-    const skipped = new Set<string>();
+    /** server id -> why its rows are skipped */
+    const skipped = new Map<string, string>();
+    let nodeProblem: string | undefined | null = null; // null: not checked yet
     for (const def of SERVERS) {
       if (!families.includes(def.family)) continue;
       if (opts.servers ? !opts.servers.includes(def.id) : def.onRequest) continue;
@@ -823,11 +1055,30 @@ async function main() {
         await Deno.stat(`${ROOT}/${def.script}`);
       } catch {
         if (!def.optional) throw new Error(`${def.script} is missing`);
-        skipped.add(def.id);
+        skipped.set(def.id, `${def.script} not found`);
         notes.push(`${def.label} rows skipped: ${def.script} does not exist yet.`);
         continue;
       }
+      if (def.runtime === "node") {
+        if (nodeProblem === null) nodeProblem = await ensureNodeWs();
+        if (nodeProblem) {
+          skipped.set(def.id, nodeProblem);
+          notes.push(`${def.label} rows skipped: ${nodeProblem}.`);
+          continue;
+        }
+      }
       servers.push(def);
+    }
+
+    // 1,000 subscribers and more need that many descriptors in the server and the client
+    const fdsNeeded = Math.max(0, ...scenarios.map((sc) => sc.conns + 1)) + 256;
+    const limits = await fdLimits();
+    if (limits && limits[1] < fdsNeeded) {
+      fdWrap = ["sh", "-c", `ulimit -n ${fdsNeeded} && exec "$@"`, "sh"];
+      notes.push(
+        `the open-files limit (hard ${limits[1]}) is below the ${fdsNeeded} the largest ` +
+          `scenario needs: servers and load client were started with \`ulimit -n ${fdsNeeded}\`.`,
+      );
     }
 
     const [model, load0, cpusAllowed] = await Promise.all([
@@ -837,18 +1088,21 @@ async function main() {
     ]);
     const started = Date.now();
     const samples: Sample[] = [];
-    const total = opts.rounds *
-      scenarios.reduce((n, sc) => n + servers.filter((d) => d.family === sc.family).length, 0);
+    const serversOf = (sc: Scenario) => servers.filter((d) => groupOf(d) === groupOf(sc));
+    const total = opts.rounds * scenarios.reduce((n, sc) => n + serversOf(sc).length, 0);
     let done = 0;
     for (const sc of scenarios) {
-      const defs = servers.filter((d) => d.family === sc.family);
+      const defs = serversOf(sc);
       const got = await runScenario(sc, defs, ctx, opts, pin, (s) => {
         done++;
         const v = s.result ? metricOf(sc, s.result) : NaN;
+        const p99 = sc.family === "ws" && s.result?.p99_us !== undefined
+          ? `, p99 ${ms(s.result.p99_us)} ms`
+          : "";
         console.error(
           `[${done}/${total}] ${sc.id} round ${s.round + 1} ${s.server}: ` +
             (s.ok
-              ? `${int(v)} ${unitOf(sc)}, client CPU ${s.result!.cpu_pct.toFixed(0)}%`
+              ? `${int(v)} ${unitOf(sc)}${p99}, client CPU ${s.result!.cpu_pct.toFixed(0)}%`
               : `FAILED ${s.error}`),
         );
       });
@@ -894,50 +1148,48 @@ async function main() {
         }`,
     );
     out.push("");
-    const header = [
-      "scenario",
-      "server",
-      "result (median ±half-range)",
-      "ratio vs read/write loop",
-      "server CPU s (% of a core)",
-      "server CPU µs/op",
-      "server peak RSS MiB",
-      "load client CPU %",
-      "others' CPU %",
-    ];
     const rows: Row[] = [];
     for (const sc of scenarios) {
-      const baseline = servers.find((d) => d.family === sc.family && d.baseline);
-      for (const def of SERVERS.filter((d) => d.family === sc.family)) {
+      const baseline = servers.find((d) => groupOf(d) === groupOf(sc) && d.baseline);
+      for (const def of SERVERS.filter((d) => groupOf(d) === groupOf(sc))) {
         if (opts.servers ? !opts.servers.includes(def.id) : def.onRequest) continue;
-        if (skipped.has(def.id)) {
-          rows.push({
-            scenario: sc,
-            server: def,
-            cells: [
-              sc.title,
-              def.label,
-              `skipped: ${def.script} not found`,
-              "",
-              "",
-              "",
-              "",
-              "",
-              "",
-            ],
-          });
+        const why = skipped.get(def.id);
+        if (why !== undefined) {
+          const cells = [sc.title, def.label, `skipped: ${why.replaceAll("|", "/")}`];
+          while (cells.length < headerOf(sc).length) cells.push("");
+          rows.push({ scenario: sc, server: def, cells });
           continue;
         }
         rows.push(summarize(sc, def, def.baseline ? undefined : baseline, samples, opts));
       }
     }
-    out.push(markdownTable(header, rows.map((r) => r.cells)));
-    out.push("");
-    out.push(
-      "op = one round trip (rr), one 64 KiB chunk echoed (stream), one handshake; " +
-        "MB = 10^6 bytes; CPU % is of one core; others' CPU % = the whole machine's busy " +
-        "time during the measured window minus server and load client (noise from other work).",
-    );
+    const plain = rows.filter((r) => r.scenario.family !== "ws");
+    const ws = rows.filter((r) => r.scenario.family === "ws");
+    if (plain.length) {
+      out.push(markdownTable(HEADER, plain.map((r) => r.cells)));
+      out.push("");
+      out.push(
+        "op = one round trip (rr), one 64 KiB chunk echoed (stream), one handshake; " +
+          "MB = 10^6 bytes; CPU % is of one core; others' CPU % = the whole machine's busy " +
+          "time during the measured window minus server and load client (noise from other work).",
+      );
+    }
+    if (ws.length) {
+      if (plain.length) out.push("");
+      out.push(markdownTable(WS_HEADER, ws.map((r) => r.cells)));
+      out.push("");
+      out.push(
+        `WebSocket: ${opts.wsBinary ? "binary" : "text"} messages; op = one echo round trip ` +
+          "(ws-rr), one message delivered to one subscriber (fan-out). Fan-out: one publisher " +
+          "sends messages carrying a sequence number and a timestamp, with at most `window` of " +
+          "them outstanding (not yet received by every subscriber); latency is from the " +
+          "publisher's send to a subscriber's receipt, so it is about (deliveries in flight) / " +
+          "(deliveries/s) plus the server's jitter. The server sends every message to every " +
+          "client, the publisher included (its copies are not counted). lost / out of order / " +
+          "closed: summed over all runs (closed: subscribers the server closed, with the first " +
+          "close code). Peak RSS is VmHWM over the whole scenario.",
+      );
+    }
 
     // ---- observations
     for (const r of rows) {

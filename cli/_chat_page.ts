@@ -9,6 +9,7 @@ export const CHAT_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>netkit chat</title>
+<link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Ccircle cx='8' cy='8' r='7' fill='%232f6fdb'/%3E%3C/svg%3E">
 <style>
   :root { color-scheme: light dark; --accent: #2f6fdb; --muted: #8a8f98; }
   * { box-sizing: border-box; }
@@ -18,8 +19,9 @@ export const CHAT_PAGE = `<!doctype html>
            border-bottom: 1px solid color-mix(in srgb, currentColor 15%, transparent); }
   header h1 { font-size: 1rem; margin: 0; }
   #status { font-size: .85rem; color: var(--muted); }
-  #status.on::before { content: "\\25CF "; color: #2da44e; }
-  #status.off::before { content: "\\25CF "; color: #cf222e; }
+  #status::before { content: "\\25CF"; margin-right: .35em; }
+  #status.on::before { color: #2da44e; }
+  #status.off::before { color: #cf222e; }
   #log { flex: 1; overflow-y: auto; margin: 0; padding: .75rem 1rem; list-style: none; }
   #log li { padding: .15rem 0; white-space: pre-wrap; overflow-wrap: anywhere; }
   #log li.self { color: var(--accent); }

@@ -4,21 +4,27 @@
  * message, text or binary, goes to every connected client, the sender
  * included, type and order kept — and a browser gets a small chat page on
  * a plain GET of the path. Mode `echo`: each message back to its sender.
- * TLS (`wss://`) with `--cert` and `--key`.
+ * TLS (`wss://`) with `--cert` and `--key`. With `--redis`, every server
+ * sharing that Redis shares the broadcast; `--workers N` runs N processes
+ * on one port that way.
  *
  * ```sh
  * deno run -A jsr:@netkit/netkit/ws-server --port 8080
+ * deno run -A jsr:@netkit/netkit/ws-server --redis redis://127.0.0.1:6379 --workers 4
  * ```
  *
  * @module
  */
 import { formatAddr } from "../conn.ts";
-import { NetkitError } from "../errors.ts";
+import { BufferedReader } from "../io/buffered_reader.ts";
+import { listenSocket } from "../tcp/listen.ts";
 import type { HttpResponse, UpgradeRequest } from "../websocket/handshake.ts";
+import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../websocket/redis_bus.ts";
 import { serve, type WebSocketHandler, type WebSocketServerEvent } from "../websocket/server.ts";
 import { CHAT_PAGE } from "./_chat_page.ts";
 import {
   choiceFlag,
+  describeError,
   intFlag,
   listeningLine,
   log,
@@ -30,9 +36,12 @@ import {
   UsageError,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
+import { readPemFile } from "./_pem.ts";
 
 const PROGRAM = "ws-server";
 const TOPIC = "broadcast";
+// The program's name in its log lines: "ws-server", or "ws-server[2]" in worker 2.
+let program = PROGRAM;
 
 const USAGE = `
 ws-server: a WebSocket server (broadcast chat or echo)
@@ -59,6 +68,11 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
   --max-connections N     close connections beyond N at once (default: no limit)
   --grace S               on SIGINT/SIGTERM, clients are sent close 1001 and get S
                           seconds to finish (default 5)
+  --redis URL             share broadcasts with every ws-server using this Redis
+                          (redis://[:PASSWORD@]HOST:PORT, rediss:// for TLS): a message
+                          reaches the clients of all of them, exactly once
+  --workers N             run N server processes on the one port (Linux reusePort),
+                          sharing broadcasts through --redis (required)
   --quiet                 log errors only, not every connection
 
 In broadcast mode, open http://HOST:PORT/ in a browser for a chat page.
@@ -66,46 +80,21 @@ Prints "listening on ws://HOST:PORT" (wss:// with --cert) on stdout once ready;
 logs go to stderr.
 `;
 
-/** Reads a PEM file the server needs, with one clear line when it cannot. */
-async function readPemFile(path: string, flag: "cert" | "key"): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    const what = flag === "cert" ? "certificate" : "key";
-    if (err instanceof Deno.errors.NotFound) {
-      throw new NetkitError(
-        "ENOENT",
-        `${what} file ${path} not found (--${flag}): run \`deno task certs\` to make development certificates, or pass yours`,
-      );
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new NetkitError("EACCES", `cannot read ${path} (--${flag}): permission denied`);
-    }
-    if (err instanceof Deno.errors.IsADirectory || /directory/i.test(String(err))) {
-      throw new NetkitError("EISDIR", `--${flag} ${path} is a directory: pass the PEM file`);
-    }
-    throw new NetkitError(
-      "EIO",
-      `cannot read ${path} (--${flag}): ${err instanceof Error ? err.message : err}`,
-    );
-  }
-}
-
 function logEvents(quiet: boolean): (event: WebSocketServerEvent) => void {
-  const base = eventLogger(PROGRAM, { quiet });
+  const base = eventLogger(program, { quiet });
   return (event) => {
     switch (event.type) {
       case "rejected": {
         const answer = event.status > 0 ? ` (answered ${event.status})` : "";
         if (!quiet || event.status === 0) {
-          log(PROGRAM, `rejected ${formatAddr(event.remoteAddr)}: ${event.error.message}${answer}`);
+          log(program, `rejected ${formatAddr(event.remoteAddr)}: ${event.error.message}${answer}`);
         }
         break;
       }
       case "request":
         if (!quiet) {
           log(
-            PROGRAM,
+            program,
             `${formatAddr(event.remoteAddr)} ${event.method} ${event.target} -> ${event.status}`,
           );
         }
@@ -113,14 +102,14 @@ function logEvents(quiet: boolean): (event: WebSocketServerEvent) => void {
       case "slow": {
         const who = formatAddr(event.remoteAddr);
         if (event.action === "closed") {
-          log(PROGRAM, `closed slow client ${who} (1008): its backlog passed --max-buffered`);
+          log(program, `closed slow client ${who} (1008): its backlog passed --max-buffered`);
         } else if (event.action === "dropping") {
           log(
-            PROGRAM,
+            program,
             `slow client ${who}: backlog over --max-buffered, skipping it until it drains`,
           );
         } else {
-          log(PROGRAM, `slow client ${who} caught up; ${event.dropped} messages were skipped`);
+          log(program, `slow client ${who} caught up; ${event.dropped} messages were skipped`);
         }
         break;
       }
@@ -142,6 +131,252 @@ function chatPage(request: UpgradeRequest): HttpResponse {
   };
 }
 
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** Logs what the Redis bus reports: losses, retries, recoveries with counts. */
+function logRedis(url: string): (event: RedisBusEvent) => void {
+  return (event) => {
+    switch (event.type) {
+      case "lost":
+        log(
+          program,
+          `redis: lost ${url} (${
+            describeError(event.error)
+          }); local broadcast goes on, reconnecting`,
+        );
+        break;
+      case "retry":
+        // The first few, then about once a minute: a long outage must not flood the log.
+        if (event.attempt <= 3 || event.attempt % 12 === 0) {
+          log(
+            program,
+            `redis: still down after ${plural(event.attempt, "attempt")} (${
+              describeError(event.error)
+            }); next in ${(event.delay / 1000).toFixed(1)}s`,
+          );
+        }
+        break;
+      case "back":
+        log(
+          program,
+          `redis: back after ${(event.downtime / 1000).toFixed(1)}s, ${
+            plural(event.dropped, "message")
+          } not relayed`,
+        );
+        break;
+      case "missed":
+        log(program, `redis: ${plural(event.count, "message")} from another server did not arrive`);
+        break;
+      case "backlog":
+        log(program, `redis: Redis fell behind, ${plural(event.dropped, "message")} not relayed`);
+        break;
+      case "error":
+        log(program, `redis: ${describeError(event.error)}`);
+        break;
+    }
+  };
+}
+
+/**
+ * A worker's shutdown signal: SIGINT or SIGTERM (both may come, from the
+ * terminal and from the primary: once is enough), or its stdin ending —
+ * the primary is gone, however it died.
+ */
+function workerSignal(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (why: string) => {
+    if (controller.signal.aborted) return;
+    log(program, `${why}: shutting down`);
+    controller.abort();
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => stop(sig));
+  }
+  (async () => {
+    const buf = new Uint8Array(64);
+    try {
+      while ((await Deno.stdin.read(buf)) !== null) {
+        // The primary writes nothing; only the end matters.
+      }
+    } catch {
+      // Treated as the end.
+    }
+    stop("the primary process is gone");
+  })();
+  return controller.signal;
+}
+
+/** `args` without `--name value` / `--name=value` for each of `names`. */
+function withoutFlags(args: string[], names: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (names.includes(arg)) {
+      i++;
+      continue;
+    }
+    if (names.some((name) => arg.startsWith(`${name}=`))) continue;
+    out.push(arg);
+  }
+  return out;
+}
+
+interface Worker {
+  id: number;
+  child: Deno.ChildProcess;
+  startedAt: number;
+  exited: boolean;
+}
+
+/**
+ * `--workers N`: checks what a worker would fail on (Redis, the port) so
+ * that a failure is one line, starts worker 1 (which picks the port when it
+ * is 0), then the others on its port, and prints one listening line once
+ * every worker has printed its own — each only once subscribed to the bus.
+ * SIGINT/SIGTERM stops them all; a worker that dies is logged, and started
+ * again if it had been running a while.
+ */
+async function runPrimary(
+  args: string[],
+  options: {
+    workers: number;
+    hostname: string;
+    port: number;
+    redis: string;
+    maxPayload: number;
+    gracePeriod: number;
+    quiet: boolean;
+  },
+): Promise<number> {
+  const signal = shutdownSignal(PROGRAM);
+  const probe = await RedisBus.connect(options.redis, { maxPayload: options.maxPayload });
+  await probe.close();
+  if (options.port !== 0) {
+    // reusePort would quietly share the port with another server started the
+    // same way: make sure nothing has it.
+    listenSocket({ hostname: options.hostname, port: options.port }).close();
+  }
+  const script = import.meta.filename ?? import.meta.url;
+  const base = withoutFlags(args, ["--workers", "--port"]);
+  const workers = new Map<number, Worker>();
+  let stopping = false;
+  let allGone: () => void = () => {};
+  const gone = new Promise<void>((resolve) => (allGone = resolve));
+
+  const start = async (id: number, port: number): Promise<{ worker: Worker; line: string }> => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-net",
+        "--quiet",
+        script,
+        ...base,
+        "--port",
+        String(port),
+        "--worker-id",
+        String(id),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const worker: Worker = { id, child, startedAt: performance.now(), exited: false };
+    workers.set(id, worker);
+    const stdout = new BufferedReader(child.stdout);
+    const line = await stdout.readLine({ maxBytes: 4096 }).catch(() => null);
+    // Nothing more is printed on a worker's stdout; drain it all the same.
+    void (async () => {
+      try {
+        while ((await stdout.readChunk()) !== null) { /* discard */ }
+      } catch {
+        // The worker is gone.
+      }
+    })();
+    child.status.then((status) => {
+      worker.exited = true;
+      if (workers.get(id) === worker) workers.delete(id);
+      if (stopping || line === null) {
+        if (workers.size === 0) allGone();
+        return;
+      }
+      const how = status.signal !== null ? `signal ${status.signal}` : `code ${status.code}`;
+      const ranFor = performance.now() - worker.startedAt;
+      if (ranFor >= 5000) {
+        log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how}: starting it again`);
+        start(id, port).catch((err) => log(PROGRAM, `worker ${id}: ${describeError(err)}`));
+        return;
+      }
+      log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how} soon after starting`);
+      if (workers.size === 0) {
+        log(PROGRAM, "every worker is gone: exiting");
+        allGone();
+      }
+    });
+    if (line === null || !/^listening on /.test(line)) {
+      const status = await child.status;
+      throw new Error(`worker ${id} exited with code ${status.code} before listening`);
+    }
+    return { worker, line };
+  };
+
+  const stopAll = async () => {
+    stopping = true;
+    const children = [...workers.values()].filter((w) => !w.exited).map((w) => w.child);
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already gone.
+      }
+    }
+    // Each worker has its own grace period; past it (and a margin), kill.
+    const killer = setTimeout(() => {
+      for (const child of children) {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    }, options.gracePeriod + 5000);
+    await Promise.all(children.map((child) => child.status));
+    clearTimeout(killer);
+  };
+
+  let line: string;
+  try {
+    const first = await start(1, options.port);
+    line = first.line;
+    const port = Number(/:(\d+)$/.exec(line)?.[1]);
+    const ids = Array.from({ length: options.workers - 1 }, (_, i) => i + 2);
+    await Promise.all(ids.map((id) => start(id, port)));
+  } catch (err) {
+    await stopAll();
+    if (signal.aborted) return 0;
+    throw err;
+  }
+  if (signal.aborted) {
+    await stopAll();
+    return 0;
+  }
+  console.log(line);
+  if (!options.quiet) {
+    const pids = [...workers.values()].map((w) => w.child.pid).join(", ");
+    log(PROGRAM, `${plural(options.workers, "worker")} on one port (pids ${pids})`);
+  }
+  const aborted = new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  await Promise.race([aborted, gone]);
+  const lostAll = !signal.aborted;
+  await stopAll();
+  return lostAll ? 1 : 0;
+}
+
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
@@ -159,6 +394,10 @@ export async function main(args: string[]): Promise<number> {
     "max-connections": { type: "string" },
     grace: { type: "string" },
     quiet: { type: "boolean" },
+    redis: { type: "string" },
+    workers: { type: "string" },
+    // Internal: set by --workers on the processes it starts.
+    "worker-id": { type: "string" },
   });
   const hostname = flags.hostname ?? "127.0.0.1";
   const port = portFlag(flags.port, 8080);
@@ -179,9 +418,42 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   if (handshakeTimeout <= 0) throw new UsageError("--handshake-timeout must be more than 0");
+  const redis = flags.redis;
+  if (redis !== undefined) {
+    try {
+      parseRedisUrl(redis);
+    } catch (err) {
+      throw new UsageError(`--redis: ${describeError(err)}`);
+    }
+    if (mode === "echo") {
+      throw new UsageError("--redis shares broadcasts: it has no use with --mode echo");
+    }
+  }
+  const workers = intFlag(flags.workers, "workers", 0, { min: 1, max: 256 });
+  if (flags.workers !== undefined && redis === undefined) {
+    throw new UsageError(
+      "--workers needs --redis: the worker processes share their broadcasts through it",
+    );
+  }
+  const workerId = flags["worker-id"] === undefined
+    ? undefined
+    : intFlag(flags["worker-id"], "worker-id", 0, { min: 1 });
+  if (workerId !== undefined) program = `${PROGRAM}[${workerId}]`;
   const cert = flags.cert === undefined ? undefined : await readPemFile(flags.cert, "cert");
   const key = flags.key === undefined ? undefined : await readPemFile(flags.key, "key");
   const quiet = flags.quiet ?? false;
+
+  if (workers > 0 && workerId === undefined) {
+    return await runPrimary(args, {
+      workers,
+      hostname,
+      port,
+      redis: redis!,
+      maxPayload,
+      gracePeriod,
+      quiet,
+    });
+  }
 
   const handler: WebSocketHandler = mode === "broadcast"
     ? {
@@ -192,27 +464,55 @@ export async function main(args: string[]): Promise<number> {
       message: async (ws, data) => void (await ws.send(data)),
     };
 
-  const signal = shutdownSignal(PROGRAM);
-  const server = serve({
-    hostname,
-    port,
-    cert,
-    key,
-    path,
-    maxPayload,
-    maxBuffered,
-    policy,
-    idleTimeout,
-    handshakeTimeout,
-    maxConnections,
-    gracePeriod,
-    signal,
-    onEvent: logEvents(quiet),
-    onRequest: mode === "broadcast" ? chatPage : undefined,
-  }, handler);
+  const signal = workerId === undefined ? shutdownSignal(PROGRAM) : workerSignal();
+  let bus: RedisBus | undefined;
+  if (redis !== undefined) {
+    // Before listening: an unreachable Redis is one line and exit 1, and the
+    // broadcast topic is subscribed upstream before the first client comes.
+    bus = await RedisBus.connect(redis, {
+      maxPayload,
+      onEvent: logRedis(parseRedisUrl(redis).display),
+    });
+    await bus.subscribe(TOPIC);
+    if (signal.aborted) {
+      await bus.close();
+      return 0;
+    }
+  }
+  let server;
+  try {
+    server = serve({
+      hostname,
+      port,
+      reusePort: workerId !== undefined,
+      cert,
+      key,
+      path,
+      maxPayload,
+      maxBuffered,
+      policy,
+      idleTimeout,
+      handshakeTimeout,
+      maxConnections,
+      gracePeriod,
+      signal,
+      bus,
+      onEvent: logEvents(quiet),
+      onRequest: mode === "broadcast" ? chatPage : undefined,
+    }, handler);
+  } catch (err) {
+    await bus?.close();
+    throw err;
+  }
   console.log(listeningLine(server.secure ? "wss" : "ws", server.addr));
-  if (!quiet) log(PROGRAM, `mode ${mode}, path ${path}`);
+  if (!quiet) {
+    log(
+      program,
+      `mode ${mode}, path ${path}${bus ? `, broadcasts shared through ${bus.url}` : ""}`,
+    );
+  }
   await server.finished;
+  await bus?.close();
   return 0;
 }
 

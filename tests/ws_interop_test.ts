@@ -40,10 +40,6 @@ class Inbox<T> {
     if (this.#items.length > 0) return Promise.resolve(this.#items.shift()!);
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
-
-  get size(): number {
-    return this.#items.length;
-  }
 }
 
 interface Received {

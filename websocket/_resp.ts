@@ -135,7 +135,9 @@ export class RespReader {
       let left = length + 2;
       while (left > 0) {
         const chunk = await readExact(this.#readable, Math.min(left, DISCARD_CHUNK));
-        if (chunk === null) throw new RespProtocolError("the connection ended inside a bulk string");
+        if (chunk === null) {
+          throw new RespProtocolError("the connection ended inside a bulk string");
+        }
         left -= chunk.length;
       }
       return new OversizedBulk(length);

@@ -10,6 +10,9 @@
  *   keeps one connected with backoff.
  * - {@linkcode upgrade} adapts `Deno.upgradeWebSocket` inside your own
  *   `Deno.serve` handler.
+ * - A bus carries topics beyond one hub: {@linkcode InProcessBus} between
+ *   servers in one process, {@linkcode RedisBus} between processes sharing a
+ *   Redis (`serve({ bus })`).
  * - Every limit has a default: `maxPayload` 1 MiB (close 1009),
  *   `maxFragments` 1024, `maxBuffered` 1 MiB (close 1008 or drop),
  *   `maxHeadSize` 16 KiB (431), `handshakeTimeout` 10 s.
@@ -64,12 +67,23 @@ export {
 export type { EngineOptions, SlowConsumerPolicy, SlowEvent } from "./engine.ts";
 export {
   BroadcastHub,
+  type BroadcastHubOptions,
   type HubPublishOptions,
   PreparedMessage,
   type PublishResult,
   type SendStatus,
   type Subscriber,
 } from "./hub.ts";
+export { type BroadcastBus, type BusListener, InProcessBus } from "./bus.ts";
+export {
+  parseRedisUrl,
+  RedisBus,
+  RedisBusError,
+  type RedisBusEvent,
+  type RedisBusOptions,
+  type RedisBusStats,
+  type RedisTarget,
+} from "./redis_bus.ts";
 export {
   acceptKey,
   type HttpResponse,

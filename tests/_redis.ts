@@ -1,0 +1,270 @@
+// deno-lint-ignore-file no-console
+// For the Redis bus tests: a throwaway redis-server on a free port (no
+// persistence), killable and restartable on the same port, and ws-server
+// processes whose stderr can be waited on line by line.
+import { BufferedReader } from "../io/buffered_reader.ts";
+import { encodeCommand, replyText, RespReader, type RespValue } from "../websocket/_resp.ts";
+import { delay, ROOT } from "./_helpers.ts";
+
+/** Whether `redis-server` can be run here; warns loudly when not. */
+export async function haveRedis(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("redis-server", {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (out.success) return true;
+  } catch {
+    // Not installed.
+  }
+  console.warn(
+    "\n*** SKIPPING the Redis bus tests: redis-server is not installed " +
+      "(apt-get install -y redis-server) ***\n",
+  );
+  return false;
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; bind it soon). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** A redis-server of our own. */
+export class RedisProcess implements AsyncDisposable {
+  readonly port: number;
+  #child: Deno.ChildProcess | undefined;
+
+  private constructor(port: number) {
+    this.port = port;
+  }
+
+  /** Starts one on a free port and waits until it answers PING. */
+  static async start(): Promise<RedisProcess> {
+    for (let attempt = 0;; attempt++) {
+      const redis = new RedisProcess(freePort());
+      try {
+        await redis.restart();
+        return redis;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined;
+  }
+
+  /** (Re)starts it on the same port. */
+  async restart(): Promise<void> {
+    if (this.#child !== undefined) throw new Error("redis-server is already running");
+    const child = new Deno.Command("redis-server", {
+      args: [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    this.#child = child;
+    for (let i = 0; i < 200; i++) {
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        delay(25).then(() => false),
+      ]);
+      if (exited) {
+        this.#child = undefined;
+        throw new Error(`redis-server exited at start (port ${this.port} taken?)`);
+      }
+      try {
+        if (await this.command(["PING"]) === "PONG") return;
+      } catch {
+        // Not listening yet.
+      }
+    }
+    await this.kill();
+    throw new Error("redis-server did not answer PING within 5s");
+  }
+
+  /** Kills it (SIGKILL: as a crash would) and waits for the exit. */
+  async kill(signal: Deno.Signal = "SIGKILL"): Promise<void> {
+    const child = this.#child;
+    if (child === undefined) return;
+    this.#child = undefined;
+    try {
+      child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+  }
+
+  /** Runs one command on a connection of its own and returns the reply. */
+  async command(args: string[]): Promise<RespValue | undefined> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
+    try {
+      const bytes = encodeCommand(args);
+      let off = 0;
+      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+      const reader = new BufferedReader(conn);
+      return await new RespReader(reader.readable, { maxBulk: 1 << 20 }).read();
+    } finally {
+      conn.close();
+    }
+  }
+
+  /** `PUBSUB NUMSUB channel`: how many connections subscribe to it. */
+  async subscribers(channel: string): Promise<number> {
+    const reply = await this.command(["PUBSUB", "NUMSUB", channel]);
+    if (!Array.isArray(reply)) throw new Error(`PUBSUB NUMSUB: ${replyText(reply)}`);
+    return Number(reply[1]);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.kill();
+  }
+}
+
+type Waiter = { re: RegExp; from: number; resolve: (line: string) => void };
+
+/** A ws-server process, with its stderr readable line by line as it comes. */
+export class WsServerProcess implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly line: string;
+  readonly port: number;
+  readonly stderrLines: string[] = [];
+  #stdout: BufferedReader;
+  #stderrDone: Promise<void>;
+  #waiters: Waiter[] = [];
+  #stopped: Promise<{ code: number; stdout: string; stderr: string }> | undefined;
+  #killer: ReturnType<typeof setTimeout>;
+
+  private constructor(
+    child: Deno.ChildProcess,
+    line: string,
+    stdout: BufferedReader,
+    stderrLines: string[],
+    stderrDone: Promise<void>,
+    waiters: Waiter[],
+    killer: ReturnType<typeof setTimeout>,
+  ) {
+    this.child = child;
+    this.line = line;
+    this.port = Number(/:(\d+)$/.exec(line)?.[1]);
+    this.#stdout = stdout;
+    this.stderrLines = stderrLines;
+    this.#stderrDone = stderrDone;
+    this.#waiters = waiters;
+    this.#killer = killer;
+  }
+
+  /**
+   * Starts `cli/ws_server.ts` with `args` and waits for its listening line;
+   * rejects (with its stderr) if it exits first.
+   */
+  static async start(args: string[]): Promise<WsServerProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", "cli/ws_server.ts", ...args],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const lines: string[] = [];
+    const waiters: Waiter[] = [];
+    const stderrDone = (async () => {
+      const reader = new BufferedReader(child.stderr);
+      for (let line; (line = await reader.readLine({ maxBytes: 1 << 20 })) !== null;) {
+        lines.push(line);
+        for (const w of [...waiters]) {
+          if (w.re.test(line)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
+    })();
+    const stdout = new BufferedReader(child.stdout);
+    const line = await stdout.readLine({ maxBytes: 4096 });
+    if (line === null) {
+      const status = await child.status;
+      await stderrDone;
+      clearTimeout(killer);
+      throw Object.assign(
+        new Error(`ws-server exited with ${status.code} before listening:\n${lines.join("\n")}`),
+        { code: status.code, stderr: lines.join("\n") },
+      );
+    }
+    return new WsServerProcess(child, line, stdout, lines, stderrDone, waiters, killer);
+  }
+
+  /** Resolves with the first stderr line (from `from` on) matching `re`. */
+  waitFor(re: RegExp, from = 0): Promise<string> {
+    const seen = this.stderrLines.slice(from).find((l) => re.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.#waiters.push({ re, from, resolve }));
+  }
+
+  /** Sends `signal` and waits: exit code, the rest of stdout, all of stderr. */
+  stop(signal: Deno.Signal = "SIGTERM"): Promise<{ code: number; stdout: string; stderr: string }> {
+    return this.#stopped ??= (async () => {
+      try {
+        this.child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+      let stdout = "";
+      const decoder = new TextDecoder();
+      for (let chunk; (chunk = await this.#stdout.readChunk()) !== null;) {
+        stdout += decoder.decode(chunk, { stream: true });
+      }
+      const status = await this.child.status;
+      await this.#stderrDone;
+      clearTimeout(this.#killer);
+      return { code: status.code, stdout, stderr: this.stderrLines.join("\n") };
+    })();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** The child pids of `pid` (Linux: /proc), or `undefined` where there is no /proc. */
+export function childPids(pid: number): number[] | undefined {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`);
+    return text.trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a process is alive (not gone, not a zombie); Linux /proc. */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
+}
