@@ -1,6 +1,6 @@
 import { toBytes } from "./_bytes.ts";
 import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
-import { type Framer, framingPair } from "./delimiter_stream.ts";
+import { type Framer, framingPair } from "./_framing_pair.ts";
 
 /** Options for length-prefixed framing; both ends must agree on them. */
 export interface LengthPrefixedOptions {
