@@ -16,6 +16,7 @@
  * @module
  */
 import { formatAddr } from "../conn.ts";
+import { NetkitError } from "../errors.ts";
 import { BufferedReader } from "../io/buffered_reader.ts";
 import { listenSocket } from "../tcp/listen.ts";
 import type { HttpResponse, UpgradeRequest } from "../websocket/handshake.ts";
@@ -250,6 +251,13 @@ async function runPrimary(
     quiet: boolean;
   },
 ): Promise<number> {
+  if (Deno.build.os !== "linux") {
+    throw new NetkitError(
+      "ENOTSUP",
+      "--workers needs Linux, where reusePort spreads connections over processes: " +
+        "run one ws-server per port with --redis instead",
+    );
+  }
   const signal = shutdownSignal(PROGRAM);
   const probe = await RedisBus.connect(options.redis, { maxPayload: options.maxPayload });
   await probe.close();
@@ -262,6 +270,8 @@ async function runPrimary(
   const base = withoutFlags(args, ["--workers", "--port"]);
   const workers = new Map<number, Worker>();
   let stopping = false;
+  // The port every worker binds: --port, or the one worker 1 was given for --port 0.
+  let sharedPort = options.port;
   let allGone: () => void = () => {};
   const gone = new Promise<void>((resolve) => (allGone = resolve));
 
@@ -306,7 +316,7 @@ async function runPrimary(
       const ranFor = performance.now() - worker.startedAt;
       if (ranFor >= 5000) {
         log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how}: starting it again`);
-        start(id, port).catch((err) => log(PROGRAM, `worker ${id}: ${describeError(err)}`));
+        start(id, sharedPort).catch((err) => log(PROGRAM, describeError(err)));
         return;
       }
       log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how} soon after starting`);
@@ -350,9 +360,9 @@ async function runPrimary(
   try {
     const first = await start(1, options.port);
     line = first.line;
-    const port = Number(/:(\d+)$/.exec(line)?.[1]);
+    sharedPort = Number(/:(\d+)$/.exec(line)?.[1]);
     const ids = Array.from({ length: options.workers - 1 }, (_, i) => i + 2);
-    await Promise.all(ids.map((id) => start(id, port)));
+    await Promise.all(ids.map((id) => start(id, sharedPort)));
   } catch (err) {
     await stopAll();
     if (signal.aborted) return 0;

@@ -37,15 +37,20 @@ export function freePort(): number {
 export class RedisProcess implements AsyncDisposable {
   readonly port: number;
   #child: Deno.ChildProcess | undefined;
+  #extra: string[];
+  #password: string | undefined;
 
-  private constructor(port: number) {
+  private constructor(port: number, extra: string[]) {
     this.port = port;
+    this.#extra = extra;
+    const at = extra.indexOf("--requirepass");
+    this.#password = at >= 0 ? extra[at + 1] : undefined;
   }
 
-  /** Starts one on a free port and waits until it answers PING. */
-  static async start(): Promise<RedisProcess> {
+  /** Starts one on a free port (with `extra` arguments) and waits until it answers PING. */
+  static async start(extra: string[] = []): Promise<RedisProcess> {
     for (let attempt = 0;; attempt++) {
-      const redis = new RedisProcess(freePort());
+      const redis = new RedisProcess(freePort(), extra);
       try {
         await redis.restart();
         return redis;
@@ -78,6 +83,7 @@ export class RedisProcess implements AsyncDisposable {
         "no",
         "--protected-mode",
         "no",
+        ...this.#extra,
       ],
       stdin: "null",
       stdout: "null",
@@ -117,14 +123,19 @@ export class RedisProcess implements AsyncDisposable {
   }
 
   /** Runs one command on a connection of its own and returns the reply. */
-  async command(args: string[]): Promise<RespValue | undefined> {
+  async command(args: (string | Uint8Array)[]): Promise<RespValue | undefined> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
     try {
-      const bytes = encodeCommand(args);
-      let off = 0;
-      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-      const reader = new BufferedReader(conn);
-      return await new RespReader(reader.readable, { maxBulk: 1 << 20 }).read();
+      const auth = this.#password === undefined ? [] : [["AUTH", this.#password]];
+      const reader = new RespReader(new BufferedReader(conn).readable, { maxBulk: 1 << 20 });
+      let reply: RespValue | undefined;
+      for (const command of [...auth, args]) {
+        const bytes = encodeCommand(command);
+        let off = 0;
+        while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+        reply = await reader.read();
+      }
+      return reply;
     } finally {
       conn.close();
     }

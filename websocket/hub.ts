@@ -131,7 +131,11 @@ export class BroadcastHub {
   #detach: (() => void) | undefined;
   #fromBus: BusListener = (topic, message) => void this.#fanOut(topic, message, undefined);
 
-  /** @param options `bus`: carries publishes to and from other hubs and processes. */
+  /**
+   * Makes a hub, attached to `options.bus` if given.
+   *
+   * @param options `bus`: carries publishes to and from other hubs and processes.
+   */
   constructor(options: BroadcastHubOptions = {}) {
     this.#bus = options.bus;
     this.#detach = this.#bus?.attach(this.#fromBus);

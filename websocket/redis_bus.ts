@@ -214,6 +214,7 @@ class Link {
   #queue: Uint8Array[] = [];
   #queued = 0;
   #flushing: Promise<void> | undefined;
+  #writing = false;
   #kinds: number[] = [];
   #kindsHead = 0;
   #loop: Promise<void> | undefined;
@@ -242,7 +243,7 @@ class Link {
     }
     this.#queue.push(bytes);
     this.#queued += bytes.length;
-    this.#flushing ??= this.#flush();
+    if (!this.#writing) this.#flushing = this.#flush();
   }
 
   /** Sends a command and reads its reply: for the handshake, before the read loop. */
@@ -260,7 +261,7 @@ class Link {
 
   /** Resolves once everything queued is written (or the link is dead). */
   drained(): Promise<void> {
-    if (this.#flushing === undefined || this.#isDead) return Promise.resolve();
+    if (!this.#writing || this.#isDead) return Promise.resolve();
     return new Promise((resolve) => {
       const prev = this.#onDrained;
       this.#onDrained = () => {
@@ -271,6 +272,7 @@ class Link {
   }
 
   async #flush(): Promise<void> {
+    this.#writing = true;
     try {
       while (this.#queue.length > 0 && !this.#isDead) {
         let batch: Uint8Array;
@@ -295,7 +297,7 @@ class Link {
     } catch (err) {
       this.die(err);
     } finally {
-      this.#flushing = undefined;
+      this.#writing = false;
       const drained = this.#onDrained;
       this.#onDrained = undefined;
       drained?.();
@@ -377,7 +379,7 @@ function errorText(err: unknown): string {
  *   reporting `lost`, `retry` and `back` (with the count) to `onEvent`.
  *
  * @example Two servers, one broadcast
- * ```ts ignore
+ * ```ts
  * import { RedisBus, serve } from "@netkit/netkit/websocket";
  *
  * await using bus = await RedisBus.connect("redis://127.0.0.1:6379");
@@ -531,7 +533,8 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
       if (listener !== from) listener(topic, message);
     }
     if (this.#state === "closed") return;
-    if (this.#state !== "up") {
+    if (this.#state !== "up" || this.#pub!.isDead) {
+      // Down, or just lost (#onLost is a tick away): not relayed.
       this.#downDropped++;
       this.#stats.dropped++;
       return;
@@ -769,7 +772,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
     clearInterval(this.#pingTimer);
     this.#lostAt = performance.now();
     const inFlight = pub.inflightPublishes;
-    this.#downDropped = inFlight;
+    this.#downDropped += inFlight;
     this.#stats.dropped += inFlight;
     this.#stats.outages++;
     pub.die(cause);
@@ -967,7 +970,14 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
     }
     this.#stats.received++;
     const message = new PreparedMessage(data, body[14] === 2);
-    for (const listener of this.#listeners) listener(topic, message);
+    for (const listener of this.#listeners) {
+      try {
+        listener(topic, message);
+      } catch (err) {
+        // A listener's bug must not cost the connection everyone shares.
+        this.#error(err);
+      }
+    }
   }
 
   #checkSequence(origin: string, seq: number): void {
