@@ -19,6 +19,7 @@ import { formatAddr } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
 import { BufferedReader } from "../io/buffered_reader.ts";
 import { listenSocket } from "../tcp/listen.ts";
+import { DEFAULT_HIGH_WATER_MARK } from "../websocket/constants.ts";
 import type { HttpResponse, UpgradeRequest } from "../websocket/handshake.ts";
 import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../websocket/redis_bus.ts";
 import { serve, type WebSocketHandler, type WebSocketServerEvent } from "../websocket/server.ts";
@@ -471,7 +472,13 @@ export async function main(args: string[]): Promise<number> {
       message: (ws, data) => void ws.publish(TOPIC, data, { includeSelf: true }),
     }
     : {
-      message: async (ws, data) => void (await ws.send(data)),
+      // Under the high-water mark `send` has nothing to wait for: return
+      // nothing, so the next message is handled at once; over it, hold the
+      // next messages back until the client has caught up.
+      message: (ws, data) => {
+        const sent = ws.send(data);
+        return ws.bufferedAmount > DEFAULT_HIGH_WATER_MARK ? sent.then(() => {}) : undefined;
+      },
     };
 
   const signal = workerId === undefined ? shutdownSignal(PROGRAM) : workerSignal();

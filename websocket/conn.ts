@@ -6,6 +6,7 @@
  * @module
  */
 import type { Addr, Conn } from "../conn.ts";
+import { BufferedReader } from "../io/buffered_reader.ts";
 import { RawWritableStream } from "../io/_raw_writable.ts";
 import { CloseCode, DEFAULT_HIGH_WATER_MARK } from "./constants.ts";
 import { WebSocketError } from "./errors.ts";
@@ -120,6 +121,8 @@ const CLOSE_REPLY_DELAY = 1000;
 export const kStart: unique symbol = Symbol("netkit.ws.start");
 /** Internal: drops unread messages. */
 export const kDiscard: unique symbol = Symbol("netkit.ws.discard");
+/** Internal: hand every message straight to a callback (a server's handler object). */
+export const kServe: unique symbol = Symbol("netkit.ws.serve");
 /** Internal: the drain callback of a handler object. */
 export const kOnDrain: unique symbol = Symbol("netkit.ws.onDrain");
 
@@ -183,6 +186,12 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #received = 0;
   /** Internal: the handler object's `drain`. */
   [kOnDrain]: ((ws: WebSocketConn<T>) => void) | undefined;
+  // Set by [kServe]: messages go straight to it, not through the inbox.
+  #direct: ((data: Message) => void | Promise<void>) | undefined;
+  #directDone: (() => void) | undefined;
+  // A direct handler's promise is pending: messages wait in the inbox (the
+  // socket is still read, so a pong or a close the handler awaits arrives).
+  #busy = false;
 
   /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
   constructor(init: WebSocketConnInit<T>) {
@@ -196,6 +205,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       this.#finished = true;
       clearTimeout(this.#replyTimer);
       this.#hub?.unsubscribeAll(this);
+      this.#directDone?.();
     });
   }
 
@@ -344,18 +354,24 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    * peer's close frame. Cancelling it discards further messages.
    */
   get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        const msg = await this.#next();
-        if (msg === null) {
-          controller.close();
-          return;
-        }
-        const { data, bytes } = msg;
-        controller.enqueue(typeof data === "string" ? bytes ?? encoder.encode(data) : data);
-      },
-      cancel: () => this[kDiscard](),
-    }, { highWaterMark: 0 });
+    // Behind a BufferedReader, as a socket's readable is: bytes an io call
+    // (readUntil, readExact, readLine) read past its record stay buffered for
+    // whatever reads this stream next — another io call, or a pipe or a
+    // framing transform — instead of being lost with io's private reader.
+    return this.#readable ??= new BufferedReader(
+      new ReadableStream<Uint8Array>({
+        pull: async (controller) => {
+          const msg = await this.#next();
+          if (msg === null) {
+            controller.close();
+            return;
+          }
+          const { data, bytes } = msg;
+          controller.enqueue(typeof data === "string" ? bytes ?? encoder.encode(data) : data);
+        },
+        cancel: () => this[kDiscard](),
+      }, { highWaterMark: 0 }),
+    ).readable;
   }
 
   /**
@@ -493,6 +509,14 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #deliver(data: Message, bytes: Uint8Array | undefined): void | Promise<void> {
     this.#received++;
     if (this.#discard) return;
+    const direct = this.#direct;
+    if (direct !== undefined && !this.#busy) {
+      // Straight from the read loop to the handler: no inbox, no iterator
+      // hops, so many subscribers' writes coalesce per read.
+      const pending = direct(data);
+      if (pending !== undefined) this.#await(pending);
+      return;
+    }
     // Once this end has sent its close frame, reading must go on until the
     // peer's: what does not fit any more is dropped rather than paused on.
     if (this.#engine.closing && this.#full()) return;
@@ -531,6 +555,15 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     this.#closeReason = reason;
     this.#releaseRoom();
     for (const reader of this.#readers.splice(0)) reader();
+    if (this.#direct !== undefined) {
+      // Every message before the close frame has been handled already,
+      // unless a handler is still busy: then #await finishes the job.
+      if (!this.#busy) {
+        this.#reply();
+        this.#directDone?.();
+      }
+      return;
+    }
     if (!this.#replied && !this.#engine.closing) {
       this.#replyTimer = setTimeout(() => this.#reply(), CLOSE_REPLY_DELAY);
     }
@@ -544,25 +577,77 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     void this.#engine.close(this.#defaultCode(), "");
   }
 
-  async #next(): Promise<Inbound | null> {
+  /**
+   * Hands every message to `onMessage`, in order, straight from the read
+   * loop, until the peer's close frame (or the end of the connection).
+   * Messages that queued up before are handed over first. Internal: the
+   * server's handler objects.
+   */
+  async [kServe](onMessage: (data: Message) => void | Promise<void>): Promise<void> {
     for (;;) {
       if (this.#head < this.#inbox.length) {
-        const msg = this.#inbox[this.#head]!;
-        this.#inbox[this.#head++] = undefined;
-        if (this.#head === this.#inbox.length) {
-          this.#inbox = [];
-          this.#head = 0;
-        }
-        this.#inboxBytes -= msg.data.length;
-        if (
-          this.#room !== undefined &&
-          this.#inbox.length - this.#head <= INBOX_MESSAGES / 2 &&
-          this.#inboxBytes < INBOX_BYTES / 2
-        ) {
-          this.#releaseRoom();
-        }
-        return msg;
+        const msg = await this.#next();
+        if (msg !== null) await onMessage(msg.data);
+        continue;
       }
+      if (this.#ended || this.#finished) {
+        this.#reply();
+        return;
+      }
+      break;
+    }
+    const done = new Promise<void>((resolve) => (this.#directDone = resolve));
+    this.#direct = onMessage;
+    await done;
+  }
+
+  /**
+   * Waits for a direct handler's promise, then hands it what queued up
+   * meanwhile, in order, before going direct again.
+   */
+  async #await(pending: Promise<void>): Promise<void> {
+    this.#busy = true;
+    try {
+      await pending;
+      for (let msg; this.#direct !== undefined && (msg = this.#shift()) !== undefined;) {
+        const next = this.#direct(msg.data);
+        if (next !== undefined) await next;
+      }
+    } catch {
+      // The server's wrapper reports handler errors; nothing to add here.
+    } finally {
+      this.#busy = false;
+    }
+    if (this.#ended) {
+      this.#reply();
+      this.#directDone?.();
+    }
+  }
+
+  /** Takes the next message out of the inbox, if any. */
+  #shift(): Inbound | undefined {
+    if (this.#head >= this.#inbox.length) return undefined;
+    const msg = this.#inbox[this.#head]!;
+    this.#inbox[this.#head++] = undefined;
+    if (this.#head === this.#inbox.length) {
+      this.#inbox = [];
+      this.#head = 0;
+    }
+    this.#inboxBytes -= msg.data.length;
+    if (
+      this.#room !== undefined &&
+      this.#inbox.length - this.#head <= INBOX_MESSAGES / 2 &&
+      this.#inboxBytes < INBOX_BYTES / 2
+    ) {
+      this.#releaseRoom();
+    }
+    return msg;
+  }
+
+  async #next(): Promise<Inbound | null> {
+    for (;;) {
+      const msg = this.#shift();
+      if (msg !== undefined) return msg;
       if (this.#ended) {
         this.#reply();
         return null;

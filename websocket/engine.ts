@@ -76,6 +76,9 @@ export class FramedEngine implements WebSocketEngine {
 
   // Outbound.
   #queue: Uint8Array[] = [];
+  // Joined small frames are copied here, reused write after write (each
+  // write completes before the next is taken): no allocation per write.
+  #joined: Uint8Array = new Uint8Array(0);
   #head = 0;
   #queued = 0;
   #writing = false;
@@ -252,12 +255,27 @@ export class FramedEngine implements WebSocketEngine {
   #finishClose(): void {
     if (this.#server) {
       this.#setCloseTimer();
-      void this.waitBelow(0).then(() => this.destroy());
+      void this.waitBelow(0).then(() => this.#shutdown());
     } else {
       // The read loop ends at the server's FIN and destroys; the timer is the backstop.
       this.#lingering = true;
       this.#setCloseTimer();
     }
+  }
+
+  /**
+   * Ends the connection gracefully once everything queued is out: half-close
+   * first (a FIN; over TLS a close_notify, without which a strict peer sees a
+   * truncation), then release the socket. The close timer bounds it.
+   */
+  async #shutdown(): Promise<void> {
+    if (this.#destroyed) return;
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      // The peer is gone already.
+    }
+    this.destroy();
   }
 
   /** A protocol violation: close with its code, let the peer read it, then go. */
@@ -290,7 +308,11 @@ export class FramedEngine implements WebSocketEngine {
         if (this.#destroyed) return;
         if (chunk === null) {
           if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
-          this.destroy();
+          // The peer sends nothing more but may still read: what is queued
+          // for it goes out first (bounded by the close timer), then the
+          // connection ends.
+          this.#setCloseTimer();
+          void this.waitBelow(0).then(() => this.#shutdown());
           return;
         }
         this.#activity++;
@@ -488,7 +510,8 @@ export class FramedEngine implements WebSocketEngine {
     }
     let out = first;
     if (end > start + 1) {
-      out = new Uint8Array(total);
+      if (this.#joined.length < total) this.#joined = new Uint8Array(Math.max(total, 4096));
+      out = this.#joined.subarray(0, total);
       let off = 0;
       for (let i = start; i < end; i++) {
         out.set(queue[i], off);

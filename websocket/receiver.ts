@@ -241,7 +241,8 @@ export class Receiver {
     }
     if (this.#buffered < headerLen) return false;
     const header = this.#consume(headerLen);
-    const mask = masked ? header.slice(headerLen - 4) : undefined;
+    // The mask only unmasks this frame's payload, right away: a view will do.
+    const mask = masked ? header.subarray(headerLen - 4) : undefined;
     this.#pending = { fin, opcode, mask, length };
     return true;
   }

@@ -100,8 +100,11 @@ export function encodeFrame(
   payload: Uint8Array | string,
   options: EncodeFrameOptions = {},
 ): Uint8Array {
-  const data = typeof payload === "string" ? encoder.encode(payload) : payload;
   const { mask = false, fin = true, rsv1 = false } = options;
+  if (typeof payload === "string" && !mask && payload.length <= SMALL_TEXT) {
+    return encodeSmallText(opcode, payload, fin, rsv1);
+  }
+  const data = typeof payload === "string" ? encoder.encode(payload) : payload;
   const len = data.length;
   const lenBytes = len < 126 ? 0 : len < 65536 ? 2 : 8;
   const headerLen = 2 + lenBytes + (mask ? 4 : 0);
@@ -190,4 +193,30 @@ export function fitCloseReason(reason: string): string {
 /** A whole close frame. */
 export function encodeClose(code: number | undefined, reason: string, mask: boolean): Uint8Array {
   return encodeFrame(Opcode.Close, closePayload(code, reason), { mask });
+}
+
+// Up to this many UTF-16 units, text is encoded straight into the frame.
+const SMALL_TEXT = 16 * 1024;
+
+/**
+ * An unmasked text frame encoded with one allocation: the UTF-8 goes
+ * straight behind room for the longest header it could need, and the
+ * header is written right before it.
+ */
+function encodeSmallText(opcode: number, text: string, fin: boolean, rsv1: boolean): Uint8Array {
+  const most = text.length * 3;
+  const room = most < 126 ? 2 : 4; // SMALL_TEXT * 3 < 65536: never an 8-byte length
+  const buf = new Uint8Array(room + most);
+  const n = encoder.encodeInto(text, buf.subarray(room)).written;
+  const header = n < 126 ? 2 : 4;
+  const start = room - header;
+  buf[start] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f);
+  if (header === 2) {
+    buf[start + 1] = n;
+  } else {
+    buf[start + 1] = 126;
+    buf[start + 2] = n >>> 8;
+    buf[start + 3] = n & 0xff;
+  }
+  return buf.subarray(start, room + n);
 }

@@ -7,12 +7,12 @@
 import { type Addr, type ConnHandler, formatAddr, type Server } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
 import { LimitExceededError, UnexpectedEofError } from "../io/errors.ts";
-import { type ServerEvent, StreamServer } from "../tcp/_server.ts";
+import { guarded, type ServerEvent, StreamServer } from "../tcp/_server.ts";
 import { SocketConn } from "../tcp/_socket_conn.ts";
 import { listenSocket } from "../tcp/listen.ts";
 import { type Accepting, openAcceptor } from "../tls/_acceptor.ts";
 import { CloseCode, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_SIZE } from "./constants.ts";
-import { kDiscard, kOnDrain, kStart, type Message, WebSocketConn } from "./conn.ts";
+import { kDiscard, kOnDrain, kServe, kStart, type Message, WebSocketConn } from "./conn.ts";
 import { type EngineOptions, FramedEngine, type SlowEvent } from "./engine.ts";
 import { HandshakeError } from "./errors.ts";
 import {
@@ -56,8 +56,11 @@ export type UpgradeHook<T> = (
 
 /**
  * A handler object, as Bun's `websocket` handlers: callbacks per event.
- * Messages are handled one at a time, in order: a `message` that returns a
- * promise pauses reading from that client until it settles.
+ * Messages are handled one at a time, in order, straight from the read
+ * loop: a `message` that returns a promise holds the next ones back until it
+ * settles (they wait in a bounded inbox; when that is full, reading from the
+ * client pauses). Control frames are still read meanwhile, so a handler may
+ * await `ws.ping()`.
  */
 export interface WebSocketHandler<T = unknown> {
   /** Decides on each upgrade request; see {@linkcode UpgradeDecision}. Default: accept. */
@@ -239,7 +242,7 @@ export class WebSocketServer<T = unknown> implements Server {
     this.#upgrade = typeof handler === "function"
       ? options.upgrade
       : handler.upgrade ?? options.upgrade;
-    this.#emit = options.onEvent ?? defaultOnEvent;
+    this.#emit = guarded(options.onEvent ?? defaultOnEvent);
     const ownHub = options.hub === undefined;
     this.hub = options.hub ?? new BroadcastHub({ bus: options.bus });
     this.secure = tlsHandshake !== undefined;
@@ -606,7 +609,18 @@ export class WebSocketServer<T = unknown> implements Server {
       await running;
       return;
     }
-    if (handler.drain) ws[kOnDrain] = (conn) => handler.drain!(conn);
+    if (handler.drain) {
+      ws[kOnDrain] = (conn) => {
+        try {
+          handler.drain!(conn);
+        } catch (error) {
+          // As for a message handler that throws: report it, close with 1011.
+          this.#emit({ type: "error", remoteAddr: conn.remoteAddr, error });
+          conn[kDiscard]();
+          conn.close(CloseCode.InternalError, "internal error").catch(() => {});
+        }
+      };
+    }
     let opened: void | Promise<void>;
     try {
       try {
@@ -615,10 +629,27 @@ export class WebSocketServer<T = unknown> implements Server {
         ws[kStart]();
       }
       await opened;
-      for await (const msg of ws) {
-        const pending = handler.message?.(ws, msg, typeof msg !== "string");
-        if (pending !== undefined) await pending;
-      }
+      const onMessage = handler.message;
+      let failed = false;
+      // A message handler that throws or rejects costs its own connection:
+      // report it, drop what follows, close with 1011.
+      const fail = (error: unknown) => {
+        if (failed) return;
+        failed = true;
+        this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+        ws[kDiscard]();
+        ws.close(CloseCode.InternalError, "internal error").catch(() => {});
+      };
+      await ws[kServe]((data) => {
+        if (onMessage === undefined || failed) return;
+        let pending: void | Promise<void>;
+        try {
+          pending = onMessage.call(handler, ws, data, typeof data !== "string");
+        } catch (error) {
+          return fail(error);
+        }
+        if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
+      });
     } catch (error) {
       this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
       ws[kDiscard]();
