@@ -28,6 +28,10 @@ export function serveWebSocket(onSocket: (socket: WebSocket) => void): Deno.Http
     }
   }
   const scheme = tls ? "wss" : "ws";
+  // exit 0 on a signal, as netkit's servers do (and so `--cpu-prof` gets written)
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => Deno.exit(0));
+  }
   return Deno.serve({
     hostname: opts.hostname,
     port: opts.port,

@@ -95,6 +95,7 @@ typedef struct conn {
   int joined;         /* ws-fanout: has received a message */
   int publisher;      /* ws-fanout: the publishing connection */
   char ws_key[32];    /* Sec-WebSocket-Key sent */
+  int rerun;          /* queued to be driven again next turn (its budget ran out) */
 } conn_t;
 
 /* ---- options ---- */
@@ -130,6 +131,13 @@ static struct sockaddr_storage peer;
 static socklen_t peer_len;
 static int measuring = 0;
 static int stopping = 0;
+/* Connections whose turn ended with work left (edge-triggered epoll will not report them
+ * again): driven again after the next epoll_wait, which then does not block. */
+static uint32_t *reruns;
+static int nreruns = 0;
+/* Bytes one connection may move per turn: without a bound, a fast server keeps one
+ * connection's read/write loop going forever and starves the others and the clock. */
+#define DRIVE_BUDGET (1u << 20)
 
 static uint64_t m_ops = 0, m_bytes = 0, mismatches = 0, errors = 0, connect_errors = 0;
 static uint64_t lat_count = 0, lat_sum_ns = 0, lat_max_ns = 0;
@@ -390,6 +398,12 @@ static void ep_add(conn_t *c) {
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
 }
 
+static void want_rerun(conn_t *c) {
+  if (c->rerun) return;
+  c->rerun = 1;
+  reruns[nreruns++] = (uint32_t)(c - conns);
+}
+
 static void ws_gone(conn_t *c);
 
 static void conn_close(conn_t *c, int state) {
@@ -499,7 +513,12 @@ static int on_echo(conn_t *c, size_t n) {
 /* Plain TCP, edge-triggered: write until EAGAIN or nothing to write, read until the
  * socket is drained (a short read means the receive queue was empty). */
 static void drive_tcp(conn_t *c, int readable) {
+  uint64_t start = c->wr_off + c->rd_off;
   for (;;) {
+    if (c->wr_off + c->rd_off - start >= DRIVE_BUDGET) {
+      want_rerun(c);
+      return;
+    }
     while (has_write(c)) {
       size_t len = (size_t)(c->chunk_end - c->wr_off);
       ssize_t n = send(c->fd, pat + (c->wr_off & 255), len, MSG_NOSIGNAL);
@@ -567,8 +586,13 @@ static void drive_tls(conn_t *c) {
     }
   }
   int progress = 1;
+  uint64_t start = c->wr_off + c->rd_off;
   while (progress) {
     progress = 0;
+    if (c->wr_off + c->rd_off - start >= DRIVE_BUDGET) {
+      want_rerun(c);
+      return;
+    }
     while (has_write(c)) {
       ERR_clear_error();
       int len = (int)(c->chunk_end - c->wr_off);
@@ -816,17 +840,18 @@ static void ws_rr_message(conn_t *c, int op, const unsigned char *p, size_t len,
     note_error("connection %d: a message that was not asked for (%zu bytes)", id, len);
     return;
   }
-  if (op != (opt_binary ? 2 : 1) || len != (size_t)opt_size ||
-      memcmp(p, (opt_binary ? pat : tpat) + (c->rd_off & 255), len) != 0) {
+  int bad = op != (opt_binary ? 2 : 1) || len != (size_t)opt_size ||
+            memcmp(p, (opt_binary ? pat : tpat) + (c->rd_off & 255), len) != 0;
+  if (bad) {
     mismatches++;
     note_error("connection %d: the echo differs from the message sent (%s, %zu bytes)", id,
                op == 1 ? "text" : "binary", len);
   }
   c->rd_off += (uint64_t)opt_size;
-  if (measuring) {
+  if (measuring && !bad) {
     m_ops++;
     m_bytes += len;
-    record_latency(t - c->t_start);
+    record_latency(t > c->t_start ? t - c->t_start : 0);
   }
   if (!stopping) ws_rr_send(c);
 }
@@ -1490,7 +1515,9 @@ static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
 /* Runs this process's connections from t0 and fills *out. */
 static void run_worker(uint64_t t0, wstats_t *out, int is_first) {
   conns = calloc((size_t)nconns, sizeof *conns);
-  if (!conns) die("out of memory");
+  reruns = calloc((size_t)nconns, sizeof *reruns);
+  uint32_t *rerun_now = calloc((size_t)nconns, sizeof *rerun_now);
+  if (!conns || !reruns || !rerun_now) die("out of memory");
   uint64_t warm_end = t0 + (uint64_t)(opt_warmup * 1e9);
   uint64_t end = warm_end + (uint64_t)(opt_duration * 1e9);
   for (int i = 0; i < nconns; i++) {
@@ -1553,6 +1580,7 @@ static void run_worker(uint64_t t0, wstats_t *out, int is_first) {
     uint64_t next = stopping ? drain_deadline : measuring ? end : warm_end;
     int timeout_ms = next > t ? (int)((next - t) / 1000000 + 1) : 0;
     if (timeout_ms > 100) timeout_ms = 100;
+    if (nreruns) timeout_ms = 0;
     int n = epoll_wait(epfd, evs, 256, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -1565,12 +1593,23 @@ static void run_worker(uint64_t t0, wstats_t *out, int is_first) {
       if (c->gen != gen || c->fd < 0 || c->state == C_DEAD || c->state == C_CLOSED) continue;
       on_event(c, evs[i].events);
     }
+    /* connections that used up their budget: their turn again (they may queue themselves anew) */
+    int k = nreruns;
+    nreruns = 0;
+    memcpy(rerun_now, reruns, (size_t)k * sizeof *reruns);
+    for (int i = 0; i < k; i++) {
+      conn_t *c = &conns[rerun_now[i]];
+      c->rerun = 0;
+      if (c->fd < 0 || c->state != C_READY) continue;
+      on_event(c, EPOLLIN | EPOLLOUT);
+    }
   }
   int unfinished = 0;
   for (int i = 0; i < nconns; i++) {
     if (conns[i].state == C_READY) unfinished++;
     if (conns[i].fd >= 0) conn_close(&conns[i], C_CLOSED);
   }
+  free(rerun_now);
   if (unfinished) note_error("%d connections still had unechoed bytes 2 s after the run", unfinished);
   if (!meas_end) { /* ended early: every connection failed */
     meas_end = now_ns();
@@ -1706,7 +1745,9 @@ int main(int argc, char **argv) {
 
   if (secs <= 0) {
     fprintf(stderr, "loadgen: %s; first error: %s\n",
-            opt_mode == M_HANDSHAKE ? "handshakes keep failing" : "all connections failed",
+            opt_mode == M_HANDSHAKE ? "handshakes keep failing"
+            : IS_WS                 ? "the run ended before the measurement"
+                                    : "all connections failed",
             tot.first_error[0] ? tot.first_error : "none");
     return 1;
   }

@@ -192,12 +192,15 @@ interface Scenario {
   family: Family;
   /** the servers it runs against, when not all of its family's */
   group?: string;
+  /** for the table; `{window}` becomes the fan-out window in use */
   title: string;
   mode: Mode;
   conns: number;
   size: number;
   /** extra loadgen flags */
   extra?: string[];
+  /** ws-fanout: most messages outstanding (`--window` overrides) */
+  window?: number;
   /** load client processes unless `--procs` is given (default 1) */
   procs?: number;
 }
@@ -259,29 +262,30 @@ const SCENARIOS: Scenario[] = [
     conns: 50,
     size: 64,
   },
-  // Fan-out: the publisher keeps at most --window messages outstanding (not yet
-  // received by every subscriber): about 3,200 deliveries in flight at either
-  // size, so latency (≈ in flight / deliveries per second, Little's law) is
-  // comparable between the two and the server always has work queued.
+  // Fan-out: the publisher keeps at most `window` messages outstanding (not yet
+  // received by every subscriber), so the server always has work queued but
+  // never an unbounded backlog. Latency is then about window × subscribers /
+  // (deliveries per second) (Little's law) plus the server's jitter: with the
+  // same window, 10× the subscribers means about 10× the latency.
   {
     id: "ws-fanout-100",
     family: "ws",
     group: "ws-broadcast",
-    title: "WebSocket fan-out to 100 subscribers, deliveries/s (32 B, window 32)",
+    title: "WebSocket fan-out to 100 subscribers, deliveries/s (32 B, window {window})",
     mode: "ws-fanout",
     conns: 100,
     size: 32,
-    extra: ["--window", "32"],
+    window: 32,
   },
   {
     id: "ws-fanout-1000",
     family: "ws",
     group: "ws-broadcast",
-    title: "WebSocket fan-out to 1,000 subscribers, deliveries/s (32 B, window 4)",
+    title: "WebSocket fan-out to 1,000 subscribers, deliveries/s (32 B, window {window})",
     mode: "ws-fanout",
     conns: 1000,
     size: 32,
-    extra: ["--window", "4"],
+    window: 32,
   },
 ];
 
@@ -349,7 +353,24 @@ interface Options {
   verify: boolean;
   /** ws scenarios send binary messages (default text) */
   wsBinary: boolean;
+  /** ws-fanout: overrides the scenarios' window */
+  window?: number;
   json?: string;
+}
+
+/** `ids` comma-separated in lines of at most `width` characters, each indented by `indent`. */
+function wrapIds(ids: string[], indent: number, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const id of ids) {
+    const next = line ? `${line}, ${id}` : id;
+    if (indent + next.length + 1 > width && line) {
+      lines.push(`${line},`);
+      line = id;
+    } else line = next;
+  }
+  lines.push(line);
+  return lines.map((l) => " ".repeat(indent) + l).join("\n");
 }
 
 const USAGE = `usage: deno task bench [flags]
@@ -358,14 +379,13 @@ const USAGE = `usage: deno task bench [flags]
   --rounds N       rounds, results are medians (default 5)
   --duration S     measured seconds per run (default 1.5)
   --warmup S       warm-up before a server's first run (default 1; later runs 0.3)
-  --servers IDS    only these servers, e.g. loop,pipe (ids: ${
-  SERVERS.map((s) => s.id).join(", ")
-};
-                   loop-nagle only when named)
+  --servers IDS    only these servers, e.g. loop,pipe; ids (loop-nagle only when named):
+${wrapIds(SERVERS.map((s) => s.id), 19, 100)}
   --pin            taskset: server on the first allowed CPU, load client on the second
   --procs N        load client processes (default 1; 2 for handshakes)
   --verify         TLS: the load client verifies the server against the generated CA
   --ws-binary      WebSocket scenarios send binary messages (default: text)
+  --window N       fan-out: most messages outstanding (default 32)
   --json FILE      also write every sample as JSON`;
 
 function usage(message: string): never {
@@ -391,6 +411,7 @@ function parseOptions(args: string[]): Options {
         procs: { type: "string" },
         verify: { type: "boolean" },
         "ws-binary": { type: "boolean" },
+        window: { type: "string" },
         json: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -427,6 +448,9 @@ function parseOptions(args: string[]): Options {
     procs: values.procs === undefined ? undefined : Math.round(num(values.procs, "procs", 1, 1)),
     verify: values.verify ?? false,
     wsBinary: values["ws-binary"] ?? false,
+    window: values.window === undefined
+      ? undefined
+      : Math.round(num(values.window, "window", 32, 1)),
     json: values.json,
   };
 }
@@ -721,6 +745,10 @@ async function stopServer(child: Deno.ChildProcess): Promise<void> {
   live.delete(child);
 }
 
+const windowOf = (sc: Scenario, opts: Options) => opts.window ?? sc.window ?? 32;
+const titleOf = (sc: Scenario, opts: Options) =>
+  sc.title.replace("{window}", String(windowOf(sc, opts)));
+
 /** loadgen runs ws-fanout in one process: the window needs every subscriber's count */
 const procsFor = (sc: Scenario, opts: Options) =>
   sc.mode === "ws-fanout" ? 1 : opts.procs ?? sc.procs ?? 1;
@@ -756,6 +784,7 @@ async function runLoad(
     ...(sc.family === "tls" ? ["--tls", "--sni", ctx.serverName] : []),
     ...(sc.family === "tls" && opts.verify ? ["--ca", ctx.caFile] : []),
     ...(sc.family === "ws" && opts.wsBinary ? ["--binary"] : []),
+    ...(sc.mode === "ws-fanout" ? ["--window", String(windowOf(sc, opts))] : []),
     ...(sc.extra ?? []),
     "--host",
     "127.0.0.1",
@@ -925,7 +954,7 @@ function summarize(
   const ok = mine.filter((s) => s.ok && s.result);
   if (!ok.length) {
     const err = mine.find((s) => s.error)?.error ?? "no samples";
-    const cells = [sc.title, def.label, `FAILED: ${err.replaceAll("|", "/")}`];
+    const cells = [titleOf(sc, opts), def.label, `FAILED: ${err.replaceAll("|", "/")}`];
     while (cells.length < headerOf(sc).length) cells.push("");
     return { scenario: sc, server: def, cells };
   }
@@ -966,7 +995,7 @@ function summarize(
     const ran = mine.filter((s) => s.result);
     const sum = (f: (r: LoadgenResult) => number | undefined) =>
       ran.reduce((n, s) => n + (f(s.result!) ?? 0), 0);
-    const code = ran.find((s) => s.result!.close_code)?.result!.close_code;
+    const code = ran.find((s) => s.result!.close_code)?.result?.close_code;
     const closed = `${sum((r) => r.closes)}${code ? ` (${code})` : ""}`;
     wsCells.push(
       sc.mode === "ws-fanout"
@@ -984,7 +1013,7 @@ function summarize(
     spread,
     p99,
     cells: [
-      sc.title,
+      titleOf(sc, opts),
       def.label,
       result,
       def.baseline ? "1.00 (reference)" : ratio === undefined ? "–" : ratio.toFixed(2),
@@ -1136,6 +1165,7 @@ async function main() {
             ? `, ${opts.procs} processes`
             : ""
         }), every echoed byte verified` +
+        `${families.includes("ws") ? " (WebSocket: every message, its order and loss)" : ""}` +
         `${
           pin ? `; pinned: servers on CPU ${pin[0]}, load client on CPU ${pin[1]}` : "; not pinned"
         }` +
@@ -1155,7 +1185,7 @@ async function main() {
         if (opts.servers ? !opts.servers.includes(def.id) : def.onRequest) continue;
         const why = skipped.get(def.id);
         if (why !== undefined) {
-          const cells = [sc.title, def.label, `skipped: ${why.replaceAll("|", "/")}`];
+          const cells = [titleOf(sc, opts), def.label, `skipped: ${why.replaceAll("|", "/")}`];
           while (cells.length < headerOf(sc).length) cells.push("");
           rows.push({ scenario: sc, server: def, cells });
           continue;
@@ -1241,12 +1271,44 @@ async function main() {
             (met ? "met" : "NOT met"),
         );
       }
+      if (r.server.id === "netkit-ws-echo" && r.ratio !== undefined) {
+        notes.push(
+          `goal (netkit ≥ 1.0 × bare Deno echo; Bun did 1.45×) for ${r.scenario.id}: ` +
+            `${r.ratio.toFixed(2)} — ${r.ratio >= 1 ? "met" : "NOT met"}`,
+        );
+      }
+      if (r.server.id === "netkit-ws-bcast" && r.ratio !== undefined) {
+        const fast = r.ratio >= 12;
+        const wantP99 = r.scenario.conns <= 100;
+        const lowP99 = r.p99 !== undefined && r.p99 < 5000;
+        notes.push(
+          `goal (netkit ≥ 12 × the bare Deno loop, half of Bun's fan-out` +
+            `${wantP99 ? ", p99 < 5 ms" : ""}) for ${r.scenario.id}: ${r.ratio.toFixed(2)}×` +
+            `${r.p99 !== undefined ? `, p99 ${ms(r.p99)} ms` : ""} — ` +
+            (fast && (!wantP99 || lowP99) ? "met" : "NOT met"),
+        );
+      }
     }
-    const bad = samples.filter((s) => s.result && (s.result.mismatches || s.result.errors));
+    const bad = samples.filter((s) =>
+      s.result &&
+      (s.result.mismatches || s.result.errors || s.result.lost || s.result.out_of_order)
+    );
     if (bad.length) {
       notes.push(
-        `${bad.length} run(s) had echo mismatches or lost connections: ` +
+        `${bad.length} run(s) had echo mismatches, lost or reordered messages, or lost ` +
+          `connections: ` +
           bad.map((s) => `${s.scenario}/${s.server} round ${s.round + 1}`).join(", "),
+      );
+    }
+    const closedRuns = samples.filter((s) => s.result?.closes);
+    if (closedRuns.length) {
+      const first = closedRuns[0].result!;
+      notes.push(
+        `the server closed subscribers in ${closedRuns.length} run(s) (first: ` +
+          `${first.close_code} "${first.close_reason ?? ""}"): ` +
+          closedRuns.map((s) =>
+            `${s.scenario}/${s.server} round ${s.round + 1}: ${s.result!.closes}`
+          ).join(", "),
       );
     }
     const tlsInfo = samples.find((s) => s.result?.tls_version)?.result;

@@ -50,6 +50,27 @@ function defaultOnEvent(event: ServerEvent): void {
   console.error(`netkit: connection error${from}: ${message}`);
 }
 
+/**
+ * The user's `onEvent`, made safe to call anywhere: a callback that throws is
+ * reported, never allowed to break the accept loop or a session (or to
+ * become an unhandled rejection that ends the process).
+ */
+export function guarded<E extends { type: string }>(
+  onEvent: (event: E) => void,
+): (event: E) => void {
+  return (event) => {
+    try {
+      onEvent(event);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      // deno-lint-ignore no-console
+      console.error(
+        `netkit: the server's onEvent callback threw on a "${event.type}" event: ${message}`,
+      );
+    }
+  };
+}
+
 /** A running server over a `Deno.Listener`. */
 export class StreamServer<C extends Conn = Conn> implements Server {
   readonly addr: { hostname: string; port: number };
@@ -63,7 +84,9 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   #grace: number;
   #onEvent: (event: ServerEvent) => void;
   #sessions = new Set<Promise<void>>();
-  #conns = new Map<ManagedConn, { seen: number; since: number }>();
+  // Open connections: their activity as last seen, and how to end their
+  // session when the server closes them itself (idle, or after the grace).
+  #conns = new Map<ManagedConn, { seen: number; since: number; kill: () => void }>();
   #pending = new Set<Deno.Conn>();
   // Connections the server closed itself: their handlers' errors are expected.
   #killed = new WeakSet<ManagedConn>();
@@ -86,7 +109,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     this.#max = options.maxConnections ?? Infinity;
     this.#idle = options.idleTimeout ?? 0;
     this.#grace = options.gracePeriod ?? 5000;
-    this.#onEvent = options.onEvent ?? defaultOnEvent;
+    this.#onEvent = guarded(options.onEvent ?? defaultOnEvent);
     const local = listener.addr;
     this.addr = local.transport === "tcp" || local.transport === "udp"
       ? { hostname: local.hostname, port: local.port }
@@ -133,7 +156,10 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       clearTimeout(timer);
       this.#forced = true;
       for (const socket of this.#pending) closeQuietly(socket);
-      for (const conn of this.#conns.keys()) conn.destroy();
+      for (const [conn, state] of this.#conns) {
+        conn.destroy();
+        state.kill();
+      }
       await Promise.allSettled([...this.#sessions]);
     }
     clearInterval(this.#sweeper);
@@ -196,10 +222,18 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       conn.destroy();
       return;
     }
-    this.#conns.set(conn, { seen: conn.activity, since: performance.now() });
+    // A handler that never returns must not hold its session (its
+    // maxConnections slot, and shutdown) once the server has closed its
+    // connection: the session ends then, whatever the handler does.
+    let kill!: () => void;
+    const killed = new Promise<void>((resolve) => (kill = resolve));
+    this.#conns.set(conn, { seen: conn.activity, since: performance.now(), kill });
     this.#onEvent({ type: "open", remoteAddr, connections: this.#sessions.size });
     try {
-      await this.#handler(conn as unknown as C);
+      const running = Promise.resolve(this.#handler(conn as unknown as C));
+      // A rejection after the server closed the connection is expected.
+      running.catch(() => {});
+      await Promise.race([running, killed]);
     } catch (error) {
       if (!this.#forced && !this.#killed.has(conn)) {
         this.#onEvent({ type: "error", remoteAddr, error });
@@ -223,6 +257,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
         this.#killed.add(conn);
         this.#onEvent({ type: "idle", remoteAddr: conn.remoteAddr });
         conn.destroy();
+        state.kill();
       }
     }
   }

@@ -60,9 +60,12 @@ export interface Target extends AsyncDisposable {
    * Waits (bounded) until the server logged the end of the connection from
    * `port`: its close, rejection, error or refusal. Resolves to its lines.
    */
-  settled(port: number, timeoutMs?: number): Promise<string[]>;
-  /** SIGTERM, then the exit code, the time it took and the whole stderr. */
-  stop(signal?: Deno.Signal): Promise<{ code: number; ms: number; stderr: string }>;
+  settled(port: number, timeoutMs?: number, done?: RegExp): Promise<string[]>;
+  /**
+   * Sends `signal` (null: none, the process was signalled already), then
+   * resolves to the exit code, the time it took and the whole stderr.
+   */
+  stop(signal?: Deno.Signal | null): Promise<{ code: number; ms: number; stderr: string }>;
 }
 
 const PROGRAMS: Record<ServerKind, string> = {
@@ -133,11 +136,11 @@ export async function launch(kind: ServerKind, certs: CertFiles, args: string[])
   const linesFor = (p: number) =>
     log.filter((l) => about(p).test(l) && !/: open 127\.0\.0\.1:/.test(l));
   let stopped: Promise<{ code: number; ms: number; stderr: string }> | undefined;
-  const stop = (signal: Deno.Signal = "SIGTERM") =>
+  const stop = (signal: Deno.Signal | null = "SIGTERM") =>
     stopped ??= (async () => {
       const started = performance.now();
       try {
-        child.kill(signal);
+        if (signal !== null) child.kill(signal);
       } catch {
         // Already gone.
       }
@@ -159,9 +162,9 @@ export async function launch(kind: ServerKind, certs: CertFiles, args: string[])
       return !exited;
     },
     linesFor,
-    async settled(p, timeoutMs = 3000) {
+    async settled(p, timeoutMs = 3000, until?: RegExp) {
       const end = performance.now() + timeoutMs;
-      const done = new RegExp(
+      const done = until ?? new RegExp(
         `(: close |rejected |error: |closed idle connection |refused |closed slow client )127\\.0\\.0\\.1:${p}\\b`,
       );
       while (performance.now() < end) {
@@ -269,7 +272,9 @@ export class RawPeer implements AsyncDisposable {
   async drain(timeoutMs = 3000): Promise<{ bytes: Uint8Array; end: End; error?: string }> {
     const parts: Uint8Array[] = [];
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+    const timeout = new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
     let end: End;
     let error: string | undefined;
     try {
@@ -302,12 +307,13 @@ export class RawPeer implements AsyncDisposable {
   async observe(
     timeoutMs = 3000,
     sent?: Uint8Array,
+    frames = false,
   ): Promise<string> {
     const started = performance.now();
     const { bytes, end } = await this.drain(timeoutMs);
     const ms = performance.now() - started;
     const parts: string[] = [];
-    if (bytes.length > 0) parts.push(describeBytes(bytes, sent));
+    if (bytes.length > 0) parts.push(frames ? describeFrames(bytes) : describeBytes(bytes, sent));
     else parts.push("no answer");
     parts.push(endText(end, ms));
     return parts.join(", ");
@@ -333,7 +339,7 @@ export class RawPeer implements AsyncDisposable {
 function endText(end: End, ms: number): string {
   switch (end) {
     case "fin":
-      return `closed (FIN)${ms > 700 ? ` after ${(ms / 1000).toFixed(1)}s` : ""}`;
+      return `closed (FIN)${ms > 900 ? ` after ${(ms / 1000).toFixed(1)}s` : ""}`;
     case "reset":
       return "reset (RST)";
     case "closed":
@@ -360,6 +366,9 @@ export function describeBytes(bytes: Uint8Array, sent?: Uint8Array): string {
   if (bytes[0] === 0x15 && bytes.length >= 7) {
     return `TLS alert ${bytes[6]} (${ALERTS[bytes[6]] ?? "?"})`;
   }
+  if (bytes[0] === 0x16 && bytes[1] === 0x03) {
+    return `TLS handshake records (${bytes.length} bytes)`;
+  }
   const close = closeFrameIn(bytes);
   if (close) return `close ${close}`;
   return `${bytes.length} bytes`;
@@ -378,6 +387,41 @@ const ALERTS: Record<number, string> = {
   80: "internal_error",
   109: "missing_extension",
 };
+
+/** Server frames after an upgrade: the messages and pongs that came, then the close frame. */
+export function describeFrames(bytes: Uint8Array): string {
+  let off = 0;
+  let messages = 0;
+  let messageBytes = 0;
+  let pongs = 0;
+  let close: string | undefined;
+  while (off + 2 <= bytes.length && close === undefined) {
+    const opcode = bytes[off] & 0x0f;
+    let length = bytes[off + 1] & 0x7f;
+    let at = off + 2;
+    if (length === 126) {
+      length = (bytes[at] << 8) | bytes[at + 1];
+      at += 2;
+    } else if (length === 127) {
+      length = Number(new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0));
+      at += 8;
+    }
+    if (at + length > bytes.length) break;
+    if (opcode === 0x1 || opcode === 0x2) {
+      messages++;
+      messageBytes += length;
+    } else if (opcode === 0xa) pongs++;
+    else if (opcode === 0x8) close = closeFrameIn(bytes.subarray(off));
+    off = at + length;
+  }
+  const parts: string[] = [];
+  if (messages > 0) {
+    parts.push(`${messages} message${messages > 1 ? "s" : ""} back (${messageBytes} B)`);
+  }
+  if (pongs > 0) parts.push(`${pongs} pongs`);
+  if (close !== undefined) parts.push(`close ${close}`);
+  return parts.length > 0 ? parts.join(", ") : `${bytes.length} bytes`;
+}
 
 /** The code (and reason) of the first close frame in a run of server frames, if any. */
 function closeFrameIn(bytes: Uint8Array): string | undefined {
@@ -448,7 +492,10 @@ export async function probe(target: Target): Promise<void> {
     })();
     const got = new Uint8Array(await new Response(conn.readable).arrayBuffer());
     await writing;
-    assert.ok(equalBytes(got, payload), `the probe got ${got.length} of ${payload.length} bytes back`);
+    assert.ok(
+      equalBytes(got, payload),
+      `the probe got ${got.length} of ${payload.length} bytes back`,
+    );
   } finally {
     try {
       conn.close();
@@ -567,4 +614,657 @@ export function withRsv(frame: Uint8Array, bits: number): Uint8Array {
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+// --- attacks --------------------------------------------------------------------
+
+/** What one attack produced. */
+export interface Hit {
+  /** What the attacker observed. */
+  observed: string;
+  /** The attacker's local port (the server logs it). */
+  port: number;
+}
+
+/** One row of the matrix: an attack and the outcome it must have on each server kind. */
+export interface Attack {
+  name: string;
+  /** The outcome it must have, per server kind; a kind without an entry is not attacked. */
+  expect: Partial<Record<ServerKind, RegExp>>;
+  /** Also required of the server's log lines about the connection. */
+  logged?: Partial<Record<ServerKind, RegExp>>;
+  /** The bytes it sends, when it is one write (for the echo servers' combined step). */
+  bytes?: Uint8Array;
+  run(target: Target): Promise<Hit>;
+}
+
+/**
+ * Opens a raw connection (`"tcp"`: plain TCP whatever the server speaks;
+ * `"native"`: TLS for the TLS kinds, after the handshake; `"upgraded"`: a
+ * finished WebSocket upgrade), lets `act` attack, then observes the answer.
+ */
+export async function hit(
+  target: Target,
+  transport: "tcp" | "native" | "upgraded",
+  act: (peer: RawPeer) => Promise<Uint8Array | void>,
+  { timeout = 3000 }: { timeout?: number } = {},
+): Promise<Hit> {
+  const peer = transport === "tcp"
+    ? await RawPeer.tcp(target.port)
+    : transport === "native"
+    ? await RawPeer.open(target)
+    : await RawPeer.upgraded(target);
+  await using _peer = peer;
+  let sent: Uint8Array | void;
+  try {
+    sent = await act(peer);
+  } catch (err) {
+    // The server may hang up while the attack is still writing.
+    const what = err instanceof Error ? err.name : String(err);
+    const rest = await peer.observe(timeout);
+    return { observed: `write failed (${what}); ${rest}`, port: peer.localPort };
+  }
+  return {
+    observed: await peer.observe(timeout, sent ?? undefined, transport === "upgraded"),
+    port: peer.localPort,
+  };
+}
+
+/** Sends `bytes` on the given transport (and a FIN when `fin`), then observes. */
+export function sendBytes(
+  target: Target,
+  transport: "tcp" | "native" | "upgraded",
+  bytes: Uint8Array | string,
+  { fin = false, timeout = 3000 }: { fin?: boolean; timeout?: number } = {},
+): Promise<Hit> {
+  const data = typeof bytes === "string" ? encoder.encode(bytes) : bytes;
+  return hit(target, transport, async (peer) => {
+    await peer.write(data);
+    if (fin) await peer.closeWrite();
+    return data;
+  }, { timeout });
+}
+
+/**
+ * Writes one byte every `everyMs` until the server cuts the peer off, or for
+ * `maxMs`: a slowloris peer is never idle, so only a deadline stops it.
+ */
+export async function trickle(
+  target: Target,
+  transport: "tcp" | "native",
+  bytes: Uint8Array,
+  { everyMs = 100, maxMs = 4000 }: { everyMs?: number; maxMs?: number } = {},
+): Promise<Hit> {
+  const peer = transport === "tcp" ? await RawPeer.tcp(target.port) : await RawPeer.open(target);
+  await using _peer = peer;
+  const started = performance.now();
+  let cut = false;
+  const answer = peer.drain(maxMs + 1000).then((r) => {
+    cut = r.end !== "timeout";
+    return r;
+  });
+  let sent = 0;
+  while (!cut && performance.now() - started < maxMs && sent < bytes.length) {
+    try {
+      await peer.write(bytes.subarray(sent, sent + 1));
+    } catch {
+      cut = true;
+      break;
+    }
+    sent++;
+    await sleep(everyMs);
+  }
+  const ms = performance.now() - started;
+  const seconds = (ms / 1000).toFixed(1);
+  if (!cut) {
+    // Still served after maxMs: stop here (closing ends the drain too).
+    peer.close();
+    const { bytes: got } = await answer;
+    const answered = got.length > 0 ? `${describeBytes(got)} back, ` : "";
+    return {
+      observed: `${answered}not cut off: ${sent} bytes in ${seconds}s`,
+      port: peer.localPort,
+    };
+  }
+  const { bytes: got } = await answer;
+  const answered = got.length > 0 ? `${describeBytes(got)}, ` : "";
+  return {
+    observed: `${answered}cut off after ${sent} bytes in ${seconds}s`,
+    port: peer.localPort,
+  };
+}
+
+/**
+ * Writes `total` bytes without reading any answer; after `afterMs` closes
+ * with the echo unread, which sends a RST while the server is writing.
+ */
+export async function resetMidWrite(
+  target: Target,
+  transport: "native" | "upgraded",
+  { total = 8 << 20, afterMs = 300 }: { total?: number; afterMs?: number } = {},
+): Promise<Hit> {
+  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  const port = peer.localPort;
+  let written = 0;
+  const writing = (async () => {
+    const chunk = transport === "upgraded"
+      ? encodeFrame(0x2, pseudoRandomBytes(32 * 1024, 9), { mask: true })
+      : pseudoRandomBytes(64 * 1024, 9);
+    try {
+      while (written < total) {
+        await peer.write(chunk);
+        written += chunk.length;
+      }
+    } catch {
+      // The socket was closed under the write: that is the point.
+    }
+  })();
+  await sleep(afterMs);
+  // Unread bytes in the receive buffer: closing now sends a RST.
+  peer.close();
+  await writing;
+  await peer.reader.cancel().catch(() => {});
+  return { observed: `RST sent after writing ${(written / 1024).toFixed(0)} KiB`, port };
+}
+
+/**
+ * Sends a little, then goes silent without closing: never reads, never
+ * writes, never sends a FIN. The server's idle timeout must reap it; the
+ * outcome is what reached the attacker and when the server ended it.
+ */
+export async function vanish(
+  target: Target,
+  transport: "native" | "upgraded",
+  { timeout = 9000 }: { timeout?: number } = {},
+): Promise<Hit> {
+  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  await using _peer = peer;
+  if (transport === "upgraded") await peer.send(0x1, "last words");
+  else await peer.write("last words\n");
+  // Not reading is part of vanishing; the kernel still buffers what arrives.
+  const started = performance.now();
+  // Reaped means released: wait for the session's end, not only the idle notice.
+  const lines = await target.settled(
+    peer.localPort,
+    timeout,
+    new RegExp(`: (close|error:) 127\\.0\\.0\\.1:${peer.localPort}\\b`),
+  );
+  const ms = performance.now() - started;
+  const { bytes } = await peer.drain(100);
+  const got = bytes.length > 0 ? `got ${describeBytes(bytes)}; ` : "";
+  const reaped = lines.some((l) => /: close 127|closed idle|error: 127/.test(l));
+  return {
+    observed: `${got}${
+      reaped ? `server ended it after ${(ms / 1000).toFixed(1)}s` : "never reaped"
+    }`,
+    port: peer.localPort,
+  };
+}
+
+/**
+ * Stops reading while the server has lots to send it, and never closes: the
+ * server's write blocks. tcp/tls: the idle timeout must reap it; ws: the
+ * slow-consumer policy.
+ */
+export async function stopReading(
+  target: Target,
+  transport: "native" | "upgraded",
+  { timeout = 9000 }: { timeout?: number } = {},
+): Promise<Hit> {
+  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  await using _peer = peer;
+  const started = performance.now();
+  let written = 0;
+  const writing = (async () => {
+    const chunk = transport === "upgraded"
+      ? encodeFrame(0x2, pseudoRandomBytes(32 * 1024, 5), { mask: true })
+      : pseudoRandomBytes(64 * 1024, 5);
+    try {
+      while (written < 64 << 20 && performance.now() - started < timeout) {
+        await peer.write(chunk);
+        written += chunk.length;
+      }
+    } catch {
+      // Cut off by the server.
+    }
+  })();
+  const lines = await target.settled(peer.localPort, timeout);
+  const ms = performance.now() - started;
+  peer.close();
+  await writing;
+  const what = lines.some((l) => /closed idle/.test(l))
+    ? "idle timeout"
+    : lines.some((l) => /slow client/.test(l))
+    ? "slow-consumer policy"
+    : lines.length > 0
+    ? "closed"
+    : undefined;
+  return {
+    observed: what
+      ? `wrote ${(written / 1024 / 1024).toFixed(1)} MiB unread; server ended it (${what}) after ${
+        (ms / 1000).toFixed(1)
+      }s`
+      : "never reaped",
+    port: peer.localPort,
+  };
+}
+
+/**
+ * Runs `attacks` against `target`, one test step each: the attack, then a
+ * well-behaved probe and a check that the process is alive. Records each
+ * outcome in `rows`.
+ */
+export async function runMatrix(
+  t: Deno.TestContext,
+  target: Target,
+  label: string,
+  attacks: Attack[],
+  rows: Outcome[],
+): Promise<void> {
+  for (const attack of attacks) {
+    const expected = attack.expect[target.kind];
+    if (expected === undefined) continue;
+    await t.step(attack.name, async () => {
+      const { observed, port } = await attack.run(target);
+      const lines = await target.settled(port, 1500);
+      const logged = shortLog(lines);
+      rows.push({ server: label, attack: attack.name, observed, logged });
+      assert.match(observed, expected, `${attack.name}: ${observed}`);
+      const wantLog = attack.logged?.[target.kind];
+      if (wantLog) assert.match(lines.join("\n"), wantLog, `${attack.name}: logged ${logged}`);
+      await probe(target);
+      assert.ok(await target.alive(), "the server process is alive");
+    });
+  }
+}
+
+// --- the attack lists -------------------------------------------------------------
+
+// Outcomes that mean "closed at once, nothing served": a FIN or a RST, no delay.
+// (Well before the 1 s handshake timeout, also on a loaded machine.)
+const CLOSED_AT_ONCE =
+  /^(no answer|TLS alert \d+ \(\w+\)), (closed \(FIN\)( after 0\.\ds)?|reset \(RST\))$/;
+const NOT_TLS = /not speaking TLS/;
+
+/**
+ * Bytes-level attacks every server faces: garbage, the wrong protocol, a
+ * handshake cut short, resets, half-closes and peers that vanish.
+ * `hello` is a real ClientHello ({@linkcode captureClientHello}).
+ */
+export function byteAttacks(hello: Uint8Array): Attack[] {
+  const plaintext = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  return [
+    {
+      name: "garbage bytes (64 KiB), then FIN",
+      expect: {
+        tcp: /^echoed all 65536 bytes, closed \(FIN\)$/,
+        tls: CLOSED_AT_ONCE,
+        "tls-deno": CLOSED_AT_ONCE,
+        ws: /^HTTP 431 .*closed \(FIN\)$/,
+        wss: CLOSED_AT_ONCE,
+      },
+      logged: { tls: NOT_TLS, "tls-deno": NOT_TLS, wss: NOT_TLS, ws: /over maxHeadSize/ },
+      run: (t) => sendBytes(t, "tcp", garbage(64 * 1024, 1), { fin: true }),
+    },
+    {
+      name: "garbage bytes (300), then silence",
+      expect: {
+        tcp: /^echoed all 300 bytes, closed \(FIN\)/,
+        tls: CLOSED_AT_ONCE,
+        "tls-deno": CLOSED_AT_ONCE,
+        ws: /^(HTTP 400 .*closed \(FIN\)|no answer, closed \(FIN\) after [12]\.\ds)$/,
+        wss: CLOSED_AT_ONCE,
+      },
+      logged: { tcp: /closed idle/, tls: NOT_TLS, "tls-deno": NOT_TLS, wss: NOT_TLS },
+      run: (t) => sendBytes(t, "tcp", garbage(300, 2)),
+    },
+    {
+      name: "a TLS ClientHello to a plain port",
+      expect: {
+        tcp: new RegExp(`^echoed all ${hello.length} bytes, closed \\(FIN\\)`),
+        ws: /^(HTTP 400 .*closed \(FIN\)|no answer, closed \(FIN\) after [12]\.\ds)$/,
+      },
+      run: (t) => sendBytes(t, "tcp", hello),
+    },
+    {
+      name: "plaintext HTTP to a TLS port",
+      expect: { tls: CLOSED_AT_ONCE, "tls-deno": CLOSED_AT_ONCE, wss: CLOSED_AT_ONCE },
+      logged: { tls: NOT_TLS, "tls-deno": NOT_TLS, wss: NOT_TLS },
+      run: (t) => sendBytes(t, "tcp", plaintext),
+    },
+    {
+      name: "a truncated TLS handshake (half a ClientHello), then FIN",
+      expect: {
+        tcp: /^echoed all 100 bytes, closed \(FIN\)$/,
+        tls: CLOSED_AT_ONCE,
+        "tls-deno": CLOSED_AT_ONCE,
+        ws: /^no answer, closed \(FIN\)$/,
+        wss: CLOSED_AT_ONCE,
+      },
+      run: (t) => sendBytes(t, "tcp", hello.subarray(0, 100), { fin: true }),
+    },
+    {
+      name: "a truncated TLS handshake (half a ClientHello), then silence",
+      expect: {
+        tcp: /^echoed all 100 bytes, closed \(FIN\)/,
+        tls: /^no answer, closed \(FIN\) after [12]\.\ds$/,
+        "tls-deno": /^no answer, (still open|closed \(FIN\) after [12]\.\ds)$/,
+        ws: /^(HTTP 400 .*closed \(FIN\)|no answer, closed \(FIN\) after [12]\.\ds)$/,
+        wss: /^no answer, closed \(FIN\) after [12]\.\ds$/,
+      },
+      logged: {
+        tcp: /closed idle/,
+        tls: /did not finish its TLS handshake within 1s/,
+        "tls-deno": /did not finish its TLS handshake within 1s/,
+        wss: /no complete TLS handshake and WebSocket upgrade within 1s/,
+      },
+      run: (t) => sendBytes(t, "tcp", hello.subarray(0, 100), { timeout: 2500 }),
+    },
+    {
+      name: "slowloris: the handshake a byte per 100 ms",
+      expect: {
+        tcp: /not cut off: \d+ bytes in [12]\.\ds$/,
+        tls: /^cut off after \d+ bytes in [12]\.\ds$/,
+        "tls-deno": /cut off after \d+ bytes in [12]\.\ds$|not cut off/,
+        ws: /cut off after \d+ bytes in [12]\.\ds$/,
+        wss: /cut off after \d+ bytes in [12]\.\ds$/,
+      },
+      logged: {
+        tls: /within 1s/,
+        "tls-deno": /within 1s/,
+        ws: /within 1s/,
+        wss: /within 1s/,
+      },
+      run: (t) =>
+        trickle(
+          t,
+          "tcp",
+          isWs(t.kind) && !isTls(t.kind) ? encoder.encode(upgradeRequest()) : hello,
+          {
+            maxMs: t.kind === "tcp" ? 1500 : 3000,
+          },
+        ),
+    },
+    {
+      name: "a peer that resets mid-write (RST with the echo unread)",
+      expect: {
+        tcp: /^RST sent/,
+        tls: /^RST sent/,
+        "tls-deno": /^RST sent/,
+        ws: /^RST sent/,
+        wss: /^RST sent/,
+      },
+      // ws: less than --max-buffered, or the slow-consumer policy ends it first.
+      run: (t) =>
+        isWs(t.kind)
+          ? resetMidWrite(t, "upgraded", { total: 768 * 1024, afterMs: 100 })
+          : resetMidWrite(t, "native"),
+    },
+    {
+      name: "a peer that half-closes after sending",
+      expect: {
+        tcp: /^echoed all 262144 bytes, closed \(FIN\)$/,
+        tls: /^echoed all 262144 bytes, closed \(FIN\)$/,
+        "tls-deno": /^echoed all 262144 bytes, closed \(FIN\)$/,
+        ws: /^3 messages back \(180000 B\)(, close [^,]+)?, closed \(FIN\)$/,
+        wss: /^3 messages back \(180000 B\)(, close [^,]+)?, closed \(FIN\)$/,
+      },
+      run: (t) => halfClose(t),
+    },
+    {
+      name: "a peer that vanishes without a FIN (silent, never reads)",
+      expect: {
+        tcp: /server ended it after [0-2]\.\ds$/,
+        tls: /server ended it after [0-2]\.\ds$/,
+        "tls-deno": /server ended it after [0-2]\.\ds$/,
+        ws: /server ended it after \d\.\ds$/,
+        wss: /server ended it after \d\.\ds$/,
+      },
+      logged: {
+        tcp: /closed idle/,
+        tls: /closed idle/,
+        "tls-deno": /closed idle/,
+        ws: /idle/,
+        wss: /idle/,
+      },
+      run: (t) => vanish(t, isWs(t.kind) ? "upgraded" : "native"),
+    },
+    {
+      name: "a peer that stops reading while the server writes",
+      expect: {
+        tcp: /server ended it \(idle timeout\) after [0-3]\.\ds$/,
+        tls: /server ended it \(idle timeout\) after [0-3]\.\ds$/,
+        "tls-deno": /server ended it \(idle timeout\) after [0-3]\.\ds$/,
+        ws: /server ended it \(slow-consumer policy\)/,
+        wss: /server ended it \(slow-consumer policy\)/,
+      },
+      run: (t) => stopReading(t, isWs(t.kind) ? "upgraded" : "native"),
+    },
+  ];
+}
+
+/**
+ * Sends, half-closes, and reads everything that comes back until the server
+ * closes: tcp/tls 256 KiB echoed byte-exact; ws/wss three 60 kB messages.
+ */
+export function halfClose(target: Target): Promise<Hit> {
+  if (isWs(target.kind)) {
+    return hit(target, "upgraded", async (peer) => {
+      for (let i = 0; i < 3; i++) await peer.send(0x2, pseudoRandomBytes(60_000, i));
+      await peer.closeWrite();
+    });
+  }
+  return echoExchange(target, pseudoRandomBytes(256 * 1024, 4));
+}
+
+/**
+ * For the echo servers: every WebSocket attack's bytes, back to back, in one
+ * half-closed exchange; they must come back exactly.
+ */
+export function wsBytesToEchoServer(attacks: Attack[]): Attack {
+  const data = concat(attacks.flatMap((a) => (a.bytes ? [a.bytes] : [])));
+  const want = new RegExp(`^echoed all ${data.length} bytes, closed \\(FIN\\)$`);
+  return {
+    name: `the bytes of all ${attacks.length} WebSocket attacks (upgrades and frames), then FIN`,
+    expect: { tcp: want, tls: want, "tls-deno": want },
+    run: (t) => echoExchange(t, data),
+  };
+}
+
+/** Sends `data` over the server's own transport, half-closes, reads to the end. */
+async function echoExchange(target: Target, data: Uint8Array): Promise<Hit> {
+  const peer = await RawPeer.open(target);
+  await using _peer = peer;
+  // Read while writing: the echo would otherwise fill both buffers.
+  const reading = peer.drain(5000);
+  await peer.write(data);
+  await peer.closeWrite();
+  const { bytes, end } = await reading;
+  return {
+    observed: `${describeBytes(bytes, data)}, ${end === "fin" ? "closed (FIN)" : end}`,
+    port: peer.localPort,
+  };
+}
+
+/** Upgrade requests a WebSocket server must refuse, each with its status. */
+export function upgradeAttacks(): Attack[] {
+  const both = (re: RegExp) => ({ ws: re, wss: re });
+  const request = (name: string, head: string, status: RegExp): Attack => ({
+    name,
+    expect: both(status),
+    bytes: encoder.encode(head),
+    run: (t) => sendBytes(t, "native", head),
+  });
+  return [
+    request(
+      "upgrade without an Upgrade header (a plain GET)",
+      upgradeRequest({ drop: ["Upgrade"] }),
+      /^HTTP 200 .*closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade without Connection: Upgrade",
+      upgradeRequest({ drop: ["Connection"] }),
+      /^HTTP 400 "no Connection: Upgrade header", closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade without Sec-WebSocket-Key",
+      upgradeRequest({ drop: ["Sec-WebSocket-Key"] }),
+      /^HTTP 400 "Sec-WebSocket-Key missing.*, closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade with a Sec-WebSocket-Key that is not 16 bytes",
+      upgradeRequest({ drop: ["Sec-WebSocket-Key"], extra: ["Sec-WebSocket-Key: c2hvcnQ="] }),
+      /^HTTP 400 "Sec-WebSocket-Key missing.*, closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade without Host",
+      upgradeRequest({ drop: ["Host"] }),
+      /^HTTP 400 "no Host header", closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade with Sec-WebSocket-Version: 8",
+      upgradeRequest({ drop: ["Sec-WebSocket-Version"], extra: ["Sec-WebSocket-Version: 8"] }),
+      /^HTTP 426 "Sec-WebSocket-Version 8: only 13 is supp.*closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade without Sec-WebSocket-Version",
+      upgradeRequest({ drop: ["Sec-WebSocket-Version"] }),
+      /^HTTP 426 "no Sec-WebSocket-Version header", closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade with method POST",
+      upgradeRequest({ method: "POST" }),
+      /^HTTP 405 .*closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade over HTTP/1.0",
+      upgradeRequest({ version: "1.0" }),
+      /^HTTP 400 .*closed \(FIN\)$/,
+    ),
+    request(
+      "upgrade on another path",
+      upgradeRequest({ path: "/nope" }),
+      /^HTTP 404 .*closed \(FIN\)$/,
+    ),
+    request(
+      "a request line of garbage",
+      "\x01\x02 nonsense \x7f\r\nHost: x\r\n\r\n",
+      /^HTTP 400 .*closed \(FIN\)$/,
+    ),
+    request(
+      "a header line without a colon",
+      upgradeRequest({ extra: ["this is not a header"] }),
+      /^HTTP 400 .*closed \(FIN\)$/,
+    ),
+    request(
+      "a request head over maxHeadSize (16 KiB, io readUntil limit)",
+      upgradeRequest({ extra: [`X-Pad: ${"a".repeat(17 * 1024)}`] }),
+      /^HTTP 431 .*closed \(FIN\)$/,
+    ),
+  ];
+}
+
+// A served attacker goes silent after its message: the idle timeout (0.5 s)
+// may begin to close it before the look ends.
+const IDLE_MAYBE = '(, close 1001 "idle timeout")?';
+
+/** Frames that break RFC 6455 or a limit, each with the close code it must get. */
+export function frameAttacks(maxPayload: number): Attack[] {
+  const both = (re: RegExp) => ({ ws: re, wss: re });
+  const code = (c: number) => new RegExp(`(^|, )close ${c}\\b.*closed \\(FIN\\)$`);
+  const frame = (name: string, bytes: Uint8Array, want: RegExp): Attack => ({
+    name,
+    expect: both(want),
+    bytes,
+    // An attack the server must serve leaves the connection open: look briefly.
+    run: (t) =>
+      sendBytes(t, "upgraded", bytes, { timeout: /still open/.test(want.source) ? 1200 : 3000 }),
+  });
+  const masked = (op: number, payload: string | Uint8Array, fin = true) =>
+    encodeFrame(op, payload, { mask: true, fin });
+  const closeWith = (c: number, reason: Uint8Array = new Uint8Array(0)) => {
+    const p = new Uint8Array(2 + reason.length);
+    p[0] = c >> 8;
+    p[1] = c & 0xff;
+    p.set(reason, 2);
+    return masked(0x8, p);
+  };
+  const badUtf8 = new Uint8Array([0x68, 0xc3, 0x28]);
+  const bigHeader = (len: bigint) => {
+    const h = new Uint8Array(14);
+    h[0] = 0x82;
+    h[1] = 0xff;
+    new DataView(h.buffer).setBigUint64(2, len);
+    h.set([1, 2, 3, 4], 10);
+    return h;
+  };
+  const fragments = (count: number, bytesEach: number) =>
+    concat([
+      masked(0x2, new Uint8Array(bytesEach), false),
+      ...Array.from(
+        { length: count - 1 },
+        (_, i) => masked(0x0, new Uint8Array(bytesEach), i === count - 2),
+      ),
+    ]);
+  const attacks: Attack[] = [
+    frame("an unmasked client frame", encodeFrame(0x1, "hi", { mask: false }), code(1002)),
+    frame("RSV1 set (no extension agreed)", withRsv(masked(0x1, "hi"), 0x40), code(1002)),
+    frame("RSV2 set", withRsv(masked(0x1, "hi"), 0x20), code(1002)),
+    frame("RSV3 set", withRsv(masked(0x1, "hi"), 0x10), code(1002)),
+    frame("reserved data opcode 0x3", masked(0x3, "hi"), code(1002)),
+    frame("reserved data opcode 0x7", masked(0x7, "hi"), code(1002)),
+    frame("reserved control opcode 0xB", masked(0xb, ""), code(1002)),
+    frame("reserved control opcode 0xF", masked(0xf, ""), code(1002)),
+    frame("invalid UTF-8 in a text message", masked(0x1, badUtf8), code(1007)),
+    frame(
+      "invalid UTF-8 split across fragments",
+      concat([masked(0x1, new Uint8Array([0x68, 0xe2, 0x82]), false), masked(0x0, badUtf8)]),
+      code(1007),
+    ),
+    frame("invalid UTF-8 in a close reason", closeWith(1000, badUtf8), code(1007)),
+    frame(
+      `a message of exactly --max-payload (${maxPayload} B): served`,
+      masked(0x2, pseudoRandomBytes(maxPayload, 3)),
+      new RegExp(`^1 message back \\(${maxPayload} B\\)${IDLE_MAYBE}, still open$`),
+    ),
+    frame(
+      `a message one byte over --max-payload (${maxPayload + 1} B)`,
+      masked(0x2, new Uint8Array(maxPayload + 1)),
+      code(1009),
+    ),
+    frame("a frame header announcing 1 TiB (no payload sent)", bigHeader(1n << 40n), code(1009)),
+    frame("a 64-bit length with its top bit set", bigHeader(1n << 63n), code(1002)),
+    frame(
+      "1024 one-byte fragments (maxFragments): served",
+      fragments(1024, 1),
+      new RegExp(`^1 message back \\(1024 B\\)${IDLE_MAYBE}, still open$`),
+    ),
+    frame("a stream of 1025 empty fragments", fragments(1025, 0), code(1009)),
+    frame("a 1-byte close payload", masked(0x8, new Uint8Array([3])), code(1002)),
+    frame("a ping with FIN clear (fragmented control)", masked(0x9, "x", false), code(1002)),
+    frame("a ping over 125 bytes", masked(0x9, "x".repeat(126)), code(1002)),
+    frame("a continuation with nothing to continue", masked(0x0, "x"), code(1002)),
+    frame(
+      "a new message inside a fragmented one",
+      concat([masked(0x1, "a", false), masked(0x1, "b")]),
+      code(1002),
+    ),
+    frame("a valid close code (4000): echoed", closeWith(4000), /^close 4000, closed \(FIN\)$/),
+  ];
+  for (const c of [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000]) {
+    attacks.push(frame(`a close frame with invalid code ${c}`, closeWith(c), code(1002)));
+  }
+  attacks.push({
+    name: "a ping flood (20,000 pings, pongs never read)",
+    // Every ping answered; the peer goes silent after the flood, so the idle
+    // timeout (0.5 s) may start closing it before the look ends.
+    expect: both(/^20000 pongs(, close 1001 "idle timeout")?, still open$/),
+    run: (t) =>
+      hit(t, "upgraded", async (peer) => {
+        const ping = masked(0x9, "flood");
+        const batch = concat(Array.from({ length: 1000 }, () => ping));
+        for (let i = 0; i < 20; i++) await peer.write(batch);
+      }, { timeout: 1500 }),
+  });
+  return attacks;
 }

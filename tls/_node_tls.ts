@@ -312,6 +312,11 @@ export function nodeServerHandshake(
       requestCert: options.clientCaCerts !== undefined,
       rejectUnauthorized: options.clientCaCerts !== undefined,
       ca: options.clientCaCerts,
+      // netkit enforces its own deadline (timeoutMs). node:tls's own
+      // handshake timer (120 s by default) is only cancelled when a handshake
+      // succeeds, so every failed one (garbage, plaintext, a peer that hung
+      // up) stayed in memory until it fired: a negative value turns it off.
+      handshakeTimeout: -1,
     });
   } catch (err) {
     duplex.destroy();
