@@ -166,17 +166,6 @@ export async function openFileLimit(): Promise<number | undefined> {
   }
 }
 
-/** The hard limit on open files, or undefined when unknown. */
-export async function openFileHardLimit(): Promise<number | undefined> {
-  try {
-    const limits = await Deno.readTextFile("/proc/self/limits");
-    const m = /^Max open files\s+\S+\s+(\d+|unlimited)/m.exec(limits);
-    return m ? (m[1] === "unlimited" ? Infinity : Number(m[1])) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Latency samples in milliseconds, with percentiles. */
 export class Samples {
   #values: number[] = [];

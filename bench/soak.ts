@@ -16,18 +16,22 @@
  *
  * for a fixed time, in rounds. It prints what was served and refused, bytes
  * echoed and verified (mismatches must be 0), messages published, delivered
- * and dropped by policy, latency percentiles, and each server's RSS: idle,
- * peak, and after each round once the load is gone (a leak would grow round
- * after round).
+ * and dropped by policy, latency percentiles, and each server's memory:
+ * RSS idle, at its peak and after each round once the load is gone, and the
+ * live heap after a full GC (the servers run through `_soak_server.ts`, which
+ * collects on SIGUSR2), which must come back to its idle level: a leak keeps
+ * live memory up and grows it round after round. It exits 1 when anything
+ * was lost, mismatched, reordered or leaked, or a server died.
  *
  *   deno task soak [--quick] [--duration S] [--rounds N] [--connections N]
- *                  [--max-connections N] [--settle S] [--json FILE]
+ *                  [--max-connections N] [--subscribers N] [--settle S] [--json FILE]
  *
  * @module
  */
 // deno-lint-ignore-file no-console
 import { parseArgs } from "node:util";
 import { writeDevCerts } from "../certs/mod.ts";
+import { cpuSeconds } from "./_procstat.ts";
 import { connect as wsConnect, type WebSocketConn } from "../websocket/mod.ts";
 import {
   captureClientHello,
@@ -35,7 +39,6 @@ import {
   count,
   memoryOf,
   mib,
-  openFileHardLimit,
   openFileLimit,
   patternBytes,
   readFull,
@@ -59,6 +62,7 @@ const raw = parseArgs({
     connections: { type: "string" },
     "max-connections": { type: "string" },
     settle: { type: "string" },
+    subscribers: { type: "string" },
     json: { type: "string" },
     help: { type: "boolean", short: "h" },
   },
@@ -67,7 +71,8 @@ const raw = parseArgs({
 });
 if (raw.values.help) {
   console.log(
-    "deno task soak [--quick] [--duration S] [--rounds N] [--connections N] [--max-connections N] [--settle S] [--json FILE]",
+    "deno task soak [--quick] [--duration S] [--rounds N] [--connections N] [--max-connections N]\n" +
+      "               [--subscribers N] [--settle S] [--json FILE]",
   );
   Deno.exit(0);
 }
@@ -80,7 +85,7 @@ const DURATION = num(raw.values.duration, quick ? 15 : 60); // seconds of load, 
 const SETTLE = num(raw.values.settle, quick ? 5 : 15);
 const TLS_CLIENTS = quick ? 40 : 100;
 const SLOWLORIS = quick ? 10 : 40; // per server
-const SUBSCRIBERS = quick ? 30 : 50; // churning WebSocket subscribers at once
+const SUBSCRIBERS = num(raw.values.subscribers, quick ? 30 : 50); // churning, at once
 const SLOW_SUBSCRIBERS = quick ? 2 : 6;
 const CHAT_RATE = quick ? 50 : 100; // small messages per second, per publisher
 const BULK = { size: 32 * 1024, rate: 16 }; // the bulk publisher: 512 KiB/s to each subscriber
@@ -96,29 +101,13 @@ for (
 // --- open files: every connection is a descriptor here and one in a server ----------
 
 const needFiles = CONNECTIONS + TLS_CLIENTS + 3 * SLOWLORIS + SUBSCRIBERS + 1000;
+// Deno raises its soft limit to the hard one at start; the hard one only a
+// privileged shell can raise (`ulimit -Hn`), and the servers inherit it.
 const soft = await openFileLimit();
 if (soft !== undefined && soft < needFiles) {
-  const hard = await openFileHardLimit();
-  if (Deno.env.get("NETKIT_SOAK_REEXEC") === undefined && hard !== undefined && hard >= needFiles) {
-    // Deno cannot raise its own rlimit: re-run under a shell that does.
-    console.error(`soak: raising the open-file limit from ${soft} to ${needFiles}`);
-    const child = new Deno.Command("sh", {
-      args: [
-        "-c",
-        `ulimit -n ${needFiles} && exec "$0" "$@"`,
-        Deno.execPath(),
-        "run",
-        "-A",
-        new URL(import.meta.url).pathname,
-        ...Deno.args,
-      ],
-      env: { NETKIT_SOAK_REEXEC: "1" },
-    }).spawn();
-    Deno.exit((await child.status).code);
-  }
   console.error(
-    `soak: the open-file limit is ${soft}, ${needFiles} are needed: run \`ulimit -n ${needFiles}\` ` +
-      `first (hard limit ${hard}), or pass a smaller --connections`,
+    `soak: the open-file limit is ${soft}, ${needFiles} are needed: raise it first ` +
+      `(\`ulimit -n ${needFiles}\`, as root if the hard limit is lower), or pass a smaller --connections`,
   );
   Deno.exit(1);
 }
@@ -649,6 +638,9 @@ for (let r = 0; r < ROUNDS; r++) {
 const elapsed = (performance.now() - wall) / 1000;
 
 const alive = servers.map((s) => s.alive());
+const cpu: Record<string, number> = {};
+for (const s of servers) cpu[s.name] = (await cpuSeconds(s.pid)) ?? NaN;
+const selfCpu = (await cpuSeconds(Deno.pid)) ?? NaN;
 const exits: Record<string, { code: number; ms: number }> = {};
 for (const s of servers) exits[s.name] = await s.stop();
 await Deno.remove(certDir, { recursive: true });
@@ -662,6 +654,12 @@ const rows: [string, string][] = [
   [
     "run",
     `${ROUNDS} × ${(DURATION / ROUNDS).toFixed(0)} s of load, ${elapsed.toFixed(0)} s in all`,
+  ],
+  [
+    `CPU seconds (${navigator.hardwareConcurrency} cores, shared by all)`,
+    `load generator ${selfCpu.toFixed(0)}, ${
+      servers.map((s) => `${s.name} ${cpu[s.name].toFixed(0)}`).join(", ")
+    }`,
   ],
   [
     "tcp: connections at once",
