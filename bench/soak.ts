@@ -357,6 +357,8 @@ async function slowlorisSlot(
         }
         await sleep(1000, signal);
       }
+      // A cut that lands as the round ends is still a cut: let the watcher see it.
+      if (!cut && !writeFailed) await Promise.race([watching, sleep(300)]);
       if (cut || writeFailed) onCut((performance.now() - started) / 1000);
       closeQuietly(conn);
       conn = undefined;
