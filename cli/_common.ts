@@ -158,3 +158,40 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0];
   return String(err);
 }
+
+/** The flags every server program shares, in `parseFlags` form. */
+export const SERVER_FLAGS = {
+  hostname: { type: "string" },
+  port: { type: "string" },
+  "max-connections": { type: "string" },
+  "idle-timeout": { type: "string" },
+  grace: { type: "string" },
+  quiet: { type: "boolean" },
+} as const;
+
+/** Reads the shared server flags into the options every `serve` takes. */
+export function serverOptions(
+  flags: {
+    hostname?: string;
+    port?: string;
+    "max-connections"?: string;
+    "idle-timeout"?: string;
+    grace?: string;
+  },
+  defaultPort: number,
+): {
+  hostname: string;
+  port: number;
+  maxConnections: number;
+  idleTimeout: number;
+  gracePeriod: number;
+} {
+  return {
+    hostname: flags.hostname ?? "127.0.0.1",
+    port: portFlag(flags.port, defaultPort),
+    maxConnections: intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
+      Infinity,
+    idleTimeout: secondsFlag(flags["idle-timeout"], "idle-timeout", 0),
+    gracePeriod: secondsFlag(flags.grace, "grace", 5),
+  };
+}

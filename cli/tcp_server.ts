@@ -12,12 +12,11 @@
 import { echo } from "../echo.ts";
 import { serve } from "../tcp/serve.ts";
 import {
-  intFlag,
   listeningLine,
   parseFlags,
-  portFlag,
   runMain,
-  secondsFlag,
+  SERVER_FLAGS,
+  serverOptions,
   shutdownSignal,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
@@ -39,28 +38,12 @@ Prints "listening on tcp://HOST:PORT" on stdout once ready; logs go to stderr.
 
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
-  const flags = parseFlags(args, {
-    hostname: { type: "string" },
-    port: { type: "string" },
-    "max-connections": { type: "string" },
-    "idle-timeout": { type: "string" },
-    grace: { type: "string" },
-    quiet: { type: "boolean" },
-  });
-  const hostname = flags.hostname ?? "127.0.0.1";
-  const port = portFlag(flags.port, 7000);
-  const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
-    Infinity;
-  const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
-  const gracePeriod = secondsFlag(flags.grace, "grace", 5);
+  const flags = parseFlags(args, SERVER_FLAGS);
+  const options = serverOptions(flags, 7000);
   const signal = shutdownSignal("tcp-server");
   const server = serve(
     {
-      hostname,
-      port,
-      maxConnections,
-      idleTimeout,
-      gracePeriod,
+      ...options,
       signal,
       onEvent: eventLogger("tcp-server", { quiet: flags.quiet ?? false }),
     },

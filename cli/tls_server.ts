@@ -17,12 +17,12 @@ import { echo } from "../echo.ts";
 import { serve } from "../tls/serve.ts";
 import {
   choiceFlag,
-  intFlag,
   listeningLine,
   parseFlags,
-  portFlag,
   runMain,
   secondsFlag,
+  SERVER_FLAGS,
+  serverOptions,
   shutdownSignal,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
@@ -55,38 +55,25 @@ Make development certificates with "deno task certs". Prints
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
-    hostname: { type: "string" },
-    port: { type: "string" },
+    ...SERVER_FLAGS,
     cert: { type: "string" },
     key: { type: "string" },
-    "max-connections": { type: "string" },
-    "idle-timeout": { type: "string" },
     "handshake-timeout": { type: "string" },
-    grace: { type: "string" },
     engine: { type: "string" },
-    quiet: { type: "boolean" },
   });
+
   const engine = choiceFlag(flags.engine, "engine", ["node", "deno"], "node");
-  const hostname = flags.hostname ?? "127.0.0.1";
-  const port = portFlag(flags.port, 7443);
-  const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
-    Infinity;
-  const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
+  const options = serverOptions(flags, 7443);
   const handshakeTimeout = secondsFlag(flags["handshake-timeout"], "handshake-timeout", 10);
-  const gracePeriod = secondsFlag(flags.grace, "grace", 5);
   const cert = await readPemFile(flags.cert ?? "certs/server.pem", "cert");
   const key = await readPemFile(flags.key ?? "certs/server-key.pem", "key");
   const signal = shutdownSignal("tls-server");
   const server = serve(
     {
-      hostname,
-      port,
+      ...options,
       cert,
       key,
-      maxConnections,
-      idleTimeout,
       handshakeTimeout,
-      gracePeriod,
       engine,
       signal,
       onEvent: eventLogger("tls-server", { quiet: flags.quiet ?? false }),
