@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { hostPort } from "./internal/host.ts";
 
 /** The address of one end of a connection. */
 export type Addr = NetAddr | UnixAddr;
@@ -109,7 +110,5 @@ export interface Server extends AsyncDisposable {
 /** Formats an address for logs: `127.0.0.1:7000`, `[::1]:7000` or the socket path. */
 export function formatAddr(addr: Addr | { hostname: string; port: number }): string {
   if ("path" in addr) return addr.path || "(unnamed unix socket)";
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
+  return hostPort(addr.hostname, addr.port);
 }

@@ -24,6 +24,8 @@ export class NetkitError extends Error {
   readonly code: string;
 
   /**
+   * Makes an error with a stable code and a message for a person.
+   *
    * @param code A stable identifier for the kind of failure.
    * @param message What went wrong and what to do about it.
    * @param options The underlying error, if any, as `cause`.

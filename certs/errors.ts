@@ -29,6 +29,8 @@ export class InvalidCertOptionError extends NetkitError {
   readonly option: string;
 
   /**
+   * Makes the error for a bad option.
+   *
    * @param option The option at fault, e.g. `"hosts"`.
    * @param message What is wrong with it and what to give instead.
    */
@@ -57,6 +59,8 @@ export class InvalidCertOptionError extends NetkitError {
  */
 export class BadCertificateAuthorityError extends NetkitError {
   /**
+   * Makes the error for an unusable CA.
+   *
    * @param message What is wrong with the CA and what to do about it.
    * @param options The underlying error, if any, as `cause`.
    */
@@ -89,6 +93,8 @@ export class CertFileExistsError extends NetkitError {
   readonly path: string;
 
   /**
+   * Makes the error for a file that is already there.
+   *
    * @param path The file that is already there.
    * @param hint How to overwrite it, e.g. `"pass --force to overwrite it"`.
    */

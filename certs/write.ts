@@ -20,7 +20,12 @@ import { CertFileExistsError } from "./errors.ts";
  * // certs/server.pem certs/server-key.pem
  * ```
  */
-export const DEV_CERT_FILES = Object.freeze(
+export const DEV_CERT_FILES: Readonly<{
+  ca: "ca.pem";
+  caKey: "ca-key.pem";
+  cert: "server.pem";
+  key: "server-key.pem";
+}> = Object.freeze(
   {
     /** The CA certificate: what clients trust. */
     ca: "ca.pem",

@@ -9,6 +9,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { NetkitError } from "../errors.ts";
+import { hostPort } from "../internal/host.ts";
 
 /** A bad flag or flag value: the program prints it and exits with code 2. */
 export class UsageError extends Error {
@@ -89,8 +90,7 @@ export function choiceFlag<const T extends string>(
 
 /** The line a server prints once it accepts connections. */
 export function listeningLine(scheme: string, addr: { hostname: string; port: number }): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `listening on ${scheme}://${host}:${addr.port}`;
+  return `listening on ${scheme}://${hostPort(addr.hostname, addr.port)}`;
 }
 
 /** Writes one line to stderr, prefixed with the program's name. */

@@ -1,6 +1,6 @@
 // Connection events and errors as one stderr line each.
 import { formatAddr } from "../conn.ts";
-import type { ServerEvent } from "../tcp/_server.ts";
+import type { ServerEvent } from "../internal/stream_server.ts";
 import { describeError, log } from "./_common.ts";
 
 /** A server `onEvent` callback that logs to stderr. */

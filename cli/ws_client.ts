@@ -12,10 +12,10 @@
  */
 import { NetkitError } from "../errors.ts";
 import { readLines } from "../io/read_lines.ts";
-import { connect, parseWebSocketUrl } from "../websocket/client.ts";
-import type { Message, WebSocketConn } from "../websocket/conn.ts";
+import { connect, parseWebSocketUrl } from "../websocket/client/client.ts";
+import type { Message, WebSocketConn } from "../websocket/connection/conn.ts";
 import { WebSocketError } from "../websocket/errors.ts";
-import { isToken } from "../websocket/validation.ts";
+import { isToken } from "../internal/http_head.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
 import { readCaFile as readCa } from "./_pem.ts";
 import { systemCaCerts } from "../tls/system_roots.ts";

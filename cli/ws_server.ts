@@ -19,10 +19,14 @@ import { formatAddr } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
 import { BufferedReader } from "../io/buffered_reader.ts";
 import { listenSocket } from "../tcp/listen.ts";
-import { DEFAULT_HIGH_WATER_MARK } from "../websocket/constants.ts";
-import type { HttpResponse, UpgradeRequest } from "../websocket/handshake.ts";
-import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../websocket/redis_bus.ts";
-import { serve, type WebSocketHandler, type WebSocketServerEvent } from "../websocket/server.ts";
+import { DEFAULT_HIGH_WATER_MARK } from "../websocket/codec/constants.ts";
+import type { PlainResponse, UpgradeRequest } from "../websocket/mod.ts";
+import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../redis/bus.ts";
+import {
+  serve,
+  type WebSocketHandler,
+  type WebSocketServerEvent,
+} from "../websocket/server/server.ts";
 import { CHAT_PAGE } from "./_chat_page.ts";
 import {
   choiceFlag,
@@ -63,8 +67,8 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           (default 1048576)
   --policy P              close (default): close a slow client with 1008; drop: skip it
                           until it has caught up
-  --idle-timeout S        ping a client silent for S seconds, close it if still silent
-                          after as long again; 0 = never (default 0)
+  --idle-timeout S        close a client that sends nothing (not even a pong) for S
+                          seconds; it is pinged halfway; 0 = never (default 0)
   --handshake-timeout S   close a connection that has not finished its (TLS and)
                           WebSocket handshake within S seconds (default 10)
   --max-connections N     close connections beyond N at once (default: no limit)
@@ -122,7 +126,7 @@ function logEvents(quiet: boolean): (event: WebSocketServerEvent) => void {
 }
 
 /** Answers a plain request on the path in broadcast mode: the chat page. */
-function chatPage(request: UpgradeRequest): HttpResponse {
+function chatPage(request: UpgradeRequest): PlainResponse {
   if (request.method !== "GET" && request.method !== "HEAD") {
     return { status: 405, headers: { allow: "GET" }, body: "use GET, or a WebSocket client\n" };
   }

@@ -3,6 +3,7 @@ import type { BufferedReader } from "../io/buffered_reader.ts";
 import { bufferedReaderOf } from "../io/buffered_reader.ts";
 import { LimitExceededError, UnexpectedEofError } from "../io/errors.ts";
 import { HttpError } from "./errors.ts";
+import { HeadSyntaxError, parseResponseHead, type ResponseHead } from "../internal/http_head.ts";
 
 /** Limits for {@linkcode readResponse}. */
 export interface ReadResponseOptions {
@@ -88,36 +89,15 @@ export async function readResponse(
       "the server closed the connection without responding",
     );
   }
-  const lines = decoder.decode(rawHead.subarray(0, rawHead.length - 4)).split("\r\n");
-  const match = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0]);
-  if (!match) {
-    throw new HttpError(
-      "ERR_HTTP_MALFORMED",
-      `not an HTTP/1.x status line: ${
-        JSON.stringify(lines[0].slice(0, 80))
-      }; is this an HTTP server?`,
-    );
+  let head: ResponseHead;
+  try {
+    head = parseResponseHead(rawHead);
+  } catch (err) {
+    if (!(err instanceof HeadSyntaxError)) throw err;
+    throw new HttpError("ERR_HTTP_MALFORMED", `${err.message}; is this an HTTP server?`);
   }
-  const status = Number(match[1]);
-  const headers = new Headers();
-  for (const line of lines.slice(1)) {
-    const colon = line.indexOf(":");
-    if (colon <= 0) {
-      throw new HttpError(
-        "ERR_HTTP_MALFORMED",
-        `bad header line: ${JSON.stringify(line.slice(0, 80))}`,
-      );
-    }
-    try {
-      headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
-    } catch {
-      throw new HttpError(
-        "ERR_HTTP_MALFORMED",
-        `bad header line: ${JSON.stringify(line.slice(0, 80))}`,
-      );
-    }
-  }
-  const base = { status, statusText: match[2] ?? "", headers, rawHead };
+  const { status, headers } = head;
+  const base = { status, statusText: head.statusText, headers, rawHead };
   const noBody = options.head || (status >= 100 && status < 200) || status === 204 ||
     status === 304;
   if (noBody) return { ...base, framing: "none", body: ReadableStream.from([]) };

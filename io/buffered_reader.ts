@@ -1,6 +1,6 @@
 import { describeDelimiter, indexOfBytes, toDelimiter } from "./_bytes.ts";
 import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
-import { type RawSink, rawSinkOf } from "./_raw_writable.ts";
+import { type RawSink, rawSinkOf } from "../internal/raw_writable.ts";
 
 /** A source that reads into the caller's buffer, as `Deno.Conn` does. */
 export interface ByteSource {
@@ -89,6 +89,8 @@ export class BufferedReader {
   #pending = false; // a read from the source is under way
 
   /**
+   * Wraps a byte stream (or a socket) in a reader that owns its buffer.
+   *
    * @param source A `ReadableStream<Uint8Array>`, or a {@linkcode ByteSource}
    *   that reads into a buffer (such as a `Deno.Conn`), which saves a copy.
    * @param options Buffer size and a cancel hook.

@@ -24,6 +24,8 @@ export class LimitExceededError extends NetkitError {
   readonly value: number;
 
   /**
+   * Makes the error for a limit that was hit.
+   *
    * @param limit The option whose limit was hit.
    * @param value The limit's value in bytes.
    * @param message What was being read when the limit was hit.
@@ -60,6 +62,8 @@ export class UnexpectedEofError extends NetkitError {
   readonly partial: Uint8Array;
 
   /**
+   * Makes the error for a stream that ended mid-record.
+   *
    * @param partial The bytes that arrived before the end.
    * @param expected What was still missing, for the message.
    */

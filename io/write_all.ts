@@ -1,5 +1,5 @@
 import { toBytes } from "./_bytes.ts";
-import { rawSinkOf } from "./_raw_writable.ts";
+import { rawSinkOf } from "../internal/raw_writable.ts";
 
 /**
  * Writes every byte of `bytes` to `writable`, in order, waiting while the

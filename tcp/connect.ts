@@ -1,7 +1,8 @@
 import type { Conn } from "../conn.ts";
 import { formatAddr } from "../conn.ts";
-import { SocketConn } from "./_socket_conn.ts";
+import { SocketConn } from "../internal/socket_conn.ts";
 import { connectError, timedOut } from "./errors.ts";
+import { openTunnel } from "../proxy/mod.ts";
 
 /** Options for {@linkcode connect}. */
 export type ConnectOptions =
@@ -25,6 +26,13 @@ export type ConnectOptions =
       noDelay?: boolean;
       /** Enables TCP keep-alive probes. @default {false} */
       keepAlive?: boolean;
+      /**
+       * Connect through this proxy: `http://[user:pass@]host:port` (HTTP
+       * CONNECT) or `socks5://[user:pass@]host:port` (the proxy resolves
+       * `hostname`). Failures are a `ProxyError` from `@netkit/netkit/proxy`.
+       * No environment variables are read here.
+       */
+      proxy?: string | URL;
       path?: never;
     }
     | {
@@ -34,6 +42,7 @@ export type ConnectOptions =
       port?: never;
       noDelay?: never;
       keepAlive?: never;
+      proxy?: never;
     }
   );
 
@@ -62,6 +71,16 @@ export async function connect(options: ConnectOptions): Promise<Conn> {
 
 /** Connects with Deno: timeout, signal and error translation. Internal to netkit. */
 export async function connectSocket(options: ConnectOptions): Promise<Deno.Conn> {
+  if (options.proxy !== undefined && options.path === undefined) {
+    const tunnel = await openTunnel(
+      options.proxy,
+      { hostname: options.hostname ?? "127.0.0.1", port: options.port },
+      { timeout: options.timeout, signal: options.signal },
+    );
+    if (options.noDelay !== false) tunnel.setNoDelay(true);
+    if (options.keepAlive) tunnel.setKeepAlive(true);
+    return tunnel;
+  }
   const target: { path: string } | { hostname: string; port: number } = options.path !== undefined
     ? { path: options.path }
     : { hostname: options.hostname ?? "127.0.0.1", port: options.port! };

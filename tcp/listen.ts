@@ -1,5 +1,6 @@
 import type { Addr, Conn } from "../conn.ts";
-import { SocketConn, toAddr } from "./_socket_conn.ts";
+import { SocketConn } from "../internal/socket_conn.ts";
+import { toAddr } from "../internal/addr.ts";
 import { listenError } from "./errors.ts";
 
 /** Where to listen: a TCP address, or a Unix socket path. */
@@ -46,7 +47,11 @@ export function listenSocket(options: ListenOptions): Deno.Listener {
 export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
   #listener: Deno.Listener;
 
-  /** @param listener A `Deno.Listener` to take over. */
+  /**
+   * Takes over a `Deno.Listener`.
+   *
+   * @param listener The listener to accept from.
+   */
   constructor(listener: Deno.Listener) {
     this.#listener = listener;
   }
@@ -70,6 +75,7 @@ export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
     }
   }
 
+  /** Yields each accepted connection until the listener is closed. */
   async *[Symbol.asyncIterator](): AsyncIterator<Conn> {
     for (;;) {
       try {
@@ -81,6 +87,7 @@ export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
     }
   }
 
+  /** Closes the listener, as `close()`. */
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();

@@ -1,6 +1,6 @@
 import type { Conn, ConnHandler, Server } from "../conn.ts";
-import { SocketConn } from "./_socket_conn.ts";
-import { type ServerEvent, type ServerOptions, StreamServer } from "./_server.ts";
+import { SocketConn } from "../internal/socket_conn.ts";
+import { type ServerEvent, type ServerOptions, StreamServer } from "../internal/stream_server.ts";
 import { type ListenOptions, listenSocket } from "./listen.ts";
 
 export type { ServerEvent, ServerOptions };

@@ -2,7 +2,8 @@
 // dependency but netkit's own WebSocket client: launch, open tabs, evaluate,
 // type, screenshot, and clean everything up. Used by the browser tests.
 import { connect, type WebSocketConn } from "../websocket/mod.ts";
-import { delay } from "./_helpers.ts";
+import { delay } from "./support/time.ts";
+import { findTool } from "./support/tools.ts";
 
 /** Where Chromium is commonly installed; `CHROMIUM` (a path) is tried first. */
 const CANDIDATES = [
@@ -12,21 +13,13 @@ const CANDIDATES = [
   "google-chrome",
 ];
 
-/** The Chromium executable, or `undefined` when there is none. */
-export async function findChromium(): Promise<string | undefined> {
+/** The Chromium executable, or `undefined` when there is none (synchronous, for `ignore`). */
+export function findChromium(): string | undefined {
   const explicit = Deno.env.get("CHROMIUM");
   if (explicit) return explicit;
-  const dirs = (Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin").split(":");
   for (const name of CANDIDATES) {
-    for (const dir of dirs) {
-      const path = `${dir}/${name}`;
-      try {
-        const info = await Deno.stat(path);
-        if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return path;
-      } catch {
-        // Not there.
-      }
-    }
+    const path = findTool(name);
+    if (path !== undefined) return path;
   }
   return undefined;
 }

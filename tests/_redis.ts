@@ -1,28 +1,15 @@
-// deno-lint-ignore-file no-console
 // For the Redis bus tests: a throwaway redis-server on a free port (no
 // persistence), killable and restartable on the same port, and ws-server
 // processes whose stderr can be waited on line by line.
 import { BufferedReader } from "../io/buffered_reader.ts";
-import { encodeCommand, replyText, RespReader, type RespValue } from "../websocket/_resp.ts";
-import { delay, ROOT } from "./_helpers.ts";
+import { encodeCommand, replyText, RespReader, type RespValue } from "../redis/_resp.ts";
+import { delay } from "./support/time.ts";
+import { type Program, startProgram } from "./support/process.ts";
+import { hasTool } from "./support/tools.ts";
 
-/** Whether `redis-server` can be run here; warns loudly when not. */
-export async function haveRedis(): Promise<boolean> {
-  try {
-    const out = await new Deno.Command("redis-server", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    if (out.success) return true;
-  } catch {
-    // Not installed.
-  }
-  console.warn(
-    "\n*** SKIPPING the Redis bus tests: redis-server is not installed " +
-      "(apt-get install -y redis-server) ***\n",
-  );
-  return false;
+/** Whether `redis-server` is installed (see support/tools.ts). */
+export function haveRedis(): boolean {
+  return hasTool("redis-server");
 }
 
 /** A free TCP port on 127.0.0.1 (free when asked; bind it soon). */
@@ -153,112 +140,27 @@ export class RedisProcess implements AsyncDisposable {
   }
 }
 
-type Waiter = { re: RegExp; from: number; resolve: (line: string) => void };
-
 /** A ws-server process, with its stderr readable line by line as it comes. */
-export class WsServerProcess implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly line: string;
-  readonly port: number;
-  readonly stderrLines: string[] = [];
-  #stdout: BufferedReader;
-  #stderrDone: Promise<void>;
-  #waiters: Waiter[] = [];
-  #stopped: Promise<{ code: number; stdout: string; stderr: string }> | undefined;
-  #killer: ReturnType<typeof setTimeout>;
+export interface WsServerProcess extends Program {
+  /** Resolves with the first stderr line (from `from` on) matching `re`. */
+  waitFor(re: RegExp, from?: number): Promise<string>;
+}
 
-  private constructor(
-    child: Deno.ChildProcess,
-    line: string,
-    stdout: BufferedReader,
-    stderrLines: string[],
-    stderrDone: Promise<void>,
-    waiters: Waiter[],
-    killer: ReturnType<typeof setTimeout>,
-  ) {
-    this.child = child;
-    this.line = line;
-    this.port = Number(/:(\d+)$/.exec(line)?.[1]);
-    this.#stdout = stdout;
-    this.stderrLines = stderrLines;
-    this.#stderrDone = stderrDone;
-    this.#waiters = waiters;
-    this.#killer = killer;
-  }
-
+export const WsServerProcess = {
   /**
    * Starts `cli/ws_server.ts` with `args` and waits for its listening line;
-   * rejects (with its stderr) if it exits first.
+   * rejects (with its `code` and `stderr`) if it exits first.
    */
-  static async start(args: string[]): Promise<WsServerProcess> {
-    const child = new Deno.Command(Deno.execPath(), {
+  async start(args: string[]): Promise<WsServerProcess> {
+    const server = await startProgram({
+      name: "ws-server",
       args: ["run", "-A", "--quiet", "cli/ws_server.ts", ...args],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    const lines: string[] = [];
-    const waiters: Waiter[] = [];
-    const stderrDone = (async () => {
-      const reader = new BufferedReader(child.stderr);
-      for (let line; (line = await reader.readLine({ maxBytes: 1 << 20 })) !== null;) {
-        lines.push(line);
-        for (const w of [...waiters]) {
-          if (w.re.test(line)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.resolve(line);
-          }
-        }
-      }
-    })();
-    const stdout = new BufferedReader(child.stdout);
-    const line = await stdout.readLine({ maxBytes: 4096 });
-    if (line === null) {
-      const status = await child.status;
-      await stderrDone;
-      clearTimeout(killer);
-      throw Object.assign(
-        new Error(`ws-server exited with ${status.code} before listening:\n${lines.join("\n")}`),
-        { code: status.code, stderr: lines.join("\n") },
-      );
-    }
-    return new WsServerProcess(child, line, stdout, lines, stderrDone, waiters, killer);
-  }
-
-  /** Resolves with the first stderr line (from `from` on) matching `re`. */
-  waitFor(re: RegExp, from = 0): Promise<string> {
-    const seen = this.stderrLines.slice(from).find((l) => re.test(l));
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise((resolve) => this.#waiters.push({ re, from, resolve }));
-  }
-
-  /** Sends `signal` and waits: exit code, the rest of stdout, all of stderr. */
-  stop(signal: Deno.Signal = "SIGTERM"): Promise<{ code: number; stdout: string; stderr: string }> {
-    return this.#stopped ??= (async () => {
-      try {
-        this.child.kill(signal);
-      } catch {
-        // Already exited.
-      }
-      let stdout = "";
-      const decoder = new TextDecoder();
-      for (let chunk; (chunk = await this.#stdout.readChunk()) !== null;) {
-        stdout += decoder.decode(chunk, { stream: true });
-      }
-      const status = await this.child.status;
-      await this.#stderrDone;
-      clearTimeout(this.#killer);
-      return { code: status.code, stdout, stderr: this.stderrLines.join("\n") };
-    })();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
-  }
-}
+      listenTimeout: 60_000,
+      killAfter: 60_000,
+    });
+    return Object.assign(server, { waitFor: server.waitForStderr });
+  },
+};
 
 /** The child pids of `pid` (Linux: /proc), or `undefined` where there is no /proc. */
 export function childPids(pid: number): number[] | undefined {

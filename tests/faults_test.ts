@@ -14,13 +14,13 @@ import * as websocket from "../websocket/mod.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
 import {
   describeFrames,
-  equalBytes,
   launch,
   makeCertFiles,
   RawPeer,
-  sleep,
   type Target,
-} from "./_hostile.ts";
+} from "./support/hostile/mod.ts";
+import { equalBytes } from "./support/bytes.ts";
+import { delay as sleep } from "./support/time.ts";
 
 const { ca, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1"] });
 

@@ -6,7 +6,7 @@
 // boundary, and arbitrary bytes only ever fail with a close code.
 import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
-import fc from "npm:fast-check@4.10.2";
+import fc from "fast-check";
 import {
   BufferedReader,
   type ByteSource,
@@ -16,24 +16,15 @@ import {
   LimitExceededError,
   UnexpectedEofError,
 } from "../io/mod.ts";
-import { encodeFrame } from "../websocket/sender.ts";
-import { type ReceivedFrame, Receiver } from "../websocket/receiver.ts";
+import { encodeFrame } from "../websocket/codec/sender.ts";
+import { type ReceivedFrame, Receiver } from "../websocket/codec/receiver.ts";
 import { WebSocketError } from "../websocket/errors.ts";
+import { concat } from "./support/bytes.ts";
 
 // Raise for a deeper search: IO_PROPERTY_RUNS=5000 deno test -A …
 const NUM_RUNS = Number(Deno.env.get("IO_PROPERTY_RUNS") ?? 150);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** Cuts `data` at the given positions (modulo its length + 1), empty chunks included. */
 function chunk(data: Uint8Array, cuts: number[]): Uint8Array[] {

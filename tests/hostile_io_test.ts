@@ -22,7 +22,9 @@ import {
 import * as tcp from "../tcp/mod.ts";
 import * as tls from "../tls/mod.ts";
 import * as websocket from "../websocket/mod.ts";
-import { type Outcome, printMatrix } from "./_hostile.ts";
+import { type Outcome, printMatrix } from "./support/hostile/mod.ts";
+import { concat } from "./support/bytes.ts";
+import { delay as sleep } from "./support/time.ts";
 
 const { ca, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1"] });
 const encoder = new TextEncoder();
@@ -179,7 +181,7 @@ for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
         const { name, limit, value } = MODES[mode];
         await t.step(`${name}: exactly ${limit} (${value}) is served`, async () => {
           await using conn = await connect();
-          await writeAll(conn.writable, concat(encoder.encode(mode), record(mode, value)));
+          await writeAll(conn.writable, concat([encoder.encode(mode), record(mode, value)]));
           await readAnswer(conn, mode, value);
           rows.push({
             server: transport,
@@ -205,7 +207,7 @@ for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
             const before = errors.length;
             await using conn = await connect();
             // Big writes may fail once the server gave up: that is the point.
-            await writeAll(conn.writable, concat(encoder.encode(mode), bytes)).catch(() => {});
+            await writeAll(conn.writable, concat([encoder.encode(mode), bytes])).catch(() => {});
             const observed = await ending(conn);
             assert.notEqual(observed, "still open", "the server ends the connection");
             // Reported as a LimitExceededError naming the limit.
@@ -222,7 +224,7 @@ for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
             });
             // The next client is served.
             await using next = await connect();
-            await writeAll(next.writable, concat(encoder.encode(mode), record(mode, 10)));
+            await writeAll(next.writable, concat([encoder.encode(mode), record(mode, 10)]));
             await readAnswer(next, mode, 10);
           });
         }
@@ -232,15 +234,4 @@ for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
       printMatrix(`${transport}: io limits under attack`, rows);
     }
   });
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

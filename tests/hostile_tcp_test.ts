@@ -15,7 +15,7 @@ import {
   runMatrix,
   upgradeAttacks,
   wsBytesToEchoServer,
-} from "./_hostile.ts";
+} from "./support/hostile/mod.ts";
 
 Deno.test("tcp-server survives the hostile-peer matrix", async (t) => {
   const certs = await makeCertFiles();

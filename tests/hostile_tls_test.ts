@@ -21,7 +21,7 @@ import {
   runMatrix,
   upgradeAttacks,
   wsBytesToEchoServer,
-} from "./_hostile.ts";
+} from "./support/hostile/mod.ts";
 
 const ARGS = ["--handshake-timeout", "1", "--idle-timeout", "0.5"];
 

@@ -4,8 +4,8 @@
 // well-behaved client still gets its message back and the process is alive.
 import assert from "node:assert/strict";
 import { createDevCerts } from "../certs/mod.ts";
-import { serve } from "../websocket/server.ts";
-import { encodeFrame } from "../websocket/sender.ts";
+import { serve } from "../websocket/server/server.ts";
+import { encodeFrame } from "../websocket/codec/sender.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
 import {
   byteAttacks,
@@ -20,7 +20,7 @@ import {
   runMatrix,
   type Target,
   upgradeAttacks,
-} from "./_hostile.ts";
+} from "./support/hostile/mod.ts";
 
 const MAX_PAYLOAD = 65536;
 const ARGS = [

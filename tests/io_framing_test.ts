@@ -12,6 +12,7 @@ import {
   UnexpectedEofError,
 } from "../io/mod.ts";
 import { NetkitError } from "../errors.ts";
+import { concat } from "./support/bytes.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -53,16 +54,6 @@ function delimited(
   options?: DelimiterStreamOptions,
 ) {
   return run(new DelimiterStream(delimiter, options), chunks);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 // --- DelimiterStream ------------------------------------------------------

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 // Pinned here as the brief asks; deno.json has no import map entry for it.
 // deno-lint-ignore no-import-prefix
-import fc from "npm:fast-check@4.10.2";
+import fc from "fast-check";
 import {
   BufferedReader,
   type ByteSource,
@@ -15,21 +15,12 @@ import {
   readUntil,
   UnexpectedEofError,
 } from "../io/mod.ts";
+import { concat } from "./support/bytes.ts";
 
 // Modest by default; raise for a deeper search: IO_PROPERTY_RUNS=5000 deno test -A …
 const NUM_RUNS = Number(Deno.env.get("IO_PROPERTY_RUNS") ?? 200);
 
 // --- helpers -----------------------------------------------------------------
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** Cuts `data` at the given positions (taken modulo its length + 1), empty chunks included. */
 function chunk(data: Uint8Array, cuts: number[]): Uint8Array[] {

@@ -1,18 +1,9 @@
 import assert from "node:assert/strict";
 import { writeAll } from "../io/mod.ts";
+import { concat } from "./support/bytes.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** A sink that takes `delay` ms per write and checks it is never re-entered. */
 function slowSink(delay: number) {

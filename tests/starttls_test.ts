@@ -12,6 +12,7 @@ import * as tcp from "../tcp/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { createCA, createDevCerts, writeDevCerts } from "../certs/mod.ts";
 import { readAll } from "./_helpers.ts";
+import { hasTool } from "./support/tools.ts";
 
 const { ca, cert, key } = await createDevCerts();
 const otherCa = await createCA({ commonName: "some other CA" });
@@ -264,49 +265,55 @@ Deno.test("a server's idle timeout reaches connections upgraded with acceptTls()
   assert.ok(events.includes("idle"), events.join());
 });
 
-Deno.test("openssl s_client -starttls smtp upgrades against netkit's acceptTls and verifies the certificate", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    // The CA file openssl trusts, from the certs module (in memory above).
-    await Deno.writeTextFile(`${dir}/ca.pem`, ca);
-    await using server = smtpServer();
-    const child = new Deno.Command("openssl", {
-      args: [
-        "s_client",
-        "-starttls",
-        "smtp",
-        "-connect",
-        `127.0.0.1:${server.addr.port}`,
-        "-CAfile",
-        `${dir}/ca.pem`,
-        "-verify_hostname",
-        "localhost",
-        "-verify_return_error",
-        "-crlf",
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    const writer = child.stdin.getWriter();
-    // s_client reads stdin only after the handshake; the server answers and
-    // closes, which ends s_client. Stdin stays open until then.
-    await writer.write(new TextEncoder().encode("NOOP\n"));
-    const output = await child.output();
-    clearTimeout(killer);
-    await writer.close().catch(() => {});
-    const stdout = new TextDecoder().decode(output.stdout);
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.match(stdout, /Verify return code: 0 \(ok\)/, stdout + stderr);
-    assert.match(stdout, /250 2\.0\.0 OK over TLS: NOOP/, stdout + stderr);
-    assert.match(stdout, /subject=CN ?= ?localhost/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "openssl s_client -starttls smtp upgrades against netkit's acceptTls and verifies the certificate",
+  { ignore: !hasTool("openssl") },
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      // The CA file openssl trusts, from the certs module (in memory above).
+      await Deno.writeTextFile(`${dir}/ca.pem`, ca);
+      await using server = smtpServer();
+      const child = new Deno.Command("openssl", {
+        args: [
+          "s_client",
+          "-starttls",
+          "smtp",
+          "-connect",
+          `127.0.0.1:${server.addr.port}`,
+          "-CAfile",
+          `${dir}/ca.pem`,
+          "-verify_hostname",
+          "localhost",
+          "-verify_return_error",
+          "-crlf",
+        ],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const writer = child.stdin.getWriter();
+      // s_client reads stdin only after the handshake; the server answers and
+      // closes, which ends s_client. Stdin stays open until then.
+      await writer.write(new TextEncoder().encode("NOOP\n"));
+      const output = await child.output();
+      clearTimeout(killer);
+      await writer.close().catch(() => {});
+      const stdout = new TextDecoder().decode(output.stdout);
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.match(stdout, /Verify return code: 0 \(ok\)/, stdout + stderr);
+      assert.match(stdout, /250 2\.0\.0 OK over TLS: NOOP/, stdout + stderr);
+      assert.match(stdout, /subject=CN ?= ?localhost/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
-Deno.test("startTls() against a non-netkit STARTTLS server (Node's tls on a real Node)", async () => {
+Deno.test("startTls() against a non-netkit STARTTLS server (Node's tls on a real Node)", {
+  ignore: !hasTool("node"),
+}, async () => {
   const dir = await Deno.makeTempDir();
   try {
     const written = await writeDevCerts({ out: dir });

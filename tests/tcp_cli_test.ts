@@ -1,8 +1,8 @@
-// deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
 import { connect } from "../tcp/connect.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { pseudoRandomBytes, readAll, runProgram, startServer } from "./_helpers.ts";
+import { hasIPv6Loopback } from "./support/tools.ts";
 
 const SERVER = "cli/tcp_server.ts";
 const CLIENT = "cli/tcp_client.ts";
@@ -101,18 +101,10 @@ Deno.test("tcp-server with --max-connections closes the connection beyond the li
   assert.match(stderr, /refused 127\.0\.0\.1:\d+: --max-connections reached/);
 });
 
-Deno.test("tcp-server prints an IPv6 listening line in brackets", async (t) => {
-  let server;
-  try {
-    server = await startServer(SERVER, ["--hostname", "::1", "--port", "0"]);
-  } catch (err) {
-    if (/EADDRNOTAVAIL|not one of this machine's/.test(String(err))) {
-      console.warn("SKIPPED: no IPv6 loopback");
-      return;
-    }
-    throw err;
-  }
-  await using _server = server;
+Deno.test("tcp-server prints an IPv6 listening line in brackets", {
+  ignore: !hasIPv6Loopback(),
+}, async (t) => {
+  await using server = await startServer(SERVER, ["--hostname", "::1", "--port", "0"]);
   assert.match(server.line, /^listening on tcp:\/\/\[::1\]:\d+$/);
   await t.step("and serves over it", async () => {
     const run = await runProgram(CLIENT, [

@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-console
 import assert from "node:assert/strict";
 import { echo } from "../echo.ts";
 import { NetkitError } from "../errors.ts";
@@ -6,6 +5,7 @@ import { connect, listen, NetworkError, serve, type ServerEvent } from "../tcp/m
 import { readExact, readLine, readUntil, writeAll } from "../io/mod.ts";
 import type { Conn } from "../conn.ts";
 import { delay, pseudoRandomBytes, readAll } from "./_helpers.ts";
+import { hasIPv6Loopback } from "./support/tools.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -255,18 +255,8 @@ Deno.test("tcp.serve() on a port in use fails with EADDRINUSE and suggests port 
   });
 });
 
-Deno.test("tcp works over IPv6 loopback", async () => {
-  let server;
-  try {
-    server = serve({ hostname: "::1", port: 0 }, echo);
-  } catch (err) {
-    if (err instanceof NetworkError && err.code === "EADDRNOTAVAIL") {
-      console.warn("SKIPPED: no IPv6 loopback on this machine");
-      return;
-    }
-    throw err;
-  }
-  await using _server = server;
+Deno.test("tcp works over IPv6 loopback", { ignore: !hasIPv6Loopback() }, async () => {
+  await using server = serve({ hostname: "::1", port: 0 }, echo);
   assert.equal(server.addr.hostname, "::1");
   await using conn = await connect({ hostname: "::1", port: server.addr.port });
   await writeAll(conn.writable, "six\n");

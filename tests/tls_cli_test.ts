@@ -4,6 +4,7 @@ import { connect as tlsConnect } from "../tls/mod.ts";
 import * as tcp from "../tcp/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { pseudoRandomBytes, readAll, ROOT, runProgram, startServer } from "./_helpers.ts";
+import { hasTool } from "./support/tools.ts";
 
 const SERVER = "cli/tls_server.ts";
 const CLIENT = "cli/tls_client.ts";
@@ -281,7 +282,9 @@ Deno.test("tls-server --max-connections and --idle-timeout", async () => {
   assert.match(stderr, /closed idle connection 127\.0\.0\.1:\d+/);
 });
 
-Deno.test("openssl s_client verifies tls-server's certificate and gets its echo", async () => {
+Deno.test("openssl s_client verifies tls-server's certificate and gets its echo", {
+  ignore: !hasTool("openssl"),
+}, async () => {
   await using server = await startServer(SERVER, ["--port", "0", "--quiet", ...CERT_ARGS]);
   const child = new Deno.Command("openssl", {
     args: [
@@ -326,8 +329,11 @@ Deno.test("openssl s_client verifies tls-server's certificate and gets its echo"
   assert.match(stdout, /hello from openssl\n/);
 });
 
-Deno.test("tls-client against Node's tls server (OpenSSL): echo with --ca, and the untrusted error", async () => {
-  const script = `
+Deno.test(
+  "tls-client against Node's tls server (OpenSSL): echo with --ca, and the untrusted error",
+  { ignore: !hasTool("node") },
+  async () => {
+    const script = `
     const tls = require("tls"), fs = require("fs");
     const server = tls.createServer(
       { cert: fs.readFileSync(process.argv[1]), key: fs.readFileSync(process.argv[2]), allowHalfOpen: true },
@@ -337,35 +343,36 @@ Deno.test("tls-client against Node's tls server (OpenSSL): echo with --ca, and t
     server.listen(0, "127.0.0.1", () => console.log(server.address().port));
     process.stdin.on("end", () => process.exit(0)); process.stdin.resume();
   `;
-  const child = new Deno.Command("node", {
-    args: ["-e", script, FILES.cert, FILES.key],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  try {
-    const port = await readLine(child.stdout);
-    const run = await runProgram(CLIENT, [
-      "--hostname",
-      "localhost",
-      "--port",
-      port!,
-      "--ca",
-      FILES.ca,
-      "--message",
-      "hi node",
-    ]);
-    assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stdout, "hi node");
-    const untrusted = await runProgram(CLIENT, ["--port", port!, "--message", "x"]);
-    assert.equal(untrusted.code, 1);
-    assert.match(untrusted.stderr, /^tls-client: the server's certificate is not trusted/);
-  } finally {
-    await child.stdin.close();
-    await child.status;
-    await child.stdout.cancel().catch(() => {});
-  }
-});
+    const child = new Deno.Command("node", {
+      args: ["-e", script, FILES.cert, FILES.key],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    try {
+      const port = await readLine(child.stdout);
+      const run = await runProgram(CLIENT, [
+        "--hostname",
+        "localhost",
+        "--port",
+        port!,
+        "--ca",
+        FILES.ca,
+        "--message",
+        "hi node",
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout, "hi node");
+      const untrusted = await runProgram(CLIENT, ["--port", port!, "--message", "x"]);
+      assert.equal(untrusted.code, 1);
+      assert.match(untrusted.stderr, /^tls-client: the server's certificate is not trusted/);
+    } finally {
+      await child.stdin.close();
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    }
+  },
+);
 
 Deno.test("tls-server and tls-client --help print usage and exit 0", async () => {
   const run = await runProgram(SERVER, ["--help"]);

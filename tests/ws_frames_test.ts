@@ -1,8 +1,8 @@
 // Frame-level protocol violations sent over raw sockets: each costs its own
 // connection, with the right close code, and the server keeps serving.
 import assert from "node:assert/strict";
-import { connect, Opcode, serve, type WebSocketConn } from "../websocket/mod.ts";
-import { encodeFrame } from "../websocket/sender.ts";
+import { connect, serve, type WebSocketConn } from "../websocket/mod.ts";
+import { encodeFrame, Opcode } from "../websocket/codec/mod.ts";
 import { closeBody, RawClient } from "./ws_helpers.ts";
 
 const decoder = new TextDecoder();

@@ -241,7 +241,7 @@ Deno.test("frames sent right behind the request, before the 101 arrives, are not
     for await (const msg of ws) await ws.send(msg);
   });
   await using client = await RawClient.connect(server.addr.port);
-  const { encodeFrame } = await import("../websocket/sender.ts");
+  const { encodeFrame } = await import("../websocket/codec/sender.ts");
   const frame = encodeFrame(0x1, "early", { mask: true });
   const req = new TextEncoder().encode(upgradeRequest());
   const both = new Uint8Array(req.length + frame.length);

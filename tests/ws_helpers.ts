@@ -1,7 +1,7 @@
 // Helpers for the WebSocket tests: a raw TCP client that speaks the upgrade
 // and frames byte by byte, so tests can send what a real client never would.
 import { BufferedReader } from "../io/buffered_reader.ts";
-import { encodeFrame } from "../websocket/sender.ts";
+import { encodeFrame } from "../websocket/codec/sender.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

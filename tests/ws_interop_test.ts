@@ -9,10 +9,8 @@ import type { IncomingMessage } from "node:http";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
-// Pinned here (deno.json, not ours to edit, has no import map entry for it).
-// @ts-types="npm:@types/ws@8.18.1"
-// deno-lint-ignore no-import-prefix
-import WebSocket, { type RawData, WebSocketServer } from "npm:ws@8.18.3";
+// @ts-types="@types/ws"
+import WebSocket, { type RawData, WebSocketServer } from "ws";
 import { createDevCerts } from "../certs/mod.ts";
 import { connect, serve } from "../websocket/mod.ts";
 import { pseudoRandomBytes, runProgram, startServer } from "./_helpers.ts";

@@ -1,24 +1,27 @@
 // The frame layer without a network: encoder, parser, validation, hub.
 import assert from "node:assert/strict";
 import {
-  acceptKey,
-  applyMask,
   BroadcastHub,
   CloseCode,
+  type PreparedMessage,
+  type Subscriber,
+  WebSocketError,
+} from "../websocket/mod.ts";
+import {
+  acceptKey,
+  applyMask,
   closePayload,
   encodeFrame,
   isValidCloseCode,
   isValidKey,
   isValidUtf8,
   Opcode,
-  type PreparedMessage,
   type ReceivedFrame,
   Receiver,
-  type Subscriber,
-  WebSocketError,
-} from "../websocket/mod.ts";
+} from "../websocket/codec/mod.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
 import { SAMPLE_ACCEPT, SAMPLE_KEY } from "./ws_helpers.ts";
+import { concat } from "./support/bytes.ts";
 
 const enc = new TextEncoder();
 
@@ -29,16 +32,6 @@ function parseAll(bytes: Uint8Array, step: number, server = true, opts = {}): Re
   for (let i = 0; i < bytes.length; i += step) {
     r.push(bytes.slice(i, i + step));
     for (let f; (f = r.next()) !== undefined;) out.push(f);
-  }
-  return out;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
   }
   return out;
 }
@@ -76,12 +69,12 @@ Deno.test("frames of every length class round-trip, masked and not, in any chunk
 
 Deno.test("text keeps a leading BOM and multi-byte characters split across fragments", () => {
   const textBytes = enc.encode("\uFEFFhé🎉 done");
-  const frames = concat(
+  const frames = concat([
     encodeFrame(Opcode.Text, textBytes.subarray(0, 5), { mask: true, fin: false }),
     encodeFrame(Opcode.Ping, "p", { mask: true }),
     encodeFrame(Opcode.Continuation, textBytes.subarray(5, 7), { mask: true, fin: false }),
     encodeFrame(Opcode.Continuation, textBytes.subarray(7), { mask: true }),
-  );
+  ]);
   const out = parseAll(frames, 1);
   assert.equal(out.length, 2);
   assert.equal(out[0].type, "ping");
@@ -110,10 +103,10 @@ Deno.test("the receiver rejects what RFC 6455 forbids, with the right close code
   );
   assertFails(encodeFrame(Opcode.Continuation, "x", { mask: true }), "ERR_WS_BAD_CONTINUATION", P);
   assertFails(
-    concat(
+    concat([
       encodeFrame(Opcode.Text, "a", { mask: true, fin: false }),
       encodeFrame(Opcode.Binary, "b", { mask: true }),
-    ),
+    ]),
     "ERR_WS_BAD_CONTINUATION",
     P,
   );
@@ -143,10 +136,10 @@ Deno.test("invalid UTF-8 closes with 1007, in one frame, across fragments and in
   );
   // A truncated sequence at the end of the last fragment.
   assertFails(
-    concat(
+    concat([
       encodeFrame(Opcode.Text, "ok", { mask: true, fin: false }),
       encodeFrame(Opcode.Continuation, new Uint8Array([0xe2, 0x82]), { mask: true }),
-    ),
+    ]),
     "ERR_WS_INVALID_UTF8",
     I,
   );
@@ -154,7 +147,7 @@ Deno.test("invalid UTF-8 closes with 1007, in one frame, across fragments and in
   const r = new Receiver({ server: true });
   r.push(encodeFrame(Opcode.Text, new Uint8Array([0x61, 0xc0, 0x80]), { mask: true, fin: false }));
   assert.throws(() => r.next(), (e: unknown) => (e as WebSocketError).closeCode === I);
-  const badReason = concat(new Uint8Array([0x03, 0xe8]), new Uint8Array([0xff, 0xfe]));
+  const badReason = concat([new Uint8Array([0x03, 0xe8]), new Uint8Array([0xff, 0xfe])]);
   assertFails(encodeFrame(Opcode.Close, badReason, { mask: true }), "ERR_WS_INVALID_UTF8", I);
 });
 
@@ -170,10 +163,10 @@ Deno.test("maxPayload is enforced on the frame header, before the payload arrive
   });
   // Across fragments: 600 + 600 > 1000.
   assertFails(
-    concat(
+    concat([
       encodeFrame(Opcode.Binary, new Uint8Array(600), { mask: true, fin: false }),
       encodeFrame(Opcode.Continuation, new Uint8Array(600), { mask: true }),
-    ),
+    ]),
     "ERR_WS_MESSAGE_TOO_BIG",
     1009,
     true,
@@ -193,14 +186,14 @@ Deno.test("a stream of tiny fragments hits maxFragments", () => {
   for (let i = 0; i < 20; i++) {
     parts.push(encodeFrame(Opcode.Continuation, "", { mask: true, fin: false }));
   }
-  assertFails(concat(...parts), "ERR_WS_TOO_MANY_FRAGMENTS", 1009, true, { maxFragments: 10 });
+  assertFails(concat(parts), "ERR_WS_TOO_MANY_FRAGMENTS", 1009, true, { maxFragments: 10 });
   // Within the limit the message arrives whole.
   const ok = [encodeFrame(Opcode.Text, "a", { mask: true, fin: false })];
   for (let i = 0; i < 8; i++) {
     ok.push(encodeFrame(Opcode.Continuation, "b", { mask: true, fin: false }));
   }
   ok.push(encodeFrame(Opcode.Continuation, "c", { mask: true }));
-  const out = parseAll(concat(...ok), 5, true, { maxFragments: 10 });
+  const out = parseAll(concat(ok), 5, true, { maxFragments: 10 });
   assert.ok(out[0].type === "message");
   assert.equal(out[0].text, "abbbbbbbbc");
 });

@@ -1,24 +1,22 @@
-// deno-lint-ignore-file no-console
 // The broadcast bus: the in-process bus, the Redis bus against a real
 // redis-server (started by each test on a free port), and ws-server
 // processes sharing one Redis — two, three, and --workers on one port.
 import assert from "node:assert/strict";
+import type { NetkitError } from "../mod.ts";
 import {
   BroadcastHub,
   connect,
   InProcessBus,
-  type NetkitError,
   type PreparedMessage,
-  RedisBus,
-  type RedisBusEvent,
   type Subscriber,
   type WebSocketConn,
 } from "../websocket/mod.ts";
+import { RedisBus, type RedisBusEvent } from "../redis/mod.ts";
 import { delay, runProgram } from "./_helpers.ts";
 import { alive, childPids, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
 
 const SERVER = "cli/ws_server.ts";
-const REDIS = await haveRedis();
+const REDIS = haveRedis();
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -509,9 +507,3 @@ Deno.test({
     await until(() => workers.every((pid) => !alive(pid)), "the workers to exit");
   },
 });
-
-if (!REDIS) {
-  Deno.test("Redis bus tests SKIPPED: redis-server is not installed", () => {
-    console.warn("SKIPPED: install redis-server to run tests/ws_redis_test.ts");
-  });
-}

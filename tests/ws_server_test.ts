@@ -7,13 +7,13 @@ import {
   BroadcastHub,
   connect,
   type Message,
-  Opcode,
   serve,
   upgrade,
   type WebSocketConn,
   type WebSocketError,
   type WebSocketServerEvent,
 } from "../websocket/mod.ts";
+import { Opcode } from "../websocket/codec/mod.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
 import { RawClient, text } from "./ws_helpers.ts";
 

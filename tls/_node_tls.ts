@@ -13,6 +13,7 @@ import tls from "node:tls";
 import { TlsError } from "./errors.ts";
 import { handshakeTimedOut, serverHandshakeError } from "./_translate.ts";
 import { type PeerCertificate, TlsSocketConn } from "./_tls_conn.ts";
+import { writeFull } from "../internal/socket.ts";
 
 /** What the node:tls server side needs. */
 export interface NodeServerOptions {
@@ -82,11 +83,6 @@ function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
       callback(err);
     },
   });
-}
-
-async function writeFull(socket: Deno.Conn, chunk: Uint8Array): Promise<void> {
-  let off = await socket.write(chunk);
-  while (off < chunk.length) off += await socket.write(chunk.subarray(off));
 }
 
 /** Node's socket errors as the Deno errors the rest of netkit expects. */

@@ -2,7 +2,7 @@
 // Deno.TlsConn (or over node:tls, for server-side STARTTLS and client
 // certificates), plus what the handshake agreed. Internal: users see TlsConn.
 import type { Conn } from "../conn.ts";
-import { SocketConn } from "../tcp/_socket_conn.ts";
+import { SocketConn } from "../internal/socket_conn.ts";
 import { TlsError } from "./errors.ts";
 
 /** A client certificate a server asked for and verified. */
@@ -68,15 +68,6 @@ function readError(err: unknown): unknown {
   return err;
 }
 
-/** Deno.startTls leaves `transport` unset on its addresses: it is TCP. */
-function tcpAddr(addr: Deno.Addr): Deno.Addr {
-  const a = addr as Partial<Deno.NetAddr>;
-  if (a.transport === undefined && typeof a.hostname === "string" && typeof a.port === "number") {
-    return { transport: "tcp", hostname: a.hostname, port: a.port };
-  }
-  return addr;
-}
-
 /**
  * A TLS socket whose reads report a missing close_notify as a
  * {@linkcode TlsError} (`ERR_TLS_TRUNCATED`) instead of Deno's bare error.
@@ -89,11 +80,12 @@ class TruncationAware implements Deno.Conn {
   }
 
   get localAddr(): Deno.Addr {
-    return tcpAddr(this.#socket.localAddr);
+    // Deno.startTls leaves `transport` unset: toAddr() copes.
+    return this.#socket.localAddr;
   }
 
   get remoteAddr(): Deno.Addr {
-    return tcpAddr(this.#socket.remoteAddr);
+    return this.#socket.remoteAddr;
   }
 
   get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {

@@ -1,7 +1,7 @@
 // The checks every STARTTLS upgrade makes before it takes the socket over,
 // on either side. Internal.
 import { type Conn, formatAddr } from "../conn.ts";
-import { SocketConn } from "../tcp/_socket_conn.ts";
+import { SocketConn } from "../internal/socket_conn.ts";
 import { TlsError } from "./errors.ts";
 import { TlsSocketConn } from "./_tls_conn.ts";
 

@@ -1,5 +1,5 @@
 import type { Conn } from "../conn.ts";
-import { checkWithDeno } from "./_acceptor.ts";
+import { checkWithDeno } from "./acceptor.ts";
 import { type CertificateOptions, loadCredentials } from "./_credentials.ts";
 import { nodeServerHandshake } from "./_node_tls.ts";
 import type { TlsConn } from "./_tls_conn.ts";

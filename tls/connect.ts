@@ -38,6 +38,13 @@ export interface ConnectOptions {
   timeout?: number;
   /** Gives up when aborted; the promise rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Connect through this proxy: `http://[user:pass@]host:port` (HTTP
+   * CONNECT) or `socks5://[user:pass@]host:port`. TLS runs end to end
+   * through the tunnel, so the proxy sees only ciphertext. Not with a client
+   * certificate (`Deno.startTls` cannot present one).
+   */
+  proxy?: string | URL;
 }
 
 /**
@@ -88,11 +95,25 @@ export async function connect(options: ConnectOptions): Promise<TlsConn> {
     );
   }
 
+  if (options.cert !== undefined && options.proxy !== undefined) {
+    throw new TlsError(
+      "ERR_TLS_BAD_CREDENTIALS",
+      "a client certificate cannot be presented through a proxy (Deno.startTls takes none): " +
+        "connect without the proxy",
+    );
+  }
+
   let socket: Deno.TlsConn;
   if (options.cert !== undefined) {
     socket = await connectTlsWithCert(options, hostname, serverName, timeout, at);
   } else {
-    const tcp = await connectSocket({ hostname, port, timeout, signal: options.signal });
+    const tcp = await connectSocket({
+      hostname,
+      port,
+      timeout,
+      signal: options.signal,
+      proxy: options.proxy,
+    });
     try {
       socket = await Deno.startTls(tcp as Deno.TcpConn, {
         hostname: serverName,

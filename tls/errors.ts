@@ -82,6 +82,7 @@ export type TlsErrorCode =
  * ```
  */
 export class TlsError extends NetkitError {
+  /** Which TLS failure this is; see {@linkcode TlsErrorCode}. */
   declare readonly code: TlsErrorCode;
   /** For `ERR_TLS_CERT_NAME_MISMATCH`: the names the certificate covers. */
   readonly names?: string[];
@@ -91,6 +92,8 @@ export class TlsError extends NetkitError {
   readonly notAfter?: Date;
 
   /**
+   * Makes a TLS error; the message names the cause and the fix.
+   *
    * @param code One of {@linkcode TlsErrorCode}.
    * @param message What went wrong and what to do about it.
    * @param options The underlying error as `cause`, and certificate details.

@@ -1,7 +1,8 @@
 import { type Addr, formatAddr } from "../conn.ts";
-import { toAddr } from "../tcp/_socket_conn.ts";
-import { type Accepting, type Acceptor, openAcceptor, type TlsListenOptions } from "./_acceptor.ts";
+import { toAddr } from "../internal/addr.ts";
+import { type Accepting, type Acceptor, openAcceptor, type TlsListenOptions } from "./acceptor.ts";
 import type { TlsConn } from "./_tls_conn.ts";
+import { closeQuietly } from "../internal/socket.ts";
 
 /** Options for {@linkcode listen}. */
 export interface ListenOptions extends TlsListenOptions {
@@ -148,6 +149,7 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
     this.#fail(new Deno.errors.BadResource("the listener is closed"));
   }
 
+  /** Yields each connection once its handshake is done, until the listener is closed. */
   async *[Symbol.asyncIterator](): AsyncIterator<TlsConn> {
     for (;;) {
       try {
@@ -159,17 +161,10 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
     }
   }
 
+  /** Closes the listener, as `close()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.close();
     await Promise.allSettled([...this.#handshakes].map((h) => h.done));
-  }
-}
-
-function closeQuietly(closable: { close(): void }): void {
-  try {
-    closable.close();
-  } catch {
-    // Already closed.
   }
 }
 

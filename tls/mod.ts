@@ -60,7 +60,7 @@ import type { Conn } from "../conn.ts";
 
 export type { Conn };
 export { type PeerCertificate, type TlsConn } from "./_tls_conn.ts";
-export { DEFAULT_HANDSHAKE_TIMEOUT, type TlsListenOptions } from "./_acceptor.ts";
+export { DEFAULT_HANDSHAKE_TIMEOUT, type TlsListenOptions } from "./acceptor.ts";
 export type { CertificateOptions } from "./_credentials.ts";
 export {
   serve,

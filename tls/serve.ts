@@ -1,6 +1,6 @@
 import type { ConnHandler, Server } from "../conn.ts";
-import { type ServerEvent, type ServerOptions, StreamServer } from "../tcp/_server.ts";
-import { openAcceptor, type TlsListenOptions } from "./_acceptor.ts";
+import { type ServerEvent, type ServerOptions, StreamServer } from "../internal/stream_server.ts";
+import { openAcceptor, type TlsListenOptions } from "./acceptor.ts";
 export type { TlsListenOptions };
 import type { TlsConn } from "./_tls_conn.ts";
 

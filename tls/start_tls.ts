@@ -3,6 +3,7 @@ import { handshakeWithin } from "./_handshake.ts";
 import { type TlsConn, TlsSocketConn } from "./_tls_conn.ts";
 import { checkUpgradable } from "./_upgrade.ts";
 import { clientHandshakeError, handshakeTimedOut } from "./_translate.ts";
+import { closeQuietly } from "../internal/socket.ts";
 
 /** Options for {@linkcode startTls}. */
 export interface StartTlsOptions {
@@ -116,12 +117,4 @@ export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promi
   });
   plain.handOver(upgraded);
   return upgraded;
-}
-
-function closeQuietly(socket: Deno.Conn): void {
-  try {
-    socket.close();
-  } catch {
-    // Already closed.
-  }
 }

@@ -1,5 +1,5 @@
 /**
- * WebSocket servers and clients that speak netkit's {@linkcode Conn}, on
+ * WebSocket servers and clients that speak netkit's `Conn`, on
  * netkit's own RFC 6455 engine: `ws://` over TCP and `wss://` over TLS.
  *
  * - {@linkcode serve} takes a plain `Conn` handler (the TCP echo handler
@@ -10,16 +10,19 @@
  *   keeps one connected with backoff.
  * - {@linkcode upgrade} adapts `Deno.upgradeWebSocket` inside your own
  *   `Deno.serve` handler.
- * - A bus carries topics beyond one hub: {@linkcode InProcessBus} between
- *   servers in one process, {@linkcode RedisBus} between processes sharing a
- *   Redis (`serve({ bus })`).
+ * - A {@linkcode BroadcastBus} carries topics beyond one hub:
+ *   {@linkcode InProcessBus} between servers in one process, `RedisBus`
+ *   (`@netkit/netkit/redis`) between processes sharing a Redis.
  * - Every limit has a default: `maxPayload` 1 MiB (close 1009),
  *   `maxFragments` 1024, `maxBuffered` 1 MiB (close 1008 or drop),
  *   `maxHeadSize` 16 KiB (431), `handshakeTimeout` 10 s.
+ * - The wire format itself (frames, masking, the upgrade handshake,
+ *   validation) is on its own sub-path, `@netkit/netkit/websocket/codec`.
  *
  * @example A broadcast server and two clients
  * ```ts
  * import { connect, serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, {
  *   open: (ws) => void ws.subscribe("all"),
@@ -28,16 +31,13 @@
  * await using a = await connect(server.url);
  * await using b = await connect(server.url);
  * await a.send("hello");
- * console.log(await a.receive(), await b.receive()); // hello hello
+ * assert.equal(await a.receive(), "hello");
+ * assert.equal(await b.receive(), "hello");
  * ```
  *
  * @module
  */
-import type { Addr, Conn, ConnHandler, NetAddr, Server, UnixAddr } from "../conn.ts";
-import type { ServerEvent } from "../tcp/_server.ts";
-
-export type { Addr, Conn, ConnHandler, NetAddr, Server, ServerEvent, UnixAddr };
-export { NetkitError } from "../errors.ts";
+// Endpoints.
 export {
   serve,
   type ServeHandler,
@@ -47,66 +47,19 @@ export {
   type WebSocketHandler,
   WebSocketServer,
   type WebSocketServerEvent,
-} from "./server.ts";
-export { connect, type ConnectOptions, parseWebSocketUrl } from "./client.ts";
-export {
-  type ReconnectingOptions,
-  ReconnectingWebSocket,
-  type ReconnectOptions,
-} from "./reconnect.ts";
-export { upgrade, type Upgraded, type UpgradeOptions } from "./upgrade.ts";
-export {
-  type EngineSink,
-  type Message,
-  type PublishOptions,
-  type SendOptions,
-  WebSocketConn,
-  type WebSocketConnInit,
-  type WebSocketEngine,
-} from "./conn.ts";
-export type { EngineOptions, SlowConsumerPolicy, SlowEvent } from "./engine.ts";
-export {
-  BroadcastHub,
-  type BroadcastHubOptions,
-  type HubPublishOptions,
-  PreparedMessage,
-  type PublishResult,
-  type SendStatus,
-  type Subscriber,
-} from "./hub.ts";
-export { type BroadcastBus, type BusListener, InProcessBus } from "./bus.ts";
-export {
-  parseRedisUrl,
-  RedisBus,
-  RedisBusError,
-  type RedisBusEvent,
-  type RedisBusOptions,
-  type RedisBusStats,
-  type RedisTarget,
-} from "./redis_bus.ts";
-export {
-  acceptKey,
-  type HttpResponse,
-  parseRequestHead,
-  type RequestHead,
-  type UpgradeInfo,
-  type UpgradeRequest,
-  validateUpgrade,
-  type ValidUpgrade,
-} from "./handshake.ts";
+} from "./server/server.ts";
+export type { UpgradeInfo, UpgradeRequest } from "./codec/handshake.ts";
+export type { PlainResponse } from "../internal/http_head.ts";
+export { upgrade, type UpgradeOptions } from "./server/upgrade.ts";
+export { connect, type ConnectOptions } from "./client/client.ts";
+export { type ReconnectingOptions, ReconnectingWebSocket } from "./client/reconnect.ts";
+// One connection.
+export { type Message, type SendOptions, WebSocketConn } from "./connection/conn.ts";
+export type { ConnectionOptions } from "./connection/_engine.ts";
+// Fan-out.
+export { BroadcastHub, type PublishResult, type Subscriber } from "./fanout/hub.ts";
+export { PreparedMessage } from "./fanout/prepared_message.ts";
+export { type BroadcastBus, InProcessBus } from "./fanout/bus.ts";
+// Errors and codes.
 export { HandshakeError, WebSocketError } from "./errors.ts";
-export { type ReceivedFrame, Receiver, type ReceiverOptions } from "./receiver.ts";
-export { applyMask, closePayload, encodeFrame, type EncodeFrameOptions } from "./sender.ts";
-export { isToken, isValidCloseCode, isValidKey, isValidUtf8 } from "./validation.ts";
-export {
-  CloseCode,
-  DEFAULT_CLOSE_TIMEOUT,
-  DEFAULT_HANDSHAKE_TIMEOUT,
-  DEFAULT_HIGH_WATER_MARK,
-  DEFAULT_MAX_BUFFERED,
-  DEFAULT_MAX_FRAGMENTS,
-  DEFAULT_MAX_HEAD_SIZE,
-  DEFAULT_MAX_PAYLOAD,
-  Opcode,
-  WEBSOCKET_GUID,
-} from "./constants.ts";
+export { CloseCode } from "./codec/constants.ts";

@@ -1,0 +1,171 @@
+// The Conn behind TCP, TLS and Unix sockets: a Deno.Conn with a buffered
+// reader and a writable whose pipes and writeAll reach the socket directly.
+// Internal: users see the Conn interface.
+import type { Addr, Conn } from "../conn.ts";
+import { BufferedReader } from "../io/buffered_reader.ts";
+import { RawWritableStream } from "./raw_writable.ts";
+import { writeFull } from "./socket.ts";
+import { toAddr } from "./addr.ts";
+
+/** A Conn a server can manage: force-close it and see whether it made progress. */
+export interface ManagedConn extends Conn {
+  /** Closes at once, dropping anything unsent. Idempotent. */
+  destroy(): void;
+  /** Counts reads and writes started; unchanged over time means idle. */
+  readonly activity: number;
+}
+
+/** Options for {@linkcode SocketConn}. */
+export interface SocketConnOptions {
+  /** The first read buffer's size. @default {16384} */
+  bufferSize?: number;
+}
+
+/** A netkit {@linkcode Conn} over a `Deno.Conn` (TCP, TLS or Unix). */
+export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn {
+  readonly localAddr: Addr;
+  readonly remoteAddr: Addr;
+  readonly closed: Promise<void>;
+
+  #activity = 0;
+  // The connection that took the socket over (a TLS upgrade), if any.
+  #successor: Pick<ManagedConn, "activity" | "close" | "destroy"> | undefined;
+
+  #socket: S;
+  #reader: BufferedReader;
+  #writable: RawWritableStream | undefined;
+  #pendingWrite: Promise<void> | undefined;
+  #writeShut: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #released = false;
+  #resolveClosed!: () => void;
+
+  constructor(socket: S, options: SocketConnOptions = {}) {
+    this.#socket = socket;
+    this.localAddr = toAddr(socket.localAddr);
+    this.remoteAddr = toAddr(socket.remoteAddr);
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#reader = new BufferedReader({
+      read: (p) => {
+        this.#activity++;
+        return this.#socket.read(p);
+      },
+    }, { bufferSize: options.bufferSize });
+  }
+
+  /** Counts reads and writes started, the successor's included. */
+  get activity(): number {
+    return this.#activity + (this.#successor?.activity ?? 0);
+  }
+
+  /** The socket underneath. */
+  get socket(): S {
+    return this.#socket;
+  }
+
+  /** The reader that owns this connection's receive buffer. */
+  get reader(): BufferedReader {
+    return this.#reader;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#reader.readable;
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= new RawWritableStream({
+      write: (chunk) => this.#write(chunk),
+      close: () => this.#shutdownWrite(),
+      abort: () => Promise.resolve(this.destroy()),
+      writeSome: (chunk) => this.#socket.write(chunk),
+    });
+  }
+
+  #write(chunk: Uint8Array): Promise<void> {
+    this.#activity++;
+    const done = writeFull(this.#socket, chunk);
+    this.#pendingWrite = done;
+    return done;
+  }
+
+  #shutdownWrite(): Promise<void> {
+    return this.#writeShut ??= (async () => {
+      await this.#pendingWrite?.catch(() => {});
+      if (this.#released) return;
+      try {
+        await this.#socket.closeWrite();
+      } catch (err) {
+        // The peer may be gone already; the read side reports that.
+        if (!(err instanceof Deno.errors.NotConnected || err instanceof Deno.errors.BadResource)) {
+          throw err;
+        }
+      }
+    })();
+  }
+
+  async closeWrite(): Promise<void> {
+    if (this.#writable !== undefined && !this.#writable.locked) {
+      // Through the stream, so its state says closed and queued chunks go first.
+      try {
+        await this.#writable.close();
+        return;
+      } catch {
+        // Already closed or errored: fall through to the socket.
+      }
+    }
+    await this.#shutdownWrite();
+  }
+
+  close(): Promise<void> {
+    if (this.#successor !== undefined) return this.#successor.close();
+    return this.#closing ??= (async () => {
+      if (this.#writable !== undefined && !this.#writable.locked && this.#writeShut === undefined) {
+        // Flush what was queued; a peer that stopped reading is the server's
+        // idle timeout's business (destroy), not a reason to drop bytes here.
+        await this.#writable.close().catch(() => {});
+      } else {
+        await this.#pendingWrite?.catch(() => {});
+      }
+      this.destroy();
+    })();
+  }
+
+  destroy(): void {
+    this.#successor?.destroy();
+    if (this.#released) return;
+    this.#released = true;
+    try {
+      this.#socket.close();
+    } catch {
+      // Already closed by Deno (e.g. after a TLS upgrade took it over).
+    }
+    this.#closing ??= Promise.resolve();
+    this.#resolveClosed();
+  }
+
+  /**
+   * Hands the socket over (to a TLS upgrade): this Conn stops owning it and
+   * counts as closed. Throws if bytes are still buffered and unread.
+   */
+  detach(): S {
+    if (this.#released) throw new TypeError("the connection is closed");
+    this.#released = true;
+    this.#closing ??= Promise.resolve();
+    this.#resolveClosed();
+    return this.#socket;
+  }
+
+  /**
+   * After {@linkcode detach}: names the connection that took the socket over
+   * (a TLS upgrade, or a stand-in while it handshakes), so that `close()`,
+   * `destroy()` and `activity` reach it — a server's idle timeout, shutdown
+   * and end-of-handler close keep managing the upgraded connection.
+   */
+  handOver(successor: Pick<ManagedConn, "activity" | "close" | "destroy">): void {
+    this.#successor = successor;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

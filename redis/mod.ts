@@ -1,0 +1,32 @@
+/**
+ * Redis for netkit: {@linkcode RedisBus}, a broadcast bus that carries a
+ * WebSocket server's topics between every process sharing one Redis, over
+ * netkit's own RESP2 client (every reply bounded, nothing queued while
+ * offline). Give it to `websocket.serve({ bus })`.
+ *
+ * In a server: `await using bus = await RedisBus.connect("redis://127.0.0.1:6379")`,
+ * then `serve({ port: 0, bus }, handler)`; a publish on any server sharing
+ * that Redis reaches the subscribers of all of them, exactly once.
+ *
+ * @example Where a bus connects to
+ * ```ts
+ * import { parseRedisUrl } from "@netkit/netkit/redis";
+ * import assert from "node:assert/strict";
+ *
+ * const target = parseRedisUrl("rediss://cache.internal:6380");
+ * assert.equal(target.hostname, "cache.internal");
+ * assert.equal(target.port, 6380);
+ * assert.equal(target.tls, true);
+ * ```
+ *
+ * @module
+ */
+export {
+  parseRedisUrl,
+  RedisBus,
+  RedisBusError,
+  type RedisBusEvent,
+  type RedisBusOptions,
+  type RedisBusStats,
+  type RedisTarget,
+} from "./bus.ts";

@@ -1,0 +1,283 @@
+/**
+ * Opt-in reconnection: {@linkcode ReconnectingWebSocket} keeps a client
+ * connected, reconnecting with exponential backoff and jitter.
+ *
+ * @module
+ */
+import { connect, type ConnectOptions } from "./client.ts";
+import type { Message, SendOptions, WebSocketConn } from "../connection/conn.ts";
+
+type RetryPolicy = NonNullable<ReconnectingOptions["reconnect"]>;
+
+/** Options for {@linkcode ReconnectingWebSocket}: those of `connect()`, plus `reconnect`. */
+export interface ReconnectingOptions extends ConnectOptions {
+  /** The retry policy. Times are milliseconds. */
+  reconnect?: {
+    /** The first delay after a disconnect (and after a failed attempt). @default {500} */
+    minDelay?: number;
+    /** The longest delay; each failed attempt doubles it up to this. @default {30000} */
+    maxDelay?: number;
+    /**
+     * How much of each delay is random, from 0 (none) to 1 (anywhere between 0
+     * and the delay), so that many clients do not come back at once.
+     * @default {0.5}
+     */
+    jitter?: number;
+    /** Failed attempts in a row before giving up (`closed` then resolves, `error` says why). @default {Infinity} */
+    maxAttempts?: number;
+    /** Called with each new connection after the first (resubscribe, resend state, …). */
+    onReconnect?: (ws: WebSocketConn) => void | Promise<void>;
+    /** Called when a connection ends (before the delay), with its close code and reason. */
+    onDisconnect?: (code: number, reason: string) => void;
+    /**
+     * Decides whether to try again after a close (`code`) or a failed
+     * attempt (`error`). Default: always.
+     */
+    shouldReconnect?: (event: { code?: number; reason?: string; error?: unknown }) => boolean;
+  };
+}
+
+/**
+ * A client that stays connected: it connects at once and, whenever the
+ * connection ends (or an attempt fails) without `close()` having been
+ * called, connects again after `minDelay`, doubling the delay per failed
+ * attempt up to `maxDelay`, each delay shortened by a random part
+ * (`jitter`). A successful connection resets the delay.
+ *
+ * Messages of every connection come out of one iterator (or `receive()`),
+ * in order. `send()` goes to the current connection and resolves to `false`
+ * while there is none — nothing is queued across a reconnect; wait with
+ * `ready()`, and resend state from `onReconnect`.
+ *
+ * @example
+ * ```ts
+ * import { ReconnectingWebSocket, serve } from "@netkit/netkit/websocket";
+ *
+ * await using server = serve({ port: 0 }, async (ws) => {
+ *   for await (const msg of ws) await ws.send(msg);
+ * });
+ * await using rws = new ReconnectingWebSocket(`ws://127.0.0.1:${server.addr.port}/`, {
+ *   reconnect: { minDelay: 100, maxDelay: 5000, onReconnect: () => console.log("back") },
+ * });
+ * await rws.ready();
+ * await rws.send("hello");
+ * console.log(await rws.receive()); // hello
+ * ```
+ */
+export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDisposable {
+  /** Resolves once closed by `close()`, by the signal, or after giving up. */
+  readonly closed: Promise<void>;
+
+  #url: string | URL;
+  #options: ConnectOptions;
+  #policy: Required<Pick<RetryPolicy, "minDelay" | "maxDelay" | "jitter" | "maxAttempts">>;
+  #hooks: RetryPolicy;
+  #stop = new AbortController();
+  #current: WebSocketConn | undefined;
+  #connections = 0;
+  #error: unknown;
+  #readyWaiters: { resolve: (ws: WebSocketConn) => void; reject: (err: unknown) => void }[] = [];
+  #inbox: Message[] = [];
+  #ended = false;
+  #readers: (() => void)[] = [];
+  #room: (() => void) | undefined;
+  #onUserAbort = () => void this.close();
+
+  /**
+   * Starts connecting at once.
+   *
+   * @param url `ws://…` or `wss://…`.
+   * @param options `connect()` options and the `reconnect` policy.
+   */
+  constructor(url: string | URL, options: ReconnectingOptions = {}) {
+    const { reconnect = {}, signal, ...connectOptions } = options;
+    this.#url = url;
+    this.#options = connectOptions;
+    this.#hooks = reconnect;
+    this.#policy = {
+      minDelay: reconnect.minDelay ?? 500,
+      maxDelay: reconnect.maxDelay ?? 30_000,
+      jitter: Math.min(1, Math.max(0, reconnect.jitter ?? 0.5)),
+      maxAttempts: reconnect.maxAttempts ?? Infinity,
+    };
+    if (!(this.#policy.minDelay >= 0) || !(this.#policy.maxDelay >= this.#policy.minDelay)) {
+      throw new RangeError("reconnect needs 0 <= minDelay <= maxDelay");
+    }
+    if (signal?.aborted) this.#stop.abort();
+    signal?.addEventListener("abort", this.#onUserAbort, { once: true });
+    this.closed = this.#run().finally(() => {
+      signal?.removeEventListener("abort", this.#onUserAbort);
+    });
+  }
+
+  /** The open connection, or `undefined` while (re)connecting. */
+  get current(): WebSocketConn | undefined {
+    return this.#current;
+  }
+
+  /** How many times it has reconnected (connections after the first). */
+  get reconnects(): number {
+    return Math.max(0, this.#connections - 1);
+  }
+
+  /** Why it gave up (the last attempt's error), once `closed` resolved that way. */
+  get error(): unknown {
+    return this.#error;
+  }
+
+  /**
+   * Resolves with the open connection, waiting while (re)connecting.
+   * Rejects once the client is closed or has given up.
+   */
+  ready(): Promise<WebSocketConn> {
+    if (this.#current !== undefined && this.#current.readyState === 1) {
+      return Promise.resolve(this.#current);
+    }
+    if (this.#stop.signal.aborted || this.#ended) return Promise.reject(this.#closedError());
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Sends on the current connection; `false` when there is none (or it dropped the message). */
+  send(data: Message, options?: SendOptions): Promise<boolean> {
+    return this.#current?.send(data, options) ?? Promise.resolve(false);
+  }
+
+  /** The next message from any connection, or `null` once closed. */
+  async receive(): Promise<Message | null> {
+    for (;;) {
+      if (this.#inbox.length > 0) {
+        const msg = this.#inbox.shift()!;
+        if (this.#inbox.length <= 8) this.#releaseRoom();
+        return msg;
+      }
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => this.#readers.push(resolve));
+    }
+  }
+
+  /** Messages from every connection in turn, until closed. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Message> {
+    const it: AsyncIterableIterator<Message> = {
+      next: async () => {
+        const msg = await this.receive();
+        return msg === null ? { done: true, value: undefined } : { done: false, value: msg };
+      },
+      return: () => Promise.resolve({ done: true, value: undefined }),
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  }
+
+  /** Stops reconnecting and closes the current connection. Resolves once all is closed. */
+  close(code?: number, reason?: string): Promise<void> {
+    if (!this.#stop.signal.aborted) {
+      this.#stop.abort();
+      this.#releaseRoom();
+      const current = this.#current;
+      current?.close(code, reason).catch(() => current.destroy());
+    }
+    return this.closed;
+  }
+
+  /** Closes, as {@linkcode ReconnectingWebSocket.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** The delay before attempt `n` (1-based) after a failure or a disconnect. */
+  #delay(n: number): number {
+    const { minDelay, maxDelay, jitter } = this.#policy;
+    const base = Math.min(maxDelay, minDelay * 2 ** Math.min(n - 1, 30));
+    return base * (1 - jitter * Math.random());
+  }
+
+  #closedError(): Error {
+    return this.#error instanceof Error
+      ? this.#error
+      : new Error("the ReconnectingWebSocket is closed");
+  }
+
+  async #run(): Promise<void> {
+    const stop = this.#stop.signal;
+    // Failed attempts in a row (for maxAttempts), and the backoff step.
+    let failures = 0;
+    let step = 0;
+    try {
+      while (!stop.aborted) {
+        let ws: WebSocketConn;
+        try {
+          ws = await connect(this.#url, { ...this.#options, signal: stop });
+        } catch (error) {
+          if (stop.aborted) break;
+          failures++;
+          if (
+            failures >= this.#policy.maxAttempts ||
+            this.#hooks.shouldReconnect?.({ error }) === false
+          ) {
+            this.#error = error;
+            break;
+          }
+          await this.#sleep(this.#delay(++step));
+          continue;
+        }
+        if (stop.aborted) {
+          await ws.close().catch(() => ws.destroy());
+          break;
+        }
+        failures = 0;
+        step = 0;
+        this.#current = ws;
+        this.#connections++;
+        for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve(ws);
+        if (this.#connections > 1) {
+          try {
+            await this.#hooks.onReconnect?.(ws);
+          } catch {
+            // A failing hook must not stop the client.
+          }
+        }
+        for await (const msg of ws) {
+          this.#inbox.push(msg);
+          this.#readers.shift()?.();
+          if (this.#inbox.length >= 16 && !stop.aborted) {
+            await new Promise<void>((r) => (this.#room = r));
+          }
+        }
+        await ws.closed;
+        this.#current = undefined;
+        if (stop.aborted) break;
+        const code = ws.closeCode ?? 1006;
+        this.#hooks.onDisconnect?.(code, ws.closeReason);
+        if (this.#hooks.shouldReconnect?.({ code, reason: ws.closeReason }) === false) break;
+        await this.#sleep(this.#delay(++step));
+      }
+    } finally {
+      this.#ended = true;
+      this.#current = undefined;
+      this.#stop.abort();
+      for (const waiter of this.#readyWaiters.splice(0)) waiter.reject(this.#closedError());
+      for (const reader of this.#readers.splice(0)) reader();
+      this.#releaseRoom();
+    }
+  }
+
+  #releaseRoom(): void {
+    const room = this.#room;
+    this.#room = undefined;
+    room?.();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    const stop = this.#stop.signal;
+    if (stop.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        stop.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      stop.addEventListener("abort", done, { once: true });
+    });
+  }
+}

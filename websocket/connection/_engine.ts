@@ -1,0 +1,560 @@
+// netkit's own WebSocket engine: RFC 6455 framing over a netkit SocketConn
+// (TCP, or TLS for wss). One outbound queue per connection whose small
+// frames are coalesced into one socket write; shared frames for fan-out;
+// backpressure into the socket on the way in. Internal.
+import type { Addr } from "../../conn.ts";
+import type { SocketConn } from "../../internal/socket_conn.ts";
+import {
+  CloseCode,
+  COALESCE_LIMIT,
+  DEFAULT_CLOSE_TIMEOUT,
+  DEFAULT_HIGH_WATER_MARK,
+  DEFAULT_MAX_BUFFERED,
+  DEFAULT_MAX_FRAGMENTS,
+  DEFAULT_MAX_PAYLOAD,
+  Opcode,
+} from "../codec/constants.ts";
+import type { EngineSink, Message, WebSocketEngine } from "./conn.ts";
+import { WebSocketError } from "../errors.ts";
+import type { SendStatus } from "../fanout/hub.ts";
+import type { PreparedMessage } from "../fanout/prepared_message.ts";
+import { Receiver } from "../codec/receiver.ts";
+import { encodeClose, encodeFrame, fitCloseReason } from "../codec/sender.ts";
+
+/** What to do with a connection whose unsent backlog passes `maxBuffered`. */
+export type SlowConsumerPolicy = "close" | "drop";
+
+/** What a slow consumer did, for logs. */
+export type SlowEvent = "closed" | "dropping" | "drained";
+
+/** The limits and timers of one connection. */
+export interface ConnectionOptions {
+  /** Largest message received, in bytes. @default {1048576} */
+  maxPayload?: number;
+  /** Most frames per message. @default {1024} */
+  maxFragments?: number;
+  /** Unsent backlog allowed before `policy` applies, in bytes. @default {1048576} */
+  maxBuffered?: number;
+  /**
+   * What happens to a connection whose unsent backlog passes `maxBuffered`:
+   * `"close"` (1008), or `"drop"` (skipped until it drains). @default {"close"}
+   */
+  policy?: "close" | "drop";
+  /**
+   * Milliseconds without input (not even a pong) after which the connection
+   * is closed with 1001. A silent connection is pinged halfway, so a quiet
+   * peer that is alive stays. 0: never. @default {0}
+   */
+  idleTimeout?: number;
+  /** How long to wait for the peer's close frame (and FIN) in ms. @default {5000} */
+  closeTimeout?: number;
+  /** Backlog over which `send()` waits; `drain` fires when a backlog over it empties. @default {65536} */
+  highWaterMark?: number;
+}
+
+interface Hooks {
+  /** A slow consumer was closed, started being skipped, or drained. */
+  onSlow?: (event: SlowEvent, dropped: number) => void;
+  /** The idle timeout closed the connection. */
+  onIdle?: () => void;
+}
+
+interface PendingPing {
+  id: number;
+  start: number;
+  resolve: (ms: number) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The RFC 6455 engine over a socket. */
+export class FramedEngine implements WebSocketEngine {
+  readonly closed: Promise<void>;
+
+  #conn: SocketConn;
+  #socket: Deno.Conn;
+  #server: boolean;
+  #receiver: Receiver;
+  #maxBuffered: number;
+  #policy: SlowConsumerPolicy;
+  #idleTimeout: number;
+  #closeTimeout: number;
+  #hooks: Hooks;
+  #sink: EngineSink | undefined;
+  #started = false;
+
+  // Outbound.
+  #queue: Uint8Array[] = [];
+  // Joined small frames are copied here, reused write after write (each
+  // write completes before the next is taken): no allocation per write.
+  #joined: Uint8Array = new Uint8Array(0);
+  #head = 0;
+  #queued = 0;
+  #writing = false;
+  #waiters: { bytes: number; resolve: () => void }[] = [];
+  #hwm: number;
+  #pressured = false;
+  #dropping = false;
+  #dropped = 0;
+  #droppedSince = 0;
+
+  // State.
+  #activity = 0;
+  #sentClose = false;
+  #gotClose = false;
+  #ended = false;
+  #endInfo: [number, string] | undefined;
+  #lingering = false;
+  #destroyed = false;
+  #reading = false;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #resolveClosed!: () => void;
+
+  // Pings and idle.
+  #pings: PendingPing[] = [];
+  #pingSeq = 0;
+  #received = 0;
+  #idleSeen = 0;
+  #idleProbe = false;
+  #paused = false;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * @param conn The socket, after the HTTP upgrade.
+   * @param server Whether this is the server's end (unmasked frames out, masked in).
+   */
+  constructor(
+    conn: SocketConn,
+    server: boolean,
+    options: ConnectionOptions = {},
+    hooks: Hooks = {},
+  ) {
+    this.#conn = conn;
+    this.#socket = conn.socket;
+    this.#server = server;
+    this.#receiver = new Receiver({
+      server,
+      maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+      maxFragments: options.maxFragments ?? DEFAULT_MAX_FRAGMENTS,
+    });
+    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
+    this.#policy = options.policy ?? "close";
+    this.#idleTimeout = options.idleTimeout ?? 0;
+    this.#closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
+    this.#hwm = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
+    this.#hooks = hooks;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  get localAddr(): Addr {
+    return this.#conn.localAddr;
+  }
+
+  get remoteAddr(): Addr {
+    return this.#conn.remoteAddr;
+  }
+
+  get bufferedAmount(): number {
+    return this.#queued;
+  }
+
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  get activity(): number {
+    return this.#activity;
+  }
+
+  get closing(): boolean {
+    return this.#sentClose || this.#destroyed;
+  }
+
+  /** Queues bytes to go out first, as they are (the server's 101 response). */
+  queueRaw(bytes: Uint8Array): void {
+    this.#enqueue(bytes);
+  }
+
+  start(sink: EngineSink): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#sink = sink;
+    if (this.#endInfo) sink.end(...this.#endInfo);
+    if (this.#destroyed) return;
+    this.#kick();
+    this.#reading = true;
+    void this.#readLoop();
+    this.#armIdle();
+  }
+
+  sendData(data: Message, binary: boolean): SendStatus {
+    if (this.#sentClose || this.#destroyed) return "closed";
+    const frame = encodeFrame(binary ? Opcode.Binary : Opcode.Text, data, { mask: !this.#server });
+    return this.#admit(frame);
+  }
+
+  sendPrepared(message: PreparedMessage): SendStatus {
+    if (this.#sentClose || this.#destroyed) return "closed";
+    const frame = this.#server
+      ? message.frame
+      : encodeFrame(message.binary ? Opcode.Binary : Opcode.Text, message.payload, { mask: true });
+    return this.#admit(frame);
+  }
+
+  waitBelow(bytes: number): Promise<void> {
+    if (this.#queued <= bytes || this.#destroyed) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ bytes, resolve }));
+  }
+
+  ping(): Promise<number> {
+    if (this.#sentClose || this.#destroyed) {
+      return Promise.reject(
+        new WebSocketError("ERR_WS_CLOSED", "the WebSocket is closing: cannot ping"),
+      );
+    }
+    const id = ++this.#pingSeq >>> 0;
+    const payload = new Uint8Array(4);
+    new DataView(payload.buffer).setUint32(0, id);
+    return new Promise((resolve, reject) => {
+      this.#pings.push({ id, start: performance.now(), resolve, reject });
+      this.#enqueue(encodeFrame(Opcode.Ping, payload, { mask: !this.#server }));
+    });
+  }
+
+  close(code: number | undefined, reason: string): Promise<void> {
+    if (this.#sentClose || this.#destroyed) return this.closed;
+    this.#sentClose = true;
+    this.#enqueue(encodeClose(code, reason, !this.#server));
+    if (this.#gotClose) {
+      this.#finishClose();
+    } else {
+      this.#setCloseTimer();
+    }
+    return this.closed;
+  }
+
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    clearTimeout(this.#closeTimer);
+    clearTimeout(this.#idleTimer);
+    this.#end(CloseCode.Abnormal, "");
+    const closedErr = new WebSocketError("ERR_WS_CLOSED", "the WebSocket closed before the pong");
+    for (const ping of this.#pings.splice(0)) ping.reject(closedErr);
+    this.#queue = [];
+    this.#head = 0;
+    this.#queued = 0;
+    this.#notify();
+    this.#conn.destroy();
+    this.#maybeClosed();
+  }
+
+  #maybeClosed(): void {
+    if (this.#destroyed && !this.#reading && !this.#writing) this.#resolveClosed();
+  }
+
+  #end(code: number, reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#endInfo = [code, reason];
+    this.#sink?.end(code, reason);
+  }
+
+  #setCloseTimer(): void {
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.destroy(), this.#closeTimeout);
+  }
+
+  /** Both close frames are out: the server closes the socket, the client waits for it to. */
+  #finishClose(): void {
+    if (this.#server) {
+      this.#setCloseTimer();
+      void this.waitBelow(0).then(() => this.#shutdown());
+    } else {
+      // The read loop ends at the server's FIN and destroys; the timer is the backstop.
+      this.#lingering = true;
+      this.#setCloseTimer();
+    }
+  }
+
+  /**
+   * Ends the connection gracefully once everything queued is out: half-close
+   * first (a FIN; over TLS a close_notify, without which a strict peer sees a
+   * truncation), then release the socket. The close timer bounds it.
+   */
+  async #shutdown(): Promise<void> {
+    if (this.#destroyed) return;
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      // The peer is gone already.
+    }
+    this.destroy();
+  }
+
+  /** A protocol violation: close with its code, let the peer read it, then go. */
+  #fail(err: WebSocketError): void {
+    this.#lingering = true;
+    if (!this.#sentClose && !this.#destroyed) {
+      this.#sentClose = true;
+      this.#enqueue(encodeClose(err.closeCode, fitCloseReason(err.message), !this.#server));
+    }
+    this.#end(err.closeCode, err.message);
+    this.#setCloseTimer();
+    // Half-close once the close frame is out, and keep reading (discarding)
+    // until the peer closes too: closing with unread input would send a
+    // reset that can destroy the close frame before the peer reads it.
+    void this.waitBelow(0).then(async () => {
+      if (this.#destroyed) return;
+      try {
+        await this.#conn.closeWrite();
+      } catch {
+        this.destroy();
+      }
+    });
+  }
+
+  async #readLoop(): Promise<void> {
+    const reader = this.#conn.reader;
+    try {
+      for (;;) {
+        const chunk = await reader.readChunk();
+        if (this.#destroyed) return;
+        if (chunk === null) {
+          if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
+          // The peer sends nothing more but may still read: what is queued
+          // for it goes out first (bounded by the close timer), then the
+          // connection ends.
+          this.#setCloseTimer();
+          void this.waitBelow(0).then(() => this.#shutdown());
+          return;
+        }
+        this.#activity++;
+        this.#received++;
+        if (this.#lingering) continue;
+        this.#receiver.push(chunk);
+        for (;;) {
+          let frame;
+          try {
+            frame = this.#receiver.next();
+          } catch (err) {
+            if (!(err instanceof WebSocketError)) throw err;
+            this.#fail(err);
+            break;
+          }
+          if (frame === undefined) break;
+          switch (frame.type) {
+            case "message": {
+              if (this.#ended) break;
+              const pending = this.#sink!.message(
+                frame.binary ? frame.data : frame.text!,
+                frame.binary ? undefined : frame.data,
+              );
+              if (pending !== undefined) {
+                this.#paused = true;
+                await pending;
+                this.#paused = false;
+                if (this.#destroyed) return;
+              }
+              break;
+            }
+            case "ping":
+              if (!this.#sentClose) {
+                this.#admit(encodeFrame(Opcode.Pong, frame.data, { mask: !this.#server }));
+              }
+              break;
+            case "pong":
+              this.#onPong(frame.data);
+              break;
+            case "close":
+              this.#gotClose = true;
+              this.#lingering = true;
+              this.#end(frame.code, frame.reason);
+              if (this.#sentClose) this.#finishClose();
+              else this.#setCloseTimer();
+              break;
+          }
+          if (this.#lingering) break;
+        }
+      }
+    } catch (err) {
+      // A reset, or the socket closed under the read.
+      if (!this.#destroyed) {
+        this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
+        this.destroy();
+      }
+    } finally {
+      this.#reading = false;
+      this.#maybeClosed();
+    }
+  }
+
+  #onPong(data: Uint8Array): void {
+    if (data.length !== 4 || this.#pings.length === 0) return;
+    const id = new DataView(data.buffer, data.byteOffset, 4).getUint32(0);
+    const now = performance.now();
+    // A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
+    while (this.#pings.length > 0 && this.#pings[0].id <= id) {
+      const ping = this.#pings.shift()!;
+      ping.resolve(now - ping.start);
+    }
+  }
+
+  #armIdle(): void {
+    if (this.#idleTimeout <= 0 || this.#destroyed) return;
+    // Two ticks per idleTimeout: the first silent one pings, the next closes.
+    this.#idleTimer = setTimeout(() => this.#onIdle(), Math.max(1, this.#idleTimeout / 2));
+  }
+
+  #onIdle(): void {
+    if (this.#destroyed || this.#sentClose) return;
+    if (this.#received !== this.#idleSeen || this.#paused) {
+      this.#idleSeen = this.#received;
+      this.#idleProbe = false;
+    } else if (!this.#idleProbe) {
+      this.#idleProbe = true;
+      this.ping().catch(() => {});
+    } else {
+      this.#hooks.onIdle?.();
+      void this.close(CloseCode.GoingAway, "idle timeout");
+      return;
+    }
+    this.#armIdle();
+  }
+
+  /** Queues a data frame (or pong) unless the slow-consumer policy says no. */
+  #admit(frame: Uint8Array): SendStatus {
+    if (this.#dropping) {
+      this.#dropped++;
+      this.#droppedSince++;
+      return "dropped";
+    }
+    if (this.#queued > 0 && this.#queued + frame.length > this.#maxBuffered) {
+      if (this.#policy === "drop") {
+        this.#dropping = true;
+        this.#dropped++;
+        this.#droppedSince = 1;
+        this.#hooks.onSlow?.("dropping", this.#dropped);
+        return "dropped";
+      }
+      this.#closeSlow();
+      return "closed";
+    }
+    this.#enqueue(frame);
+    return "sent";
+  }
+
+  /** `policy: "close"`: drop the backlog not yet in flight and close with 1008. */
+  #closeSlow(): void {
+    let discarded = 0;
+    for (let i = this.#head; i < this.#queue.length; i++) discarded += this.#queue[i].length;
+    this.#queue = [];
+    this.#head = 0;
+    this.#queued -= discarded;
+    this.#hooks.onSlow?.("closed", this.#dropped);
+    void this.close(CloseCode.PolicyViolation, "slow consumer: send backlog over maxBuffered");
+    this.#end(CloseCode.PolicyViolation, "slow consumer: send backlog over maxBuffered");
+  }
+
+  #enqueue(frame: Uint8Array): void {
+    this.#queue.push(frame);
+    this.#queued += frame.length;
+    if (this.#queued > this.#hwm) this.#pressured = true;
+    this.#kick();
+  }
+
+  #kick(): void {
+    if (this.#writing || !this.#started || this.#destroyed || this.#head === this.#queue.length) {
+      return;
+    }
+    this.#writing = true;
+    void this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    // Let the sends of this turn queue up, so that they share one write.
+    await undefined;
+    try {
+      while (this.#head < this.#queue.length && !this.#destroyed) {
+        const chunk = this.#take();
+        let off = 0;
+        while (off < chunk.length) off += await this.#socket.write(chunk.subarray(off));
+        this.#activity++;
+        if (this.#destroyed) break;
+        this.#queued -= chunk.length;
+        this.#notify();
+      }
+    } catch (err) {
+      if (!this.#destroyed) {
+        this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
+        this.destroy();
+      }
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#destroyed) {
+      this.#maybeClosed();
+      return;
+    }
+    if (this.#head < this.#queue.length) {
+      this.#kick();
+      return;
+    }
+    if (this.#dropping) {
+      this.#dropping = false;
+      this.#hooks.onSlow?.("drained", this.#droppedSince);
+      this.#droppedSince = 0;
+    }
+    if (this.#pressured) {
+      this.#pressured = false;
+      if (!this.#sentClose) this.#sink?.drain();
+    }
+  }
+
+  /** The next write: one frame, or several small ones joined. */
+  #take(): Uint8Array {
+    const queue = this.#queue;
+    const start = this.#head;
+    const first = queue[start];
+    let end = start + 1;
+    let total = first.length;
+    if (total < COALESCE_LIMIT) {
+      while (end < queue.length && total + queue[end].length <= COALESCE_LIMIT) {
+        total += queue[end++].length;
+      }
+    }
+    let out = first;
+    if (end > start + 1) {
+      if (this.#joined.length < total) this.#joined = new Uint8Array(Math.max(total, 4096));
+      out = this.#joined.subarray(0, total);
+      let off = 0;
+      for (let i = start; i < end; i++) {
+        out.set(queue[i], off);
+        off += queue[i].length;
+      }
+    }
+    if (end === queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (end > 1024) {
+      this.#queue = queue.slice(end);
+      this.#head = 0;
+    } else {
+      for (let i = start; i < end; i++) queue[i] = EMPTY;
+      this.#head = end;
+    }
+    return out;
+  }
+
+  #notify(): void {
+    if (this.#waiters.length === 0) return;
+    const queued = this.#queued;
+    const keep: { bytes: number; resolve: () => void }[] = [];
+    for (const waiter of this.#waiters) {
+      if (this.#destroyed || queued <= waiter.bytes) waiter.resolve();
+      else keep.push(waiter);
+    }
+    this.#waiters = keep;
+  }
+}
+
+const EMPTY = new Uint8Array(0);

@@ -1,0 +1,750 @@
+/**
+ * The WebSocket server: `ws://` over TCP, `wss://` over TLS, with netkit's
+ * own RFC 6455 engine.
+ *
+ * @module
+ */
+import { type Addr, type ConnHandler, formatAddr, type Server } from "../../conn.ts";
+import { NetkitError } from "../../errors.ts";
+import { LimitExceededError, UnexpectedEofError } from "../../io/errors.ts";
+import { guarded, type ServerEvent, StreamServer } from "../../internal/stream_server.ts";
+import { SocketConn } from "../../internal/socket_conn.ts";
+import { listenSocket } from "../../tcp/listen.ts";
+import { type Accepting, openAcceptor } from "../../tls/acceptor.ts";
+import { CloseCode, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_SIZE } from "../codec/constants.ts";
+import {
+  kDiscard,
+  kOnDrain,
+  kServe,
+  kStart,
+  type Message,
+  WebSocketConn,
+} from "../connection/conn.ts";
+import { type ConnectionOptions, FramedEngine } from "../connection/_engine.ts";
+import { HandshakeError } from "../errors.ts";
+import {
+  formatPlainResponse,
+  type PlainResponse,
+  type RequestHead,
+} from "../../internal/http_head.ts";
+import {
+  formatAccept,
+  isUpgradeRequest,
+  parseRequestHead,
+  type UpgradeInfo,
+  type UpgradeRequest,
+  validateUpgrade,
+} from "../codec/handshake.ts";
+import { BroadcastHub, type PublishResult } from "../fanout/hub.ts";
+import type { PreparedMessage } from "../fanout/prepared_message.ts";
+import type { BroadcastBus } from "../fanout/bus.ts";
+import { writeFull } from "../../internal/socket.ts";
+import { hostPort } from "../../internal/host.ts";
+
+/**
+ * What the `upgrade` hook decides: accept (`undefined`, `true`, or
+ * `{ data, protocol, headers }`), refuse with 403 (`false`), or refuse with
+ * a response of its own (`{ status: 401, body: "token?" }` or a `Response`).
+ */
+export type UpgradeDecision<T> =
+  | void
+  | boolean
+  | PlainResponse
+  | Response
+  | {
+    /** Per-connection data, as `ws.data`. */
+    data?: T;
+    /** The subprotocol to agree on: one the client offered. */
+    protocol?: string;
+    /** Extra headers for the 101 response. */
+    headers?: HeadersInit;
+  };
+
+/** The `upgrade` hook: sees the request before the handshake completes. */
+export type UpgradeHook<T> = (
+  request: UpgradeRequest,
+  info: UpgradeInfo,
+) => UpgradeDecision<T> | Promise<UpgradeDecision<T>>;
+
+/**
+ * A handler object, as Bun's `websocket` handlers: callbacks per event.
+ * Messages are handled one at a time, in order, straight from the read
+ * loop: a `message` that returns a promise holds the next ones back until it
+ * settles (they wait in a bounded inbox; when that is full, reading from the
+ * client pauses). Control frames are still read meanwhile, so a handler may
+ * await `ws.ping()`.
+ */
+export interface WebSocketHandler<T = unknown> {
+  /** Decides on each upgrade request; see {@linkcode UpgradeDecision}. Default: accept. */
+  upgrade?: UpgradeHook<T>;
+  /** The connection is open (topics subscribed here get every later publish). */
+  open?(ws: WebSocketConn<T>): void | Promise<void>;
+  /** A message arrived: a `string` for text (`isBinary` false), bytes for binary. */
+  message?(ws: WebSocketConn<T>, data: Message, isBinary: boolean): void | Promise<void>;
+  /** The connection closed, with the code and reason of {@linkcode WebSocketConn.closeCode}. */
+  close?(ws: WebSocketConn<T>, code: number, reason: string): void | Promise<void>;
+  /** A send backlog over the high-water mark has emptied. */
+  drain?(ws: WebSocketConn<T>): void;
+}
+
+/** What a WebSocket server reports as it runs; programs log these to stderr. */
+export type WebSocketServerEvent =
+  | ServerEvent
+  | {
+    /** A request that was not a valid upgrade (or never finished), and what was answered (0: nothing). */
+    type: "rejected";
+    remoteAddr: Addr;
+    status: number;
+    error: HandshakeError;
+  }
+  | {
+    /** A plain HTTP request answered by `onRequest`, or an upgrade the `upgrade` hook refused. */
+    type: "request";
+    remoteAddr: Addr;
+    method: string;
+    target: string;
+    status: number;
+  }
+  | {
+    /** A slow consumer over `maxBuffered`: closed, skipped from now on, or caught up after `dropped` messages. */
+    type: "slow";
+    remoteAddr: Addr;
+    action: "closed" | "dropping" | "drained";
+    dropped: number;
+  };
+
+/** Options for {@linkcode serve}. Every limit has a default; times are milliseconds. */
+export interface ServeOptions<T = unknown> extends ConnectionOptions {
+  /** The address to bind. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** The port; 0 picks a free one. @default {0} */
+  port?: number;
+  /** Lets several processes bind the same port (Linux). @default {false} */
+  reusePort?: boolean;
+  /** The certificate chain (PEM): with `key`, the server speaks `wss://`. */
+  cert?: string;
+  /** The private key (PEM) for `cert`. */
+  key?: string;
+  /** A path to read `cert` from, instead of `cert`. */
+  certFile?: string;
+  /** A path to read `key` from, instead of `key`. */
+  keyFile?: string;
+  /** Only this path upgrades (and reaches `onRequest`); others get 404. Default: every path. */
+  path?: string;
+  /**
+   * The subprotocols the server speaks, preferred first; the first the client
+   * also offers is agreed on unless `upgrade` picks one. @default {[]}
+   */
+  protocols?: string[];
+  /**
+   * Milliseconds from accept to a finished upgrade, the TLS handshake
+   * included; a client that trickles its request slower is closed.
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /** The largest request head (request line and headers); over it: 431. @default {16384} */
+  maxHeadSize?: number;
+  /** Connections at once; one more is closed at accept, never queued. @default {Infinity} */
+  maxConnections?: number;
+  /**
+   * Milliseconds open connections get after shutdown starts (each is sent
+   * close 1001 at once) before the rest are ended. @default {5000}
+   */
+  gracePeriod?: number;
+  /** Shuts the server down gracefully when aborted. */
+  signal?: AbortSignal;
+  /**
+   * Called for connection events and errors. By default errors are logged
+   * with `console.error` and the rest ignored.
+   */
+  onEvent?: (event: WebSocketServerEvent) => void;
+  /**
+   * Answers requests on the path that are not upgrades (a page, a health
+   * check). Without it they get `426 Upgrade Required`.
+   */
+  onRequest?: (
+    request: UpgradeRequest,
+    info: UpgradeInfo,
+  ) => PlainResponse | Response | Promise<PlainResponse | Response>;
+  /** The `upgrade` hook for a plain `Conn` handler (a handler object has its own). */
+  upgrade?: UpgradeHook<T>;
+  /** The hub for topics; share one between servers. Default: a new one. */
+  hub?: BroadcastHub;
+  /**
+   * The bus for the server's own hub (when `hub` is not given): publishes
+   * reach the subscribers of every server on the bus — in this process
+   * (`InProcessBus`) or in every process sharing a Redis (`RedisBus`). The
+   * server leaves the bus when it stops; closing the bus is yours.
+   */
+  bus?: BroadcastBus;
+}
+
+/** A plain handler (any netkit `Conn` handler), or a {@linkcode WebSocketHandler} object. */
+export type ServeHandler<T = unknown> = ConnHandler<WebSocketConn<T>> | WebSocketHandler<T>;
+
+/** A request answered without an upgrade: not an error. Internal. */
+class AnsweredRequest extends Error {
+  constructor(readonly method: string, readonly target: string, readonly status: number) {
+    super(`answered ${method} ${target} with ${status}`);
+  }
+}
+
+function defaultOnEvent(event: WebSocketServerEvent): void {
+  if (event.type !== "error") return;
+  const from = event.remoteAddr ? ` (${formatAddr(event.remoteAddr)})` : "";
+  const message = event.error instanceof Error ? event.error.message : String(event.error);
+  // deno-lint-ignore no-console
+  console.error(`netkit: connection error${from}: ${message}`);
+}
+
+async function toPlainResponse(res: PlainResponse | Response): Promise<PlainResponse> {
+  if (!(res instanceof Response)) return res;
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: new Uint8Array(await res.arrayBuffer()),
+  };
+}
+
+function isRefusal(decision: unknown): decision is PlainResponse | Response {
+  return decision instanceof Response ||
+    (typeof decision === "object" && decision !== null &&
+      typeof (decision as PlainResponse).status === "number");
+}
+
+/**
+ * A running WebSocket server: a netkit {@linkcode Server} plus topics.
+ */
+export class WebSocketServer<T = unknown> implements Server {
+  /** The address listened on; `port` is the real one when 0 was asked for. */
+  readonly addr: { hostname: string; port: number };
+  /** Resolves once the server has stopped and its last connection is gone. */
+  readonly finished: Promise<void>;
+  /** The hub behind `subscribe`/`publish`. */
+  readonly hub: BroadcastHub;
+  /** Whether the server speaks `wss://`. */
+  readonly secure: boolean;
+
+  #stream: StreamServer<WebSocketConn<T>>;
+  #options: ServeOptions<T>;
+  #handler: ServeHandler<T>;
+  #upgrade: UpgradeHook<T> | undefined;
+  #emit: (event: WebSocketServerEvent) => void;
+  #open = new Set<WebSocketConn<T>>();
+  #handshaking = new Set<() => void>();
+  #closing = false;
+  #tlsHandshake: ((socket: Deno.Conn) => Accepting) | undefined;
+  #onAbort = () => void this.close();
+
+  /** Made by {@linkcode serve}. */
+  constructor(
+    listener: Deno.Listener,
+    options: ServeOptions<T>,
+    handler: ServeHandler<T>,
+    tlsHandshake?: (socket: Deno.Conn) => Accepting,
+  ) {
+    this.#tlsHandshake = tlsHandshake;
+    this.#options = options;
+    this.#handler = handler;
+    this.#upgrade = typeof handler === "function"
+      ? options.upgrade
+      : handler.upgrade ?? options.upgrade;
+    this.#emit = guarded(options.onEvent ?? defaultOnEvent);
+    const ownHub = options.hub === undefined;
+    this.hub = options.hub ?? new BroadcastHub({ bus: options.bus });
+    this.secure = tlsHandshake !== undefined;
+    this.#stream = new StreamServer<WebSocketConn<T>>(
+      listener,
+      (socket) => this.#accept(socket),
+      (ws) => this.#run(ws),
+      {
+        maxConnections: options.maxConnections,
+        gracePeriod: options.gracePeriod,
+        idleTimeout: 0,
+        onEvent: (event) => this.#onStreamEvent(event),
+      },
+    );
+    this.addr = this.#stream.addr;
+    this.finished = this.#stream.finished.then(() => {
+      options.signal?.removeEventListener("abort", this.#onAbort);
+      if (ownHub) this.hub.detach();
+    });
+    if (options.signal?.aborted) void this.close();
+    else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** How many WebSocket connections are open. */
+  get connections(): number {
+    return this.#open.size;
+  }
+
+  /** The server's URL without a path: `ws://127.0.0.1:8080`. */
+  get url(): string {
+    return `${this.secure ? "wss" : "ws"}://${hostPort(this.addr.hostname, this.addr.port)}`;
+  }
+
+  /**
+   * Sends `message` to every subscriber of `topic`, encoded once.
+   *
+   * @returns How many got it queued and how many were skipped (slow or closing).
+   */
+  publish(
+    topic: string,
+    message: Message | PreparedMessage,
+    options?: { binary?: boolean },
+  ): PublishResult {
+    return this.hub.publish(topic, message, options);
+  }
+
+  /**
+   * Stops accepting, sends every open connection close 1001, waits for them
+   * for the grace period, then ends the rest. Idempotent: returns `finished`.
+   */
+  close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      void this.#stream.close();
+      // Upgrades still in progress are not work worth waiting for.
+      for (const abort of this.#handshaking) abort();
+      for (const ws of this.#open) {
+        ws.close(CloseCode.GoingAway, "server shutting down").catch(() => {});
+      }
+    }
+    return this.finished;
+  }
+
+  /** Shuts down, as {@linkcode WebSocketServer.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #onStreamEvent(event: ServerEvent): void {
+    if (event.type === "error" && event.remoteAddr !== undefined) {
+      const { error, remoteAddr } = event;
+      if (error instanceof AnsweredRequest) {
+        const { method, target, status } = error;
+        this.#emit({ type: "request", remoteAddr, method, target, status });
+        return;
+      }
+      if (error instanceof HandshakeError) {
+        this.#emit({ type: "rejected", remoteAddr, status: error.status, error });
+        return;
+      }
+    }
+    this.#emit(event);
+  }
+
+  async #accept(socket: Deno.Conn): Promise<WebSocketConn<T>> {
+    const timeout = this.#options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT;
+    let timedOut = false;
+    let accepting: Accepting | undefined;
+    const abort = () => {
+      accepting?.destroy();
+      try {
+        socket.close();
+      } catch {
+        // Already closed.
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort();
+    }, timeout);
+    this.#handshaking.add(abort);
+    try {
+      let conn: SocketConn;
+      if (this.#tlsHandshake !== undefined) {
+        accepting = this.#tlsHandshake(socket);
+        conn = await accepting.done;
+      } else {
+        conn = new SocketConn(socket);
+      }
+      return await this.#handshake(conn);
+    } catch (err) {
+      if (
+        this.#closing && !timedOut &&
+        !(err instanceof AnsweredRequest || err instanceof HandshakeError)
+      ) {
+        throw new HandshakeError(
+          "ERR_WS_HANDSHAKE",
+          "the server shut down during the upgrade",
+          0,
+          "",
+          {
+            cause: err,
+          },
+        );
+      }
+      if (timedOut && !(err instanceof AnsweredRequest)) {
+        throw new HandshakeError(
+          "ERR_WS_HANDSHAKE_TIMEOUT",
+          `no complete ${this.secure ? "TLS handshake and " : ""}WebSocket upgrade within ${
+            timeout / 1000
+          }s: closed`,
+        );
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#handshaking.delete(abort);
+    }
+  }
+
+  /** Writes a response that ends the connection, then lets the client read it. */
+  async #answer(conn: SocketConn, response: PlainResponse, method: string): Promise<void> {
+    try {
+      await writeFull(conn.socket, formatPlainResponse(response, method));
+      await conn.socket.closeWrite();
+      // Read what the client still sends until it closes (bounded, and the
+      // handshake timeout still runs): closing with unread input would reset
+      // the connection and could destroy the response before it is read.
+      let seen = 0;
+      for (;;) {
+        const chunk = await conn.reader.readChunk();
+        if (chunk === null || (seen += chunk.length) > 65536) break;
+      }
+    } catch {
+      // The client is gone: nothing more to tell it.
+    } finally {
+      conn.destroy();
+    }
+  }
+
+  async #reject(conn: SocketConn, err: HandshakeError, method = "GET"): Promise<never> {
+    const headers = new Headers();
+    if (err.status === 405) headers.set("allow", "GET");
+    if (err.status === 426) {
+      headers.set("upgrade", "websocket");
+      headers.set("sec-websocket-version", "13");
+    }
+    if (err.status > 0) {
+      await this.#answer(conn, { status: err.status, headers, body: err.message + "\n" }, method);
+    }
+    throw err;
+  }
+
+  async #handshake(conn: SocketConn): Promise<WebSocketConn<T>> {
+    const options = this.#options;
+    const maxHeadSize = options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE;
+    let bytes: Uint8Array | null;
+    try {
+      bytes = await conn.reader.readUntil("\r\n\r\n", { maxBytes: maxHeadSize });
+    } catch (err) {
+      if (err instanceof LimitExceededError) {
+        await this.#reject(
+          conn,
+          new HandshakeError(
+            "ERR_WS_HANDSHAKE",
+            `request head over maxHeadSize (${maxHeadSize} bytes)`,
+            431,
+          ),
+        );
+      }
+      if (err instanceof UnexpectedEofError) {
+        throw new HandshakeError(
+          "ERR_WS_HANDSHAKE",
+          "the client closed in the middle of its request",
+        );
+      }
+      throw err;
+    }
+    if (bytes === null) {
+      throw new HandshakeError("ERR_WS_HANDSHAKE", "the client closed without sending a request");
+    }
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(bytes);
+    } catch (err) {
+      return await this.#reject(conn, err as HandshakeError);
+    }
+    const info: UpgradeInfo = {
+      remoteAddr: conn.remoteAddr,
+      localAddr: conn.localAddr,
+      secure: this.secure,
+    };
+    const url = this.#urlOf(head, conn.localAddr);
+    if (url === undefined) {
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", "malformed request target", 400),
+      );
+    }
+    if (options.path !== undefined && url.pathname !== options.path) {
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", `no WebSocket endpoint at ${url.pathname}`, 404),
+        head.method,
+      );
+    }
+    const request: UpgradeRequest = {
+      method: head.method,
+      url,
+      target: head.target,
+      path: url.pathname,
+      headers: head.headers,
+      protocols: [],
+    };
+    if (!isUpgradeRequest(head) && options.onRequest !== undefined) {
+      const response = await toPlainResponse(await options.onRequest(request, info));
+      await this.#answer(conn, response, head.method);
+      throw new AnsweredRequest(head.method, head.target, response.status);
+    }
+    if (!isUpgradeRequest(head)) {
+      return await this.#reject(
+        conn,
+        new HandshakeError(
+          "ERR_WS_HANDSHAKE",
+          "this is a WebSocket endpoint: connect with a WebSocket client",
+          426,
+        ),
+        head.method,
+      );
+    }
+    let valid;
+    try {
+      valid = validateUpgrade(head);
+    } catch (err) {
+      return await this.#reject(conn, err as HandshakeError, head.method);
+    }
+    request.protocols = valid.protocols;
+    if (this.#closing) {
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", "the server is shutting down", 503),
+      );
+    }
+    let decision: UpgradeDecision<T> = undefined;
+    if (this.#upgrade !== undefined) {
+      try {
+        decision = await this.#upgrade(request, info);
+      } catch (err) {
+        await this.#answer(conn, { status: 500, body: "internal error\n" }, head.method);
+        throw err;
+      }
+    }
+    if (decision === false || isRefusal(decision)) {
+      const response = decision === false
+        ? { status: 403, body: "forbidden\n" }
+        : await toPlainResponse(decision);
+      await this.#answer(conn, response, head.method);
+      throw new AnsweredRequest(head.method, head.target, response.status);
+    }
+    const accepted = typeof decision === "object" && decision !== null ? decision : {};
+    const protocol = accepted.protocol ??
+      valid.protocols.find((p) => options.protocols?.includes(p)) ?? "";
+    if (protocol !== "" && !valid.protocols.includes(protocol)) {
+      await this.#answer(conn, { status: 500, body: "internal error\n" }, head.method);
+      throw new NetkitError(
+        "ERR_WS_BAD_PROTOCOL",
+        `the upgrade hook chose subprotocol "${protocol}", which the client did not offer`,
+      );
+    }
+
+    if (this.#closing) {
+      return await this.#reject(
+        conn,
+        new HandshakeError("ERR_WS_HANDSHAKE", "the server is shutting down", 503),
+      );
+    }
+    let response = await formatAccept(valid.key, protocol);
+    if (accepted.headers !== undefined) {
+      response = withHeaders(response, new Headers(accepted.headers));
+    }
+    const remoteAddr = conn.remoteAddr;
+    const engine = new FramedEngine(conn, true, this.#engineOptions(), {
+      onSlow: (action, dropped) => this.#emit({ type: "slow", remoteAddr, action, dropped }),
+      onIdle: () => this.#emit({ type: "idle", remoteAddr }),
+    });
+    engine.queueRaw(response);
+    const ws = new WebSocketConn<T>({
+      engine,
+      protocol,
+      url: head.target,
+      data: accepted.data,
+      hub: this.hub,
+      highWaterMark: options.highWaterMark,
+    });
+    this.#open.add(ws);
+    ws.closed.then(() => this.#open.delete(ws));
+    return ws;
+  }
+
+  #engineOptions(): ConnectionOptions {
+    const o = this.#options;
+    return {
+      maxPayload: o.maxPayload,
+      maxFragments: o.maxFragments,
+      maxBuffered: o.maxBuffered,
+      policy: o.policy,
+      idleTimeout: o.idleTimeout,
+      closeTimeout: o.closeTimeout,
+      highWaterMark: o.highWaterMark,
+    };
+  }
+
+  #urlOf(head: RequestHead, local: Addr): URL | undefined {
+    const scheme = this.secure ? "wss" : "ws";
+    const fallback = "hostname" in local
+      ? formatAddr({ hostname: local.hostname, port: local.port })
+      : "localhost";
+    try {
+      if (head.target.startsWith("/")) {
+        const host = head.headers.get("host") ?? fallback;
+        try {
+          return new URL(head.target, `${scheme}://${host}`);
+        } catch {
+          return new URL(head.target, `${scheme}://${fallback}`);
+        }
+      }
+      const url = new URL(head.target);
+      return /^(https?|wss?):$/.test(url.protocol) ? url : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #run(ws: WebSocketConn<T>): Promise<void> {
+    const handler = this.#handler;
+    if (typeof handler === "function") {
+      let running: void | Promise<void>;
+      try {
+        running = handler(ws);
+      } finally {
+        ws[kStart]();
+      }
+      await running;
+      return;
+    }
+    if (handler.drain) {
+      ws[kOnDrain] = (conn) => {
+        try {
+          handler.drain!(conn);
+        } catch (error) {
+          // As for a message handler that throws: report it, close with 1011.
+          this.#emit({ type: "error", remoteAddr: conn.remoteAddr, error });
+          conn[kDiscard]();
+          conn.close(CloseCode.InternalError, "internal error").catch(() => {});
+        }
+      };
+    }
+    let opened: void | Promise<void>;
+    try {
+      try {
+        opened = handler.open?.(ws);
+      } finally {
+        ws[kStart]();
+      }
+      await opened;
+      const onMessage = handler.message;
+      let failed = false;
+      // A message handler that throws or rejects costs its own connection:
+      // report it, drop what follows, close with 1011.
+      const fail = (error: unknown) => {
+        if (failed) return;
+        failed = true;
+        this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+        ws[kDiscard]();
+        ws.close(CloseCode.InternalError, "internal error").catch(() => {});
+      };
+      await ws[kServe]((data) => {
+        if (onMessage === undefined || failed) return;
+        let pending: void | Promise<void>;
+        try {
+          pending = onMessage.call(handler, ws, data, typeof data !== "string");
+        } catch (error) {
+          return fail(error);
+        }
+        if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
+      });
+    } catch (error) {
+      this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+      ws[kDiscard]();
+      await ws.close(CloseCode.InternalError, "internal error");
+    }
+    await ws.close();
+    await handler.close?.(ws, ws.closeCode ?? CloseCode.Abnormal, ws.closeReason);
+  }
+}
+
+function withHeaders(response: Uint8Array, headers: Headers): Uint8Array {
+  let extra = "";
+  for (const [name, value] of headers) extra += `${name}: ${value}\r\n`;
+  const head = new TextDecoder().decode(response);
+  return new TextEncoder().encode(head.slice(0, -2) + extra + "\r\n");
+}
+
+/**
+ * Serves WebSocket: `ws://` over TCP, or `wss://` when `cert` and `key` are
+ * given. Each connection gets its own session, many at once; a session that
+ * throws costs its own connection only.
+ *
+ * `handler` is either a plain netkit `Conn` handler — the TCP echo handler
+ * serves WebSocket unchanged: each message is one chunk of `conn.readable`,
+ * each chunk written one binary message — or a {@linkcode WebSocketHandler}
+ * object with `upgrade`, `open`, `message`, `close` and `drain` callbacks.
+ *
+ * Requests that are not upgrades get `onRequest`'s answer, else 426; bad
+ * upgrades get 400, 404 (another path), 405 (not GET), 426 (version not
+ * 13) or 431 (head over `maxHeadSize`). Shutdown (`close()`, `signal`,
+ * `await using`) stops accepting, sends close 1001 to every client, waits
+ * `gracePeriod`, then ends the rest.
+ *
+ * | limit | default | over it |
+ * | --- | --- | --- |
+ * | `maxPayload` | 1 MiB | close 1009 |
+ * | `maxFragments` | 1024 frames | close 1009 |
+ * | `maxBuffered` | 1 MiB | close 1008 (`policy: "close"`) or skip until drained (`"drop"`) |
+ * | `maxHeadSize` | 16 KiB | 431 |
+ * | `handshakeTimeout` | 10 s | connection closed |
+ * | `idleTimeout` | 0 (off) | ping; close 1001 if still silent |
+ * | `closeTimeout` | 5 s | socket closed without the peer's close frame |
+ *
+ * @throws {NetworkError} The address is in use or not available.
+ *
+ * @example A broadcast chat
+ * ```ts
+ * import { serve } from "@netkit/netkit/websocket";
+ *
+ * await using server = serve({ port: 0 }, {
+ *   open: (ws) => void ws.subscribe("chat"),
+ *   message: (ws, data) => void ws.publish("chat", data, { includeSelf: true }),
+ * });
+ * console.log(`listening on ${server.url}`);
+ * ```
+ *
+ * @example The TCP echo handler, unchanged
+ * ```ts
+ * import { echo } from "@netkit/netkit";
+ * import { serve } from "@netkit/netkit/websocket";
+ *
+ * await using _server = serve({ port: 0 }, echo);
+ * ```
+ */
+export function serve<T = unknown>(
+  options: ServeOptions<T>,
+  handler: ServeHandler<T>,
+): WebSocketServer<T> {
+  const hostname = options.hostname ?? "127.0.0.1";
+  const port = options.port ?? 0;
+  const tls = options.cert !== undefined || options.key !== undefined ||
+    options.certFile !== undefined || options.keyFile !== undefined;
+  if (!tls) {
+    return new WebSocketServer(
+      listenSocket({ hostname, port, reusePort: options.reusePort }),
+      options,
+      handler,
+    );
+  }
+  // The TLS handshake runs inside the WebSocket handshake's deadline.
+  const acceptor = openAcceptor({
+    hostname,
+    port,
+    reusePort: options.reusePort,
+    cert: options.cert,
+    key: options.key,
+    certFile: options.certFile,
+    keyFile: options.keyFile,
+    handshakeTimeout: 0,
+  });
+  return new WebSocketServer(acceptor.listener, options, handler, acceptor.handshake);
+}
