@@ -9,9 +9,14 @@ import type { Conn } from "./conn.ts";
  * @example
  * ```ts
  * import { echo } from "@netkit/netkit";
- * import { serve } from "@netkit/netkit/tcp";
+ * import { connect, serve } from "@netkit/netkit/tcp";
+ * import { readLine, writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, echo);
+ * await using conn = await connect({ port: server.addr.port });
+ * await writeAll(conn.writable, "hello\n");
+ * assert.equal(await readLine(conn.readable), "hello");
  * ```
  */
 export async function echo(conn: Conn): Promise<void> {

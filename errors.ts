@@ -9,14 +9,14 @@
  * ```ts
  * import { NetkitError } from "@netkit/netkit";
  * import { connect } from "@netkit/netkit/tcp";
+ * import assert from "node:assert/strict";
  *
- * try {
- *   await using _conn = await connect({ hostname: "127.0.0.1", port: 1 });
- * } catch (err) {
- *   if (err instanceof NetkitError && err.code === "ECONNREFUSED") {
- *     console.error(err.message); // connection refused by 127.0.0.1:1: is the server running?
- *   }
- * }
+ * await assert.rejects(connect({ hostname: "127.0.0.1", port: 1 }), (err) => {
+ *   assert.ok(err instanceof NetkitError);
+ *   assert.equal(err.code, "ECONNREFUSED");
+ *   assert.match(err.message, /^connection refused by 127\.0\.0\.1:1: is the server running/);
+ *   return true;
+ * });
  * ```
  */
 export class NetkitError extends Error {

@@ -10,11 +10,12 @@
  * @example An echo server over TCP, and a client
  * ```ts
  * import { echo, io, tcp } from "@netkit/netkit";
+ * import assert from "node:assert/strict";
  *
  * await using server = tcp.serve({ port: 0 }, echo);
  * await using conn = await tcp.connect({ port: server.addr.port });
  * await io.writeAll(conn.writable, "hello\n");
- * console.log(await io.readLine(conn.readable)); // hello
+ * assert.equal(await io.readLine(conn.readable), "hello");
  * ```
  *
  * @module

@@ -21,15 +21,21 @@ export interface RelayOptions {
  * sends is written to `output` (which is left open). Resolves once the peer
  * has closed its side; input still unread then is cancelled.
  *
- * @example Send a message, print the reply
+ * @example Send a message, collect the reply
  * ```ts
  * import { echo, relay } from "@netkit/netkit";
  * import { connect, serve } from "@netkit/netkit/tcp";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, echo);
  * await using conn = await connect({ port: server.addr.port });
  * const input = ReadableStream.from([new TextEncoder().encode("Hello, server!")]);
- * await relay(conn, input, Deno.stdout.writable); // prints Hello, server!
+ * let reply = ""; // a program passes Deno.stdout.writable instead
+ * const output = new WritableStream<Uint8Array>({
+ *   write: (chunk) => void (reply += new TextDecoder().decode(chunk)),
+ * });
+ * await relay(conn, input, output);
+ * assert.equal(reply, "Hello, server!");
  * ```
  */
 export async function relay(

@@ -6,6 +6,13 @@
  * @module
  */
 
+import { ProgramStartError, startProgram } from "../tests/support/process.ts";
+
+// Shared with the hostile-peer tests: byte equality, and the first flight of a
+// real TLS client (a slowloris peer trickles it).
+export { equalBytes as sameBytes } from "../tests/support/bytes.ts";
+export { captureClientHello } from "../tests/support/hostile/wire.ts";
+
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** A server program under load. */
@@ -44,36 +51,29 @@ export async function spawnServer(
   args: string[],
   counters: LogCounters,
 ): Promise<SoakServer> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--quiet",
-      "--v8-flags=--expose-gc",
-      "bench/_soak_server.ts",
-      program,
-      ...args,
-    ],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
   const counts = new Map<string, number>();
   const sums = new Map<string, number>();
   const tail: string[] = [];
   let onMemory: ((usage: Deno.MemoryUsage) => void) | undefined;
-  void (async () => {
-    let partial = "";
-    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
-      partial += text;
-      const lines = partial.split("\n");
-      partial = lines.pop()!;
-      for (const line of lines) {
+  let server;
+  try {
+    server = await startProgram({
+      name,
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "--v8-flags=--expose-gc",
+        "bench/_soak_server.ts",
+        program,
+        ...args,
+      ],
+      // Hours of log lines: count them as they come, keep none but the tail below.
+      maxStderrLines: 0,
+      onStderrLine(line) {
         if (line.startsWith("soak-memory: ")) {
           onMemory?.(JSON.parse(line.slice("soak-memory: ".length)));
-          continue;
+          return;
         }
         tail.push(line);
         if (tail.length > 20) tail.shift();
@@ -83,38 +83,24 @@ export async function spawnServer(
           counts.set(key, (counts.get(key) ?? 0) + 1);
           if (m[1] !== undefined) sums.set(key, (sums.get(key) ?? 0) + Number(m[1]));
         }
-      }
-    }
-  })().catch(() => {});
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let first = "";
-  while (!first.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) {
-      const status = await child.status;
-      throw new Error(`${name} exited (${status.code}) before listening:\n${tail.join("\n")}`);
-    }
-    first += value;
+      },
+    });
+  } catch (err) {
+    if (!(err instanceof ProgramStartError)) throw err;
+    throw new Error(`${name} ${err.reason}:\n${tail.join("\n")}`);
   }
-  void (async () => {
-    while (!(await reader.read()).done) {
-      // Servers print nothing more on stdout.
-    }
-  })().catch(() => {});
-  const port = Number(/:(\d+)\s*$/.exec(first.split("\n")[0])?.[1]);
-  let exited = false;
-  void child.status.then(() => (exited = true));
+  const alive = () => server.exited === undefined;
   return {
     name,
-    port,
-    pid: child.pid,
-    child,
+    port: server.port,
+    pid: server.pid,
+    child: server.child,
     counts,
     sums,
     tail,
-    alive: () => !exited,
+    alive,
     gcMemory() {
-      if (exited) return Promise.resolve(undefined);
+      if (!alive()) return Promise.resolve(undefined);
       return new Promise((resolve) => {
         const timer = setTimeout(() => {
           onMemory = undefined;
@@ -125,20 +111,12 @@ export async function spawnServer(
           onMemory = undefined;
           resolve(usage);
         };
-        child.kill("SIGUSR2");
+        server.kill("SIGUSR2");
       });
     },
     async stop() {
-      const started = performance.now();
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
-      const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      const status = await child.status;
-      clearTimeout(killer);
-      return { code: status.code, ms: performance.now() - started };
+      const { code, ms } = await server.stop("SIGTERM", { timeout: 15_000 });
+      return { code, ms };
     },
   };
 }
@@ -200,13 +178,6 @@ export function patternBytes(n: number, seed: number): Uint8Array {
   return out;
 }
 
-/** Byte-for-byte equality. */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** Reads exactly `buf.length` bytes into `buf`; false if the connection ended first. */
 export async function readFull(conn: Deno.Conn, buf: Uint8Array): Promise<boolean> {
   let off = 0;
@@ -245,29 +216,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }
     signal?.addEventListener("abort", done, { once: true });
   });
-}
-
-/**
- * The first flight of a real TLS client (Deno's rustls), captured from a
- * listener that never answers: a slowloris peer trickles it.
- */
-export async function captureClientHello(): Promise<Uint8Array> {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const tcp = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const client = await Deno.startTls(tcp, { hostname: "localhost" });
-  const handshake = client.handshake().catch(() => {});
-  using server = await accepted;
-  const header = new Uint8Array(5);
-  await readFull(server, header);
-  const body = new Uint8Array((header[3] << 8) | header[4]);
-  await readFull(server, body);
-  client.close();
-  await handshake;
-  const out = new Uint8Array(5 + body.length);
-  out.set(header);
-  out.set(body, 5);
-  return out;
 }
 
 /** Formats bytes as MiB with one decimal. */

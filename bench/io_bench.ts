@@ -162,7 +162,7 @@ function readUntilOnReaderSource(chunks: Uint8Array[], max: number): Promise<num
 async function delimiterStream(chunks: Uint8Array[], max: number): Promise<number> {
   let count = 0;
   const frames = ReadableStream.from(chunks).pipeThrough(
-    new DelimiterStream("\n", { maxFrameLength: max, disposition: "suffix" }),
+    new DelimiterStream("\n", { maxFrameSize: max, disposition: "suffix" }),
   );
   for await (const f of frames) {
     sink += f.length;

@@ -32,7 +32,7 @@
  */
 // deno-lint-ignore-file no-console
 import { parseArgs } from "node:util";
-import { BufferedReader } from "../io/buffered_reader.ts";
+import { type Program, startProgram } from "../tests/support/process.ts";
 import { cpuSeconds, loadAverage } from "./_procstat.ts";
 
 const flags = parseArgs({
@@ -57,7 +57,6 @@ const SECONDS = Number(flags.seconds);
 const SIZE = Math.max(16, Math.min(125, Number(flags.size)));
 const ROUNDS = Math.max(1, Number(flags.rounds));
 const LAYOUT = flags.layout === "remote" ? "remote" : "even";
-const ROOT = new URL("../", import.meta.url).pathname;
 const encoder = new TextEncoder();
 
 // --- processes ----------------------------------------------------------------
@@ -93,8 +92,9 @@ async function startRedis(): Promise<{ url: string; child: Deno.ChildProcess }> 
   throw new Error("redis-server did not start");
 }
 
-async function startServer(args: string[]): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const child = new Deno.Command(Deno.execPath(), {
+function startServer(args: string[]): Promise<Program> {
+  return startProgram({
+    name: "ws-server",
     args: [
       "run",
       "-A",
@@ -107,13 +107,8 @@ async function startServer(args: string[]): Promise<{ port: number; child: Deno.
       String(64 << 20),
       ...args,
     ],
-    cwd: ROOT,
-    stdout: "piped",
     stderr: "inherit",
-  }).spawn();
-  const line = await new BufferedReader(child.stdout).readLine();
-  if (line === null) throw new Error("ws-server did not start");
-  return { port: Number(/:(\d+)$/.exec(line)![1]), child };
+  });
 }
 
 async function stop(child: Deno.ChildProcess): Promise<void> {
@@ -397,7 +392,7 @@ try {
     try {
       rounds.single.push(await measure("1 process", [single.port], [single.child.pid]));
     } finally {
-      await stop(single.child);
+      await single.stop();
     }
     const a = await startServer(["--redis", redis.url]);
     const b = await startServer(["--redis", redis.url]);
@@ -410,7 +405,7 @@ try {
         ]),
       );
     } finally {
-      await Promise.all([stop(a.child), stop(b.child)]);
+      await Promise.all([a.stop(), b.stop()]);
     }
     const [s1, r1] = [rounds.single.at(-1)!, rounds.redis.at(-1)!];
     console.error(

@@ -119,9 +119,10 @@ export interface DevCerts {
  * @example
  * ```ts
  * import { createDevCerts, DEFAULT_HOSTS } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const certs = await createDevCerts({ hosts: [...DEFAULT_HOSTS, "app.localhost"] });
- * console.log(certs.hosts); // [ "localhost", "127.0.0.1", "::1", "app.localhost" ]
+ * assert.deepEqual(certs.hosts, ["localhost", "127.0.0.1", "::1", "app.localhost"]);
  * ```
  */
 export const DEFAULT_HOSTS: readonly string[] = Object.freeze(["localhost", "127.0.0.1", "::1"]);
@@ -149,11 +150,12 @@ function issuerOf(ca: { cert: string; key: string }): Promise<Issuer> {
  * @example A CA that signs a server certificate
  * ```ts
  * import { createCA, createServerCert } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const ca = await createCA({ commonName: "my dev CA", days: 7 });
  * const server = await createServerCert(ca, { hosts: ["localhost"] });
- * console.log(ca.cert.startsWith("-----BEGIN CERTIFICATE-----")); // true
- * console.log(server.key.startsWith("-----BEGIN PRIVATE KEY-----")); // true
+ * assert.match(ca.cert, /^-----BEGIN CERTIFICATE-----/);
+ * assert.match(server.key, /^-----BEGIN PRIVATE KEY-----/);
  * ```
  */
 export async function createCA(options: CreateCAOptions = {}): Promise<CertificateAuthority> {
@@ -205,6 +207,7 @@ export async function createCA(options: CreateCAOptions = {}): Promise<Certifica
  * @example A TLS server and client that trust each other
  * ```ts
  * import { createCA, createServerCert } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const ca = await createCA();
  * const { cert, key } = await createServerCert(ca, { hosts: ["localhost", "127.0.0.1"] });
@@ -217,7 +220,7 @@ export async function createCA(options: CreateCAOptions = {}): Promise<Certifica
  * });
  * using server = await accepted;
  * const [handshake] = await Promise.all([client.handshake(), server.handshake()]);
- * console.log(handshake.alpnProtocol); // null: the handshake worked
+ * assert.equal(handshake.alpnProtocol, null); // the handshake worked; no ALPN was asked for
  * ```
  */
 export async function createServerCert(
@@ -254,11 +257,12 @@ export async function createServerCert(
  * @example
  * ```ts
  * import { createCA, createClientCert } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const ca = await createCA();
  * const client = await createClientCert(ca, { commonName: "alice" });
  * // Hand client.cert and client.key to a TLS client; a server checks them against ca.cert.
- * console.log(client.cert.startsWith("-----BEGIN CERTIFICATE-----")); // true
+ * assert.match(client.cert, /^-----BEGIN CERTIFICATE-----/);
  * ```
  */
 export async function createClientCert(
@@ -285,6 +289,7 @@ export async function createClientCert(
  * @example A TLS round trip on 127.0.0.1
  * ```ts
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * using listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
@@ -297,7 +302,7 @@ export async function createClientCert(
  * using server = await accepted;
  * const buf = new Uint8Array(2);
  * await Promise.all([client.write(new TextEncoder().encode("hi")), server.read(buf)]);
- * console.log(new TextDecoder().decode(buf)); // hi
+ * assert.equal(new TextDecoder().decode(buf), "hi");
  * ```
  */
 export async function createDevCerts(options: CreateDevCertsOptions = {}): Promise<DevCerts> {

@@ -14,14 +14,14 @@ import { NetkitError } from "../errors.ts";
  * @example Telling a bad host from the rest
  * ```ts
  * import { createDevCerts, InvalidCertOptionError } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
- * try {
- *   await createDevCerts({ hosts: ["not a host"] });
- * } catch (err) {
- *   if (err instanceof InvalidCertOptionError) {
- *     console.error(err.option, err.message); // hosts "not a host" is neither ...
- *   }
- * }
+ * await assert.rejects(createDevCerts({ hosts: ["not a host"] }), (err) => {
+ *   assert.ok(err instanceof InvalidCertOptionError);
+ *   assert.equal(err.option, "hosts");
+ *   assert.match(err.message, /"not a host" is neither a DNS name nor an IP address/);
+ *   return true;
+ * });
  * ```
  */
 export class InvalidCertOptionError extends NetkitError {
@@ -49,12 +49,13 @@ export class InvalidCertOptionError extends NetkitError {
  * @example
  * ```ts
  * import { BadCertificateAuthorityError, createServerCert } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
- * try {
- *   await createServerCert({ cert: "nonsense", key: "nonsense" }, { hosts: ["localhost"] });
- * } catch (err) {
- *   console.assert(err instanceof BadCertificateAuthorityError);
- * }
+ * const notACa = { cert: "nonsense", key: "nonsense" };
+ * await assert.rejects(
+ *   createServerCert(notACa, { hosts: ["localhost"] }),
+ *   BadCertificateAuthorityError,
+ * );
  * ```
  */
 export class BadCertificateAuthorityError extends NetkitError {
@@ -77,14 +78,15 @@ export class BadCertificateAuthorityError extends NetkitError {
  * @example
  * ```ts
  * import { CertFileExistsError, writeDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const out = await Deno.makeTempDir();
  * await writeDevCerts({ out });
- * try {
- *   await writeDevCerts({ out });
- * } catch (err) {
- *   if (err instanceof CertFileExistsError) console.error(err.path, "is already there");
- * }
+ * await assert.rejects(writeDevCerts({ out }), (err) => {
+ *   assert.ok(err instanceof CertFileExistsError);
+ *   assert.ok(err.path.startsWith(out)); // the first file already there
+ *   return true;
+ * });
  * await Deno.remove(out, { recursive: true });
  * ```
  */

@@ -15,9 +15,11 @@ import { CertFileExistsError } from "./errors.ts";
  * @example Where a TLS server finds its files
  * ```ts
  * import { DEV_CERT_FILES } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
- * console.log(`certs/${DEV_CERT_FILES.cert}`, `certs/${DEV_CERT_FILES.key}`);
- * // certs/server.pem certs/server-key.pem
+ * // In the output folder (certs/ for the certs program):
+ * assert.equal(DEV_CERT_FILES.cert, "server.pem");
+ * assert.equal(DEV_CERT_FILES.key, "server-key.pem");
  * ```
  */
 export const DEV_CERT_FILES: Readonly<{
@@ -87,12 +89,13 @@ export interface WrittenDevCerts {
  * @example Certificates for a TLS server, in a temporary folder
  * ```ts
  * import { writeDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const out = await Deno.makeTempDir();
  * const written = await writeDevCerts({ out, hosts: ["localhost", "::1"], days: 7 });
- * console.log(written.files.cert); // <out>/server.pem
+ * assert.match(written.files.cert, /server\.pem$/); // <out>/server.pem
  * const cert = await Deno.readTextFile(written.files.cert);
- * console.log(cert.startsWith("-----BEGIN CERTIFICATE-----")); // true
+ * assert.match(cert, /^-----BEGIN CERTIFICATE-----/);
  * await Deno.remove(out, { recursive: true });
  * ```
  */

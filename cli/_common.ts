@@ -10,6 +10,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { NetkitError } from "../errors.ts";
 import { hostPort } from "../internal/host.ts";
+import { bypassesProxy, proxyForUrl } from "../proxy/env.ts";
 
 /** A bad flag or flag value: the program prints it and exits with code 2. */
 export class UsageError extends Error {
@@ -93,6 +94,14 @@ export function listeningLine(scheme: string, addr: { hostname: string; port: nu
   return `listening on ${scheme}://${hostPort(addr.hostname, addr.port)}`;
 }
 
+/**
+ * The one warning every client prints when a TLS server closed without a
+ * close_notify (and `--require-close-notify` was not given).
+ */
+export const TRUNCATION_WARNING =
+  "warning: the server closed the connection without a TLS close_notify, so the output may " +
+  "be cut short; pass --require-close-notify to make this an error";
+
 /** Writes one line to stderr, prefixed with the program's name. */
 export function log(program: string, message: string): void {
   console.error(`${program}: ${message}`);
@@ -122,7 +131,7 @@ export function shutdownSignal(program: string): AbortSignal {
 
 /**
  * Runs a program's `main`, turning errors into one clear line on stderr and
- * the contract's exit codes: 2 for usage errors, 1 for everything else, no
+ * the programs' exit codes (README): 2 for usage errors, 1 for everything else, no
  * stack trace. `main` may return an exit code (default 0).
  */
 export async function runMain(
@@ -194,4 +203,49 @@ export function serverOptions(
     idleTimeout: secondsFlag(flags["idle-timeout"], "idle-timeout", 0),
     gracePeriod: secondsFlag(flags.grace, "grace", 5),
   };
+}
+
+/** The flags every client takes to choose a proxy. */
+export const PROXY_FLAGS = {
+  proxy: { type: "string" },
+  "no-proxy": { type: "boolean" },
+} as const;
+
+/** The help lines for {@linkcode PROXY_FLAGS}, the same in every client, text at `column`. */
+export function proxyHelp(column: number): string {
+  const flag = (name: string) => `  ${name}`.padEnd(column);
+  const more = " ".repeat(column);
+  return `${flag("--proxy URL")}go through this proxy: http://[user:pass@]host:port (CONNECT)
+${more}or socks5://[user:pass@]host:port; without it HTTPS_PROXY,
+${more}HTTP_PROXY, ALL_PROXY and NO_PROXY apply (either case) as in curl
+${flag("--no-proxy")}connect directly, whatever the environment says`;
+}
+
+/**
+ * The proxy a client uses for `target` (`tcp://host:port`, `wss://…`, …),
+ * as curl chooses: `--no-proxy` → none; `--proxy URL` → it, unless
+ * `NO_PROXY` lists the host; else the environment's `*_PROXY` variables.
+ */
+export function proxyFlag(
+  flags: { proxy?: string; "no-proxy"?: boolean },
+  target: string,
+): string | undefined {
+  if (flags.proxy !== undefined && flags["no-proxy"]) {
+    throw new UsageError("--proxy and --no-proxy cannot be used together");
+  }
+  if (flags["no-proxy"]) return undefined;
+  if (flags.proxy === undefined) return proxyForUrl(target);
+  if (!/^(https?|socks5h?):\/\//i.test(flags.proxy) && flags.proxy.includes("://")) {
+    throw new UsageError(
+      `--proxy "${
+        flags.proxy.replace(/\/\/[^@/]*@/, "//…@")
+      }": use http://host:port or socks5://host:port`,
+    );
+  }
+  const url = new URL(target);
+  const noProxy = Deno.env.get("no_proxy") || Deno.env.get("NO_PROXY") || "";
+  const port = url.port === "" ? undefined : Number(url.port);
+  return bypassesProxy(url.hostname.replace(/^\[|\]$/g, ""), port, noProxy)
+    ? undefined
+    : flags.proxy;
 }

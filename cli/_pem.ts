@@ -1,6 +1,7 @@
 // Reading the PEM files programs take (--cert, --key, --ca), with one clear
 // line that says what to do when a file is missing or wrong.
 import { NetkitError } from "../errors.ts";
+import { trustedCaCerts } from "../tls/system_roots.ts";
 
 /** Reads a server's `--cert` or `--key` file. */
 export async function readPemFile(path: string, flag: "cert" | "key"): Promise<string> {
@@ -53,4 +54,12 @@ function readError(err: unknown, path: string, flag: string): NetkitError {
     "EIO",
     `cannot read ${path} (--${flag}): ${err instanceof Error ? err.message : err}`,
   );
+}
+
+/**
+ * The CAs a client program trusts (the one rule, tls/system_roots.ts):
+ * the system's, plus `--ca FILE` when given, on top of Deno's root store.
+ */
+export async function clientCaCerts(caFile: string | undefined): Promise<string[]> {
+  return await trustedCaCerts(caFile === undefined ? [] : [await readCaFile(caFile)]);
 }

@@ -11,13 +11,23 @@
  */
 import { relay } from "../relay.ts";
 import { connect } from "../tcp/connect.ts";
-import { parseFlags, portFlag, runMain, secondsFlag } from "./_common.ts";
+import {
+  parseFlags,
+  portFlag,
+  PROXY_FLAGS,
+  proxyFlag,
+  proxyHelp,
+  runMain,
+  secondsFlag,
+} from "./_common.ts";
+import { hostPort } from "../internal/host.ts";
 import { stdoutSink } from "./_stdout.ts";
 
 const USAGE = `
 tcp-client: send a message to a TCP server and print the reply
 
 Usage: tcp-client [--hostname 127.0.0.1] [--port 7000] [--message TEXT] [--timeout S]
+                  [--proxy URL | --no-proxy]
 
   --hostname H   server to connect to (default 127.0.0.1)
   --port N       its port (default 7000)
@@ -25,6 +35,7 @@ Usage: tcp-client [--hostname 127.0.0.1] [--port 7000] [--message TEXT] [--timeo
                  stdin not a terminal, stdin is sent instead (netcat style)
   --timeout S    seconds to wait for the connection and, with a message, for the
                  reply to end (default 10; 0 = no limit)
+${proxyHelp(17)}
 
 The reply is printed to stdout as it arrives; the client half-closes after
 sending and exits 0 when the server closes.
@@ -39,12 +50,14 @@ export async function main(args: string[]): Promise<number> {
     port: { type: "string" },
     message: { type: "string" },
     timeout: { type: "string" },
+    ...PROXY_FLAGS,
   });
   const hostname = flags.hostname ?? "127.0.0.1";
   const port = portFlag(flags.port, 7000);
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
   const netcat = flags.message === undefined && !Deno.stdin.isTerminal();
-  await using conn = await connect({ hostname, port, timeout });
+  const proxy = proxyFlag(flags, `tcp://${hostPort(hostname, port)}`);
+  await using conn = await connect({ hostname, port, timeout, proxy });
   const input = netcat
     ? Deno.stdin.readable
     : ReadableStream.from([encoder.encode(flags.message ?? "Hello, server!")]);

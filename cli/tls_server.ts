@@ -44,7 +44,7 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
   --grace S               on SIGINT/SIGTERM, let connections finish for S seconds (default 5)
   --engine E              node (default): TLS by Deno's node:tls on a socket netkit owns, so
                           --handshake-timeout really closes a stalled handshake; deno:
-                          Deno.listenTls, about 1.6x faster, but Deno keeps the socket of
+                          Deno.listenTls, about half the CPU, but Deno keeps the socket of
                           a stalled handshake open until the peer finishes or leaves
   --quiet                 log errors only, not every connection
 

@@ -17,8 +17,8 @@ import type { Message, WebSocketConn } from "../websocket/connection/conn.ts";
 import { WebSocketError } from "../websocket/errors.ts";
 import { isToken } from "../internal/http_head.ts";
 import { parseFlags, runMain, secondsFlag, UsageError } from "./_common.ts";
-import { readCaFile as readCa } from "./_pem.ts";
-import { systemCaCerts } from "../tls/system_roots.ts";
+import { clientCaCerts } from "./_pem.ts";
+import { log, PROXY_FLAGS, proxyFlag, proxyHelp, TRUNCATION_WARNING } from "./_common.ts";
 
 const PROGRAM = "ws-client";
 
@@ -28,14 +28,21 @@ ws-client: send a message to a WebSocket server, or relay stdin lines
 Usage: ws-client [--url ws://127.0.0.1:8080/] [--message TEXT] [options]
 
   --url URL          the server: ws://HOST:PORT/PATH or wss://… (default ws://127.0.0.1:8080/)
-  --ca FILE          for wss://, a CA certificate (PEM) to trust besides Deno's root store,
-                     e.g. certs/ca.pem from "deno task certs"
+  --ca FILE          for wss://, also trust this CA certificate (PEM), e.g. certs/ca.pem
+                     from "deno task certs"; the system's trusted CAs and Deno's root
+                     store are always trusted
   --message T        send T as a text message, print the first message that arrives after
                      it, close and exit
   --header "N: V"    an extra request header, e.g. "Authorization: Bearer x" (repeatable)
   --protocol P       offer subprotocol P (repeatable, or comma-separated)
+  --compression      offer permessage-deflate (as browsers do); used when the server
+                     agrees, messages of 1 KiB and more then go compressed
   --timeout S        seconds to connect and upgrade, and with --message to wait for the
                      reply (default 10; 0 = no limit)
+  --require-close-notify
+                     for wss://, a server that closes without a TLS close_notify is an
+                     error (exit 1); without it, a warning on stderr
+${proxyHelp(21)}
 
 Without --message, each line of stdin is sent as a text message and each message received
 is printed as a line on stdout; at the end of stdin the client closes (1000) and exits once
@@ -144,7 +151,10 @@ export async function main(args: string[]): Promise<number> {
     message: { type: "string" },
     header: { type: "string", multiple: true },
     protocol: { type: "string", multiple: true },
+    compression: { type: "boolean" },
     timeout: { type: "string" },
+    "require-close-notify": { type: "boolean" },
+    ...PROXY_FLAGS,
   });
   let url: URL;
   try {
@@ -167,13 +177,31 @@ export async function main(args: string[]): Promise<number> {
     if (!isToken(p)) throw new UsageError(`--protocol "${p}" is not a valid subprotocol name`);
   }
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
-  // Without --ca: the system's roots (on top of Deno's), as the contract says.
-  const caCerts = flags.ca === undefined ? await systemCaCerts() : [await readCa(flags.ca)];
-  const ws = await connect(url, { headers, protocols, timeout, caCerts });
+  const caCerts = await clientCaCerts(flags.ca);
+  const proxy = proxyFlag(flags, url.href);
+  const ws = await connect(url, {
+    headers,
+    protocols,
+    timeout,
+    caCerts,
+    proxy,
+    compression: flags.compression ?? false,
+  });
   try {
-    return flags.message !== undefined
+    const code = flags.message !== undefined
       ? await oneMessage(ws, flags.message, timeout)
       : await relayStdin(ws);
+    await ws.closed;
+    if (ws.truncated) {
+      if (flags["require-close-notify"]) {
+        throw new NetkitError(
+          "ERR_TLS_TRUNCATED",
+          "the server closed the connection without a TLS close_notify (--require-close-notify)",
+        );
+      }
+      log(PROGRAM, TRUNCATION_WARNING);
+    }
+    return code;
   } finally {
     ws.destroy();
   }

@@ -17,7 +17,6 @@
  */
 import { formatAddr } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
-import { BufferedReader } from "../io/buffered_reader.ts";
 import { listenSocket } from "../tcp/listen.ts";
 import { DEFAULT_HIGH_WATER_MARK } from "../websocket/codec/constants.ts";
 import type { PlainResponse, UpgradeRequest } from "../websocket/mod.ts";
@@ -28,6 +27,7 @@ import {
   type WebSocketServerEvent,
 } from "../websocket/server/server.ts";
 import { CHAT_PAGE } from "./_chat_page.ts";
+import { Supervisor, withoutFlags, workerShutdownSignal } from "../internal/supervisor.ts";
 import {
   choiceFlag,
   describeError,
@@ -67,6 +67,12 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           (default 1048576)
   --policy P              close (default): close a slow client with 1008; drop: skip it
                           until it has caught up
+  --compression M         permessage-deflate for clients that offer it (browsers do):
+                          off (default); shared: one compressor for the whole server,
+                          each broadcast compressed once for every client that agreed;
+                          dedicated: one per client, context kept between messages
+                          (better ratio, ~350 KiB and one compression per client per
+                          message); messages under 1 KiB always go uncompressed
   --idle-timeout S        close a client that sends nothing (not even a pong) for S
                           seconds; it is pinged halfway; 0 = never (default 0)
   --handshake-timeout S   close a connection that has not finished its (TLS and)
@@ -186,57 +192,6 @@ function logRedis(url: string): (event: RedisBusEvent) => void {
 }
 
 /**
- * A worker's shutdown signal: SIGINT or SIGTERM (both may come, from the
- * terminal and from the primary: once is enough), or its stdin ending —
- * the primary is gone, however it died.
- */
-function workerSignal(): AbortSignal {
-  const controller = new AbortController();
-  const stop = (why: string) => {
-    if (controller.signal.aborted) return;
-    log(program, `${why}: shutting down`);
-    controller.abort();
-  };
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(sig, () => stop(sig));
-  }
-  (async () => {
-    const buf = new Uint8Array(64);
-    try {
-      while ((await Deno.stdin.read(buf)) !== null) {
-        // The primary writes nothing; only the end matters.
-      }
-    } catch {
-      // Treated as the end.
-    }
-    stop("the primary process is gone");
-  })();
-  return controller.signal;
-}
-
-/** `args` without `--name value` / `--name=value` for each of `names`. */
-function withoutFlags(args: string[], names: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (names.includes(arg)) {
-      i++;
-      continue;
-    }
-    if (names.some((name) => arg.startsWith(`${name}=`))) continue;
-    out.push(arg);
-  }
-  return out;
-}
-
-interface Worker {
-  id: number;
-  child: Deno.ChildProcess;
-  startedAt: number;
-  exited: boolean;
-}
-
-/**
  * `--workers N`: checks what a worker would fail on (Redis, the port) so
  * that a failure is one line, starts worker 1 (which picks the port when it
  * is 0), then the others on its port, and prints one listening line once
@@ -273,16 +228,14 @@ async function runPrimary(
   }
   const script = import.meta.filename ?? import.meta.url;
   const base = withoutFlags(args, ["--workers", "--port"]);
-  const workers = new Map<number, Worker>();
-  let stopping = false;
-  // The port every worker binds: --port, or the one worker 1 was given for --port 0.
-  let sharedPort = options.port;
-  let allGone: () => void = () => {};
-  const gone = new Promise<void>((resolve) => (allGone = resolve));
-
-  const start = async (id: number, port: number): Promise<{ worker: Worker; line: string }> => {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
+  let pool: Supervisor;
+  try {
+    pool = await Supervisor.start({
+      count: options.workers,
+      port: options.port,
+      gracePeriod: options.gracePeriod,
+      // Workers share the port with reusePort, behind --unstable-net.
+      args: (id, port) => [
         "run",
         "-A",
         "--unstable-net",
@@ -294,101 +247,27 @@ async function runPrimary(
         "--worker-id",
         String(id),
       ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const worker: Worker = { id, child, startedAt: performance.now(), exited: false };
-    workers.set(id, worker);
-    const stdout = new BufferedReader(child.stdout);
-    const line = await stdout.readLine({ maxBytes: 4096 }).catch(() => null);
-    // Nothing more is printed on a worker's stdout; drain it all the same.
-    void (async () => {
-      try {
-        while ((await stdout.readChunk()) !== null) { /* discard */ }
-      } catch {
-        // The worker is gone.
-      }
-    })();
-    child.status.then((status) => {
-      worker.exited = true;
-      if (workers.get(id) === worker) workers.delete(id);
-      if (stopping || line === null) {
-        if (workers.size === 0) allGone();
-        return;
-      }
-      const how = status.signal !== null ? `signal ${status.signal}` : `code ${status.code}`;
-      const ranFor = performance.now() - worker.startedAt;
-      if (ranFor >= 5000) {
-        log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how}: starting it again`);
-        start(id, sharedPort).catch((err) => log(PROGRAM, describeError(err)));
-        return;
-      }
-      log(PROGRAM, `worker ${id} (pid ${child.pid}) exited with ${how} soon after starting`);
-      if (workers.size === 0) {
-        log(PROGRAM, "every worker is gone: exiting");
-        allGone();
-      }
+      onLog: (line) => log(PROGRAM, line),
     });
-    if (line === null || !/^listening on /.test(line)) {
-      const status = await child.status;
-      throw new Error(`worker ${id} exited with code ${status.code} before listening`);
-    }
-    return { worker, line };
-  };
-
-  const stopAll = async () => {
-    stopping = true;
-    const children = [...workers.values()].filter((w) => !w.exited).map((w) => w.child);
-    for (const child of children) {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
-    }
-    // Each worker has its own grace period; past it (and a margin), kill.
-    const killer = setTimeout(() => {
-      for (const child of children) {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-      }
-    }, options.gracePeriod + 5000);
-    await Promise.all(children.map((child) => child.status));
-    clearTimeout(killer);
-  };
-
-  let line: string;
-  try {
-    const first = await start(1, options.port);
-    line = first.line;
-    sharedPort = Number(/:(\d+)$/.exec(line)?.[1]);
-    const ids = Array.from({ length: options.workers - 1 }, (_, i) => i + 2);
-    await Promise.all(ids.map((id) => start(id, sharedPort)));
   } catch (err) {
-    await stopAll();
     if (signal.aborted) return 0;
     throw err;
   }
   if (signal.aborted) {
-    await stopAll();
+    await pool.stop();
     return 0;
   }
-  console.log(line);
+  console.log(pool.listeningLine);
   if (!options.quiet) {
-    const pids = [...workers.values()].map((w) => w.child.pid).join(", ");
-    log(PROGRAM, `${plural(options.workers, "worker")} on one port (pids ${pids})`);
+    log(PROGRAM, `${plural(options.workers, "worker")} on one port (pids ${pool.pids.join(", ")})`);
   }
   const aborted = new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     signal.addEventListener("abort", () => resolve(), { once: true });
   });
-  await Promise.race([aborted, gone]);
+  await Promise.race([aborted, pool.lost]);
   const lostAll = !signal.aborted;
-  await stopAll();
+  await pool.stop();
   return lostAll ? 1 : 0;
 }
 
@@ -404,6 +283,7 @@ export async function main(args: string[]): Promise<number> {
     "max-payload": { type: "string" },
     "max-buffered": { type: "string" },
     policy: { type: "string" },
+    compression: { type: "string" },
     "idle-timeout": { type: "string" },
     "handshake-timeout": { type: "string" },
     "max-connections": { type: "string" },
@@ -422,6 +302,12 @@ export async function main(args: string[]): Promise<number> {
   const maxPayload = intFlag(flags["max-payload"], "max-payload", 1048576, { min: 1 });
   const maxBuffered = intFlag(flags["max-buffered"], "max-buffered", 1048576, { min: 1 });
   const policy = choiceFlag(flags.policy, "policy", ["close", "drop"], "close");
+  const compression = choiceFlag(
+    flags.compression,
+    "compression",
+    ["off", "shared", "dedicated"],
+    "off",
+  );
   const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
   const handshakeTimeout = secondsFlag(flags["handshake-timeout"], "handshake-timeout", 10);
   const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
@@ -485,7 +371,9 @@ export async function main(args: string[]): Promise<number> {
       },
     };
 
-  const signal = workerId === undefined ? shutdownSignal(PROGRAM) : workerSignal();
+  const signal = workerId === undefined
+    ? shutdownSignal(PROGRAM)
+    : workerShutdownSignal((why) => log(program, `${why}: shutting down`));
   let bus: RedisBus | undefined;
   if (redis !== undefined) {
     // Before listening: an unreachable Redis is one line and exit 1, and the
@@ -512,6 +400,7 @@ export async function main(args: string[]): Promise<number> {
       maxPayload,
       maxBuffered,
       policy,
+      compression,
       idleTimeout,
       handshakeTimeout,
       maxConnections,
@@ -529,7 +418,9 @@ export async function main(args: string[]): Promise<number> {
   if (!quiet) {
     log(
       program,
-      `mode ${mode}, path ${path}${bus ? `, broadcasts shared through ${bus.url}` : ""}`,
+      `mode ${mode}, path ${path}${
+        compression === "off" ? "" : `, compression ${compression} (permessage-deflate)`
+      }${bus ? `, broadcasts shared through ${bus.url}` : ""}`,
     );
   }
   await server.finished;

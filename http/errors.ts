@@ -8,9 +8,10 @@ import { NetkitError } from "../errors.ts";
  * @example
  * ```ts
  * import { HttpError } from "@netkit/netkit/http";
+ * import assert from "node:assert/strict";
  *
  * const err = new HttpError("ERR_HTTP_MALFORMED", "bad status line");
- * console.log(err.code); // ERR_HTTP_MALFORMED
+ * assert.equal(err.code, "ERR_HTTP_MALFORMED");
  * ```
  */
 export class HttpError extends NetkitError {}

@@ -7,7 +7,7 @@ import { type HttpResponse, readResponse, type ReadResponseOptions } from "./res
 
 /** Options for {@linkcode get}. */
 export interface GetOptions extends ReadResponseOptions {
-  /** CA certificates (PEM) to trust for `https://`, besides the system roots. */
+  /** CA certificates (PEM) to trust for `https://`, on top of Deno's root store. */
   caCerts?: string[];
   /** Extra request headers. */
   headers?: HeadersInit;
@@ -15,6 +15,19 @@ export interface GetOptions extends ReadResponseOptions {
   timeout?: number;
   /** Gives up when aborted. */
   signal?: AbortSignal;
+  /**
+   * `https://`: a server that closes without a TLS close_notify is an error
+   * (`ERR_TLS_TRUNCATED`) instead of the end of a body read to the close;
+   * see `tls.ConnectOptions.requireCloseNotify`. @default {false}
+   */
+  requireCloseNotify?: boolean;
+  /**
+   * A proxy to tunnel through: `http://[user:pass@]host:port` (HTTP CONNECT)
+   * or `socks5://[user:pass@]host:port` (the proxy resolves the name). TLS
+   * runs end to end through it. Default: none — the library reads no
+   * environment variables; `proxyForUrl()` from `@netkit/netkit/proxy` does.
+   */
+  proxy?: string | URL;
 }
 
 /** A response with the connection it came on; disposing it closes the connection. */
@@ -36,11 +49,12 @@ export interface GetResult extends HttpResponse, AsyncDisposable {
  * @example
  * ```ts
  * import { get } from "@netkit/netkit/http";
+ * import assert from "node:assert/strict";
  *
- * const server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hello"));
+ * await using server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hello"));
  * await using response = await get(`http://127.0.0.1:${server.addr.port}/`);
- * console.log(response.status, await new Response(response.body).text()); // 200 hello
- * await server.shutdown();
+ * assert.equal(response.status, 200);
+ * assert.equal(await new Response(response.body).text(), "hello");
  * ```
  */
 export async function get(url: string | URL, options: GetOptions = {}): Promise<GetResult> {
@@ -66,8 +80,16 @@ export async function get(url: string | URL, options: GetOptions = {}): Promise<
       caCerts: options.caCerts,
       timeout: options.timeout,
       signal: options.signal,
+      requireCloseNotify: options.requireCloseNotify,
+      proxy: options.proxy,
     })
-    : await tcpConnect({ hostname, port, timeout: options.timeout, signal: options.signal });
+    : await tcpConnect({
+      hostname,
+      port,
+      timeout: options.timeout,
+      signal: options.signal,
+      proxy: options.proxy,
+    });
   try {
     const headers = new Headers(options.headers);
     if (!headers.has("host")) headers.set("host", target.host);

@@ -5,11 +5,11 @@
  * @example
  * ```ts
  * import { get } from "@netkit/netkit/http";
+ * import assert from "node:assert/strict";
  *
- * const server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hello"));
+ * await using server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hello"));
  * await using response = await get(`http://127.0.0.1:${server.addr.port}/`);
- * console.log(await new Response(response.body).text()); // hello
- * await server.shutdown();
+ * assert.equal(await new Response(response.body).text(), "hello");
  * ```
  *
  * @module

@@ -8,9 +8,9 @@ import { HeadSyntaxError, parseResponseHead, type ResponseHead } from "../intern
 /** Limits for {@linkcode readResponse}. */
 export interface ReadResponseOptions {
   /** The largest response head (status line and headers). @default {65536} */
-  maxHeadBytes?: number;
+  maxHeadSize?: number;
   /** The largest chunk-size or trailer line of a chunked body. @default {4096} */
-  maxLineBytes?: number;
+  maxLineSize?: number;
   /** Whether the request was `HEAD` (the response then has no body). @default {false} */
   head?: boolean;
 }
@@ -47,13 +47,14 @@ const PIECE = 64 * 1024;
  * import { readResponse } from "@netkit/netkit/http";
  * import { connect } from "@netkit/netkit/tcp";
  * import { writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
- * const server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hi"));
+ * await using server = Deno.serve({ port: 0, onListen() {} }, () => new Response("hi"));
  * await using conn = await connect({ port: server.addr.port });
  * await writeAll(conn.writable, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
  * const response = await readResponse(conn);
- * console.log(response.status, await new Response(response.body).text()); // 200 hi
- * await server.shutdown();
+ * assert.equal(response.status, 200);
+ * assert.equal(await new Response(response.body).text(), "hi");
  * ```
  */
 export async function readResponse(
@@ -62,15 +63,56 @@ export async function readResponse(
 ): Promise<HttpResponse> {
   const reader = bufferedReaderOf(conn.readable);
   if (reader === undefined) throw new TypeError("readResponse needs a netkit Conn");
-  const maxHeadBytes = options.maxHeadBytes ?? 65536;
+  const maxHeadSize = options.maxHeadSize ?? 65536;
+  // Interim 1xx responses (100 Continue, 103 Early Hints) come before the
+  // final one and have no body: skip them (RFC 9110 §15.2). A 101 is final.
+  let rawHead: Uint8Array;
+  let head: ResponseHead;
+  for (let interim = 0;; interim++) {
+    rawHead = await readHead(reader, maxHeadSize);
+    head = parseHead(rawHead);
+    if (head.status >= 200 || head.status === 101) break;
+    if (interim >= MAX_INTERIM) {
+      throw new HttpError(
+        "ERR_HTTP_MALFORMED",
+        `the server sent more than ${MAX_INTERIM} interim (1xx) responses and no final one`,
+      );
+    }
+  }
+  const { status, headers } = head;
+  const base = { status, statusText: head.statusText, headers, rawHead };
+  const noBody = options.head || status === 101 || status === 204 || status === 304;
+  if (noBody) return { ...base, framing: "none", body: ReadableStream.from([]) };
+  const encoding = headers.get("transfer-encoding");
+  if (encoding !== null) {
+    // Chunked only when it is the last coding; any other transfer coding is
+    // read to the close, never by Content-Length (RFC 9112 §6.3).
+    return /(^|,)\s*chunked\s*$/i.test(encoding)
+      ? { ...base, framing: "chunked", body: chunkedBody(reader, options.maxLineSize ?? 4096) }
+      : { ...base, framing: "close", body: closeBody(reader) };
+  }
+  const length = headers.get("content-length");
+  if (length !== null) {
+    if (!/^\d+$/.test(length.trim())) {
+      throw new HttpError("ERR_HTTP_MALFORMED", `bad Content-Length: ${JSON.stringify(length)}`);
+    }
+    return { ...base, framing: "content-length", body: lengthBody(reader, Number(length.trim())) };
+  }
+  return { ...base, framing: "close", body: closeBody(reader) };
+}
+
+// Interim responses tolerated before the final one.
+const MAX_INTERIM = 16;
+
+async function readHead(reader: BufferedReader, maxHeadSize: number): Promise<Uint8Array> {
   let rawHead: Uint8Array | null;
   try {
-    rawHead = await reader.readUntil("\r\n\r\n", { maxBytes: maxHeadBytes });
+    rawHead = await reader.readUntil("\r\n\r\n", { maxBytes: maxHeadSize });
   } catch (err) {
     if (err instanceof LimitExceededError) {
       throw new HttpError(
         "ERR_HTTP_HEAD_TOO_LARGE",
-        `the response head is larger than ${maxHeadBytes} bytes; is this an HTTP server?`,
+        `the response head is larger than ${maxHeadSize} bytes; is this an HTTP server?`,
         { cause: err },
       );
     }
@@ -89,30 +131,16 @@ export async function readResponse(
       "the server closed the connection without responding",
     );
   }
-  let head: ResponseHead;
+  return rawHead;
+}
+
+function parseHead(rawHead: Uint8Array): ResponseHead {
   try {
-    head = parseResponseHead(rawHead);
+    return parseResponseHead(rawHead);
   } catch (err) {
     if (!(err instanceof HeadSyntaxError)) throw err;
     throw new HttpError("ERR_HTTP_MALFORMED", `${err.message}; is this an HTTP server?`);
   }
-  const { status, headers } = head;
-  const base = { status, statusText: head.statusText, headers, rawHead };
-  const noBody = options.head || (status >= 100 && status < 200) || status === 204 ||
-    status === 304;
-  if (noBody) return { ...base, framing: "none", body: ReadableStream.from([]) };
-  const encoding = headers.get("transfer-encoding");
-  if (encoding !== null && /(^|,)\s*chunked\s*$/i.test(encoding)) {
-    return { ...base, framing: "chunked", body: chunkedBody(reader, options.maxLineBytes ?? 4096) };
-  }
-  const length = headers.get("content-length");
-  if (length !== null) {
-    if (!/^\d+$/.test(length.trim())) {
-      throw new HttpError("ERR_HTTP_MALFORMED", `bad Content-Length: ${JSON.stringify(length)}`);
-    }
-    return { ...base, framing: "content-length", body: lengthBody(reader, Number(length.trim())) };
-  }
-  return { ...base, framing: "close", body: closeBody(reader) };
 }
 
 function lengthBody(reader: BufferedReader, length: number): ReadableStream<Uint8Array> {
@@ -134,16 +162,16 @@ function lengthBody(reader: BufferedReader, length: number): ReadableStream<Uint
   }, { highWaterMark: 0 });
 }
 
-function chunkedBody(reader: BufferedReader, maxLineBytes: number): ReadableStream<Uint8Array> {
+function chunkedBody(reader: BufferedReader, maxLineSize: number): ReadableStream<Uint8Array> {
   let remaining = 0; // bytes left in the current chunk
   let done = false;
   const line = async (what: string): Promise<string> => {
     let bytes: Uint8Array | null;
     try {
-      bytes = await reader.readUntil("\r\n", { maxBytes: maxLineBytes });
+      bytes = await reader.readUntil("\r\n", { maxBytes: maxLineSize });
     } catch (err) {
       if (err instanceof LimitExceededError) {
-        throw new HttpError("ERR_HTTP_MALFORMED", `${what} longer than ${maxLineBytes} bytes`, {
+        throw new HttpError("ERR_HTTP_MALFORMED", `${what} longer than ${maxLineSize} bytes`, {
           cause: err,
         });
       }

@@ -61,6 +61,7 @@ const decoder = new TextDecoder();
  * @example Reading an HTTP head, then the rest as a stream
  * ```ts
  * import { BufferedReader } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const source = ReadableStream.from([
  *   new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"),
@@ -69,7 +70,8 @@ const decoder = new TextDecoder();
  * const reader = new BufferedReader(source);
  * const head = await reader.readUntil("\r\n\r\n");
  * const body = await reader.readExact(5);
- * console.log(new TextDecoder().decode(head!).length, new TextDecoder().decode(body!)); // 38 hello
+ * assert.equal(new TextDecoder().decode(head!), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+ * assert.equal(new TextDecoder().decode(body!), "hello");
  * ```
  */
 export class BufferedReader {
@@ -237,6 +239,32 @@ export class BufferedReader {
     p.set(this.#buf.subarray(this.#start, this.#start + n));
     this.#consume(n);
     return n;
+  }
+
+  /**
+   * Waits until at least `n` bytes are buffered (or the source ends) and
+   * returns a view of everything buffered, without consuming it — as Go's
+   * `bufio.Reader.Peek`. The view is valid until the next read. Lets a
+   * server judge a request line (or a PROXY header) as it arrives.
+   *
+   * @param n How many bytes to wait for; over `maxBytes` is a
+   *   {@linkcode LimitExceededError}. @default {1}
+   * @returns Fewer than `n` bytes only when the source ended.
+   */
+  async peek(n = 1, options: { maxBytes?: number } = {}): Promise<Uint8Array> {
+    this.#checkIdle();
+    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    if (n > maxBytes) {
+      throw new LimitExceededError(
+        "maxBytes",
+        maxBytes,
+        `peek(${n}) asks for more than maxBytes (${maxBytes})`,
+      );
+    }
+    while (this.#end - this.#start < n) {
+      if (!(await this.#fill(n - (this.#end - this.#start)))) break;
+    }
+    return this.#buf.subarray(this.#start, this.#end);
   }
 
   /**

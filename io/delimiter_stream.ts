@@ -14,15 +14,15 @@ export interface DelimiterStreamOptions {
    * The most bytes one frame may have, **not** counting its delimiter (as
    * Netty's `DelimiterBasedFrameDecoder`), whatever the `disposition`. A
    * longer frame errors the stream with a {@linkcode LimitExceededError}
-   * (`limit` `"maxFrameLength"`) as soon as it is certain to be too long, so
-   * at most `maxFrameLength + delimiter.length - 1` bytes are ever held.
+   * (`limit` `"maxFrameSize"`) as soon as it is certain to be too long, so
+   * at most `maxFrameSize + delimiter.length - 1` bytes are ever held.
    * @default {65536} (64 KiB)
    */
-  maxFrameLength?: number;
+  maxFrameSize?: number;
 }
 
-/** The default of {@linkcode DelimiterStreamOptions.maxFrameLength}: 64 KiB. */
-export const DEFAULT_MAX_FRAME_LENGTH = 64 * 1024;
+/** The default of {@linkcode DelimiterStreamOptions.maxFrameSize}: 64 KiB. */
+export const DEFAULT_MAX_DELIMITED_FRAME_SIZE = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
@@ -36,10 +36,10 @@ const EMPTY = new Uint8Array(0);
  * - A frame that lies whole inside one input chunk is emitted as a view of
  *   that chunk, without a copy; only a frame spread over several chunks is
  *   gathered into a new buffer, which never holds more than
- *   `maxFrameLength + delimiter.length - 1` bytes.
- * - A frame longer than `maxFrameLength` errors the stream with a
+ *   `maxFrameSize + delimiter.length - 1` bytes.
+ * - A frame longer than `maxFrameSize` errors the stream with a
  *   {@linkcode LimitExceededError} (code `ERR_LIMIT_EXCEEDED`, `limit`
- *   `"maxFrameLength"`).
+ *   `"maxFrameSize"`).
  * - At the end of the input, bytes after the last delimiter are not a frame:
  *   if there are any, the stream errors with an
  *   {@linkcode UnexpectedEofError} (code `ERR_UNEXPECTED_EOF`) whose `partial`
@@ -71,7 +71,7 @@ const EMPTY = new Uint8Array(0);
  * const bytes = new Uint8Array([1, 2, 0, 3, 4, 5, 6, 0]);
  * const nul = new Uint8Array([0]);
  * const frames = ReadableStream.from([bytes])
- *   .pipeThrough(new DelimiterStream(nul, { disposition: "suffix", maxFrameLength: 3 }));
+ *   .pipeThrough(new DelimiterStream(nul, { disposition: "suffix", maxFrameSize: 3 }));
  * const reader = frames.getReader();
  * assert.deepEqual((await reader.read()).value, new Uint8Array([1, 2, 0]));
  * await assert.rejects(reader.read(), LimitExceededError); // [3, 4, 5, 6] is over 3 bytes
@@ -88,10 +88,10 @@ export class DelimiterStream implements TransformStream<Uint8Array, Uint8Array> 
    *
    * @param delimiter The bytes that end a frame: a string (matched as UTF-8)
    *   or bytes; not empty.
-   * @param options `disposition` (default `"discard"`) and `maxFrameLength`
+   * @param options `disposition` (default `"discard"`) and `maxFrameSize`
    *   (default 64 KiB).
    * @throws {TypeError} The delimiter is empty, or `disposition` is unknown.
-   * @throws {RangeError} `maxFrameLength` is not a non-negative integer.
+   * @throws {RangeError} `maxFrameSize` is not a non-negative integer.
    */
   constructor(delimiter: string | Uint8Array, options: DelimiterStreamOptions = {}) {
     ({ readable: this.readable, writable: this.writable } = framingPair(
@@ -111,21 +111,21 @@ class Splitter implements Framer {
   #pendingLength = 0;
 
   constructor(delim: Uint8Array, options: DelimiterStreamOptions) {
-    const { disposition = "discard", maxFrameLength = DEFAULT_MAX_FRAME_LENGTH } = options;
+    const { disposition = "discard", maxFrameSize = DEFAULT_MAX_DELIMITED_FRAME_SIZE } = options;
     if (disposition !== "discard" && disposition !== "suffix") {
       throw new TypeError(
         `DelimiterStream: disposition must be "discard" or "suffix", got ${disposition}`,
       );
     }
-    if (!Number.isSafeInteger(maxFrameLength) || maxFrameLength < 0) {
+    if (!Number.isSafeInteger(maxFrameSize) || maxFrameSize < 0) {
       throw new RangeError(
-        `DelimiterStream: maxFrameLength must be a non-negative integer, got ${maxFrameLength}`,
+        `DelimiterStream: maxFrameSize must be a non-negative integer, got ${maxFrameSize}`,
       );
     }
     // Copy: the caller may reuse its array.
     this.#delim = delim.slice();
     this.#suffix = disposition === "suffix";
-    this.#max = maxFrameLength;
+    this.#max = maxFrameSize;
   }
 
   push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
@@ -246,7 +246,7 @@ class Splitter implements Framer {
     this.#pending = EMPTY;
     this.#pendingLength = 0;
     return new LimitExceededError(
-      "maxFrameLength",
+      "maxFrameSize",
       this.#max,
       `DelimiterStream: no delimiter ${describeDelimiter(this.#delim)} within the frame limit`,
     );

@@ -3,18 +3,20 @@ import { NetkitError } from "../errors.ts";
 /**
  * A read needed to buffer more than its limit allows, so it stopped rather
  * than grow memory without bound. `limit` names the option that was hit
- * (`"maxBytes"`, `"maxFrameLength"`, `"maxFrameSize"`, …) and `value` its size.
+ * (`"maxBytes"`, `"maxFrameSize"`, `"maxFrameSize"`, …) and `value` its size.
  *
  * @example
  * ```ts
  * import { LimitExceededError, readUntil } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const stream = ReadableStream.from([new TextEncoder().encode("x".repeat(100))]);
- * try {
- *   await readUntil(stream, "\n", { maxBytes: 10 });
- * } catch (err) {
- *   if (err instanceof LimitExceededError) console.error(err.limit, err.value); // maxBytes 10
- * }
+ * await assert.rejects(readUntil(stream, "\n", { maxBytes: 10 }), (err) => {
+ *   assert.ok(err instanceof LimitExceededError);
+ *   assert.equal(err.limit, "maxBytes");
+ *   assert.equal(err.value, 10);
+ *   return true;
+ * });
  * ```
  */
 export class LimitExceededError extends NetkitError {
@@ -48,13 +50,14 @@ export class LimitExceededError extends NetkitError {
  * @example
  * ```ts
  * import { readUntil, UnexpectedEofError } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const stream = ReadableStream.from([new TextEncoder().encode("no newline")]);
- * try {
- *   await readUntil(stream, "\n");
- * } catch (err) {
- *   if (err instanceof UnexpectedEofError) console.error(err.partial.length); // 10
- * }
+ * await assert.rejects(readUntil(stream, "\n"), (err) => {
+ *   assert.ok(err instanceof UnexpectedEofError);
+ *   assert.equal(new TextDecoder().decode(err.partial), "no newline");
+ *   return true;
+ * });
  * ```
  */
 export class UnexpectedEofError extends NetkitError {

@@ -39,7 +39,7 @@ export { readLine, readLines } from "./read_lines.ts";
 export { writeAll } from "./write_all.ts";
 export { LimitExceededError, UnexpectedEofError } from "./errors.ts";
 export {
-  DEFAULT_MAX_FRAME_LENGTH,
+  DEFAULT_MAX_DELIMITED_FRAME_SIZE,
   DelimiterStream,
   type DelimiterStreamOptions,
 } from "./delimiter_stream.ts";

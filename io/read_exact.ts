@@ -13,11 +13,13 @@ import { type Readable, withReader } from "./_reader_for.ts";
  * @example Reading a 4-byte big-endian length, then the payload
  * ```ts
  * import { readExact } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const stream = ReadableStream.from([new Uint8Array([0, 0, 0, 2, 104]), new Uint8Array([105])]);
- * const header = await readExact(stream, 4);
- * const length = new DataView(header!.buffer).getUint32(0);
- * console.log(new TextDecoder().decode((await readExact(stream, length))!)); // hi
+ * const header = (await readExact(stream, 4))!;
+ * const length = new DataView(header.buffer, header.byteOffset).getUint32(0);
+ * assert.equal(length, 2);
+ * assert.equal(new TextDecoder().decode((await readExact(stream, length))!), "hi");
  * ```
  */
 export function readExact(readable: Readable, n: number): Promise<Uint8Array | null> {

@@ -13,9 +13,12 @@ import { type Readable, withReader } from "./_reader_for.ts";
  * @example
  * ```ts
  * import { readLine } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const stream = ReadableStream.from([new TextEncoder().encode("HELO x\r\nQUIT\r\n")]);
- * console.log(await readLine(stream), await readLine(stream)); // HELO x QUIT
+ * assert.equal(await readLine(stream), "HELO x");
+ * assert.equal(await readLine(stream), "QUIT");
+ * assert.equal(await readLine(stream), null); // the end of the stream
  * ```
  */
 export function readLine(readable: Readable, options?: ReadUntilOptions): Promise<string | null> {
@@ -30,9 +33,12 @@ export function readLine(readable: Readable, options?: ReadUntilOptions): Promis
  * @example
  * ```ts
  * import { readLines } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const stream = ReadableStream.from([new TextEncoder().encode("a\nb\r\nc")]);
- * for await (const line of readLines(stream)) console.log(line); // a, b, c
+ * const lines: string[] = [];
+ * for await (const line of readLines(stream)) lines.push(line);
+ * assert.deepEqual(lines, ["a", "b", "c"]);
  * ```
  */
 export async function* readLines(

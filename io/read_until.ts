@@ -24,12 +24,13 @@ import { type Readable, withReader } from "./_reader_for.ts";
  * @example Reading an HTTP response head
  * ```ts
  * import { readUntil } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const response = ReadableStream.from([
  *   new TextEncoder().encode("HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n"),
  * ]);
  * const head = await readUntil(response, "\r\n\r\n");
- * console.log(new TextDecoder().decode(head!).split("\r\n")[0]); // HTTP/1.1 204 No Content
+ * assert.equal(new TextDecoder().decode(head!), "HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n");
  * ```
  */
 export function readUntil(

@@ -16,11 +16,14 @@ import { rawSinkOf } from "../internal/raw_writable.ts";
  * @example Sending an HTTP request
  * ```ts
  * import { writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * const chunks: Uint8Array[] = [];
  * const sink = new WritableStream<Uint8Array>({ write: (c) => void chunks.push(c) });
- * await writeAll(sink, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n");
- * console.log(chunks.length); // 1
+ * const request = "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+ * await writeAll(sink, request);
+ * assert.equal(chunks.length, 1); // one write, the whole request
+ * assert.equal(new TextDecoder().decode(chunks[0]), request);
  * ```
  */
 export async function writeAll(

@@ -68,7 +68,7 @@ async function readHead(conn: Deno.Conn, proxyAt: string, maxHeadBytes: number):
   let length = 0;
   let matched = 0;
   while (matched < 4) {
-    const want = Math.min(4096, maxHeadBytes - length);
+    const want = 4 - matched;
     if (length + want > maxHeadBytes) {
       throw new ProxyError(
         "ERR_PROXY_PROTOCOL",

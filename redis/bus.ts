@@ -124,7 +124,7 @@ export interface RedisBusOptions {
    */
   maxQueued?: number;
   /** Connecting and the handshake, per attempt. @default {5000} */
-  connectTimeout?: number;
+  timeout?: number;
   /** PING each connection this often; one that has not answered by the next is dropped. @default {5000} */
   pingInterval?: number;
   /** The first reconnect delay; it doubles, with jitter, up to `maxReconnectDelay`. @default {100} */
@@ -379,16 +379,23 @@ function errorText(err: unknown): string {
  *   with backoff (100 ms doubling to 5 s, with jitter) and resubscribes,
  *   reporting `lost`, `retry` and `back` (with the count) to `onEvent`.
  *
- * @example Two servers, one broadcast
+ * @example Every server on one Redis, one broadcast
  * ```ts
- * import { RedisBus, serve } from "@netkit/netkit/websocket";
+ * import { RedisBus } from "@netkit/netkit/redis";
+ * import { serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
- * await using bus = await RedisBus.connect("redis://127.0.0.1:6379");
- * await bus.subscribe("chat"); // keep the topic subscribed whatever the clients do
- * await using server = serve({ port: 0, bus }, {
- *   open: (ws) => void ws.subscribe("chat"),
- *   message: (ws, data) => void ws.publish("chat", data, { includeSelf: true }),
- * });
+ * // Each server process: a bus on the shared Redis, given to serve().
+ * async function chatServer(redisUrl: string) {
+ *   const bus = await RedisBus.connect(redisUrl);
+ *   await bus.subscribe("chat"); // keep the topic subscribed whatever the clients do
+ *   return serve({ port: 0, bus }, {
+ *     open: (ws) => void ws.subscribe("chat"),
+ *     message: (ws, data) => void ws.publish("chat", data, { includeSelf: true }),
+ *   });
+ * }
+ * // No Redis answers at this URL: connect() fails at once and says why.
+ * await assert.rejects(chatServer("redis://127.0.0.1:1"), { code: "ECONNREFUSED" });
  * ```
  */
 export class RedisBus implements BroadcastBus, AsyncDisposable {
@@ -401,7 +408,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
   #prefix: string;
   #maxPayload: number;
   #maxQueued: number;
-  #connectTimeout: number;
+  #timeout: number;
   #pingInterval: number;
   #reconnectDelay: number;
   #maxReconnectDelay: number;
@@ -447,7 +454,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
     this.#prefix = options.prefix ?? "netkit:ws:";
     this.#maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
     this.#maxQueued = options.maxQueued ?? 16 * 1024 * 1024;
-    this.#connectTimeout = options.connectTimeout ?? 5000;
+    this.#timeout = options.timeout ?? 5000;
     this.#pingInterval = options.pingInterval ?? 5000;
     this.#reconnectDelay = options.reconnectDelay ?? 100;
     this.#maxReconnectDelay = options.maxReconnectDelay ?? 5000;
@@ -609,7 +616,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
 
   async #connectLink(role: string): Promise<Link> {
     const { hostname, port, tls } = this.#target;
-    const timeout = this.#connectTimeout;
+    const timeout = this.#timeout;
     const signal = this.#abort.signal;
     const conn = tls
       ? await tlsConnect({ hostname, port, timeout, signal, caCerts: this.#caCerts })
@@ -724,12 +731,10 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
               reject(
                 new RedisBusError(
                   "ETIMEDOUT",
-                  `Redis at ${this.url} did not confirm SUBSCRIBE within ${
-                    this.#connectTimeout / 1000
-                  }s`,
+                  `Redis at ${this.url} did not confirm SUBSCRIBE within ${this.#timeout / 1000}s`,
                 ),
               ),
-            this.#connectTimeout,
+            this.#timeout,
           );
         });
         const died = Promise.race([pub.dead, sub.dead]).then((cause) => {

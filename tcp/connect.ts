@@ -57,11 +57,12 @@ export type ConnectOptions =
  * ```ts
  * import { connect, serve } from "@netkit/netkit/tcp";
  * import { readUntil, writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, (conn) => conn.readable.pipeTo(conn.writable));
  * await using conn = await connect({ port: server.addr.port });
  * await writeAll(conn.writable, "hello\n");
- * console.log(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!)); // hello
+ * assert.equal(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!), "hello\n");
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<Conn> {

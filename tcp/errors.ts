@@ -10,12 +10,13 @@ import { formatAddr } from "../conn.ts";
  * @example
  * ```ts
  * import { connect, NetworkError } from "@netkit/netkit/tcp";
+ * import assert from "node:assert/strict";
  *
- * try {
- *   await connect({ hostname: "127.0.0.1", port: 1 });
- * } catch (err) {
- *   if (err instanceof NetworkError) console.error(err.code, err.message);
- * }
+ * await assert.rejects(connect({ hostname: "127.0.0.1", port: 1 }), (err) => {
+ *   assert.ok(err instanceof NetworkError);
+ *   assert.equal(err.code, "ECONNREFUSED"); // nothing listens on port 1
+ *   return true;
+ * });
  * ```
  */
 export class NetworkError extends NetkitError {}

@@ -102,10 +102,23 @@ export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
  *
  * @example A tiny accept loop
  * ```ts
- * import { listen } from "@netkit/netkit/tcp";
+ * import { connect, listen } from "@netkit/netkit/tcp";
+ * import { readLine, writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * await using listener = listen({ port: 0 });
- * console.log(listener.addr); // { transport: "tcp", hostname: "127.0.0.1", port: … }
+ * const { hostname, port } = listener.addr as { hostname: string; port: number };
+ * assert.equal(hostname, "127.0.0.1");
+ * const serving = (async () => {
+ *   for await (const conn of listener) {
+ *     await writeAll(conn.writable, "hi\n");
+ *     await conn.close();
+ *   }
+ * })();
+ * await using client = await connect({ port });
+ * assert.equal(await readLine(client.readable), "hi");
+ * listener.close(); // ends the loop
+ * await serving;
  * ```
  */
 export function listen(options: ListenOptions = {}): Listener {

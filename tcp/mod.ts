@@ -6,11 +6,12 @@
  * ```ts
  * import { connect, serve } from "@netkit/netkit/tcp";
  * import { readUntil, writeAll } from "@netkit/netkit/io";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, (conn) => conn.readable.pipeTo(conn.writable));
  * await using conn = await connect({ port: server.addr.port });
  * await writeAll(conn.writable, "ping\n");
- * await readUntil(conn.readable, "\n");
+ * assert.equal(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!), "ping\n");
  * ```
  *
  * @module

@@ -36,9 +36,11 @@ export interface TcpServer extends Server {
  * @example An echo server on a free port
  * ```ts
  * import { serve } from "@netkit/netkit/tcp";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, (conn) => conn.readable.pipeTo(conn.writable));
- * console.log(`listening on tcp://127.0.0.1:${server.addr.port}`);
+ * assert.equal(server.addr.hostname, "127.0.0.1");
+ * assert.notEqual(server.addr.port, 0); // the port the system picked
  * ```
  */
 export function serve(options: ServeOptions, handler: ConnHandler<Conn>): TcpServer {

@@ -5,7 +5,6 @@
 // fragmented and chunked any way round-trip, limits hold exactly at their
 // boundary, and arbitrary bytes only ever fail with a close code.
 import assert from "node:assert/strict";
-// deno-lint-ignore no-import-prefix
 import fc from "fast-check";
 import {
   BufferedReader,

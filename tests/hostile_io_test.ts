@@ -1,7 +1,7 @@
 // Lines and frames over every limit io enforces, sent by a hostile peer to a
 // server on each transport (tcp, tls, ws, wss) whose handler reads with io:
 // readLine (maxBytes), readUntil (maxBytes), DelimiterStream
-// (maxFrameLength) and LengthPrefixedDecoderStream (maxFrameSize). A record
+// (maxFrameSize) and LengthPrefixedDecoderStream (maxFrameSize). A record
 // exactly at the limit is served; one byte over, or an endless one, costs
 // that connection only — a LimitExceededError naming the limit, reported to
 // onEvent, with no more than the limit buffered — and the next client is
@@ -33,7 +33,7 @@ const encoder = new TextEncoder();
 const MODES = {
   L: { name: "readLine", limit: "maxBytes", value: 1024 },
   U: { name: 'readUntil("\\r\\n\\r\\n")', limit: "maxBytes", value: 512 },
-  D: { name: 'DelimiterStream("\\n")', limit: "maxFrameLength", value: 1000 },
+  D: { name: 'DelimiterStream("\\n")', limit: "maxFrameSize", value: 1000 },
   P: { name: "LengthPrefixedDecoderStream", limit: "maxFrameSize", value: 4096 },
 } as const;
 type Mode = keyof typeof MODES;
@@ -62,7 +62,7 @@ const protocol: ConnHandler<Conn> = async (conn) => {
     case "D":
       for await (
         const frame of conn.readable.pipeThrough(
-          new DelimiterStream("\n", { maxFrameLength: 1000 }),
+          new DelimiterStream("\n", { maxFrameSize: 1000 }),
         )
       ) await reply(frame.length);
       break;
@@ -114,7 +114,7 @@ function record(mode: Mode, size: number): Uint8Array {
       return encoder.encode("a".repeat(size - 1) + "\n");
     case "U": // maxBytes counts the record with its delimiter
       return encoder.encode("a".repeat(size - 4) + "\r\n\r\n");
-    case "D": // maxFrameLength counts the frame without its delimiter
+    case "D": // maxFrameSize counts the frame without its delimiter
       return encoder.encode("a".repeat(size) + "\n");
     case "P": // maxFrameSize counts the payload
       return encodeLengthPrefixed(new Uint8Array(size).fill(0x61), { maxFrameSize: size });

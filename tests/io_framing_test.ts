@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import {
-  DEFAULT_MAX_FRAME_LENGTH,
+  DEFAULT_MAX_DELIMITED_FRAME_SIZE,
   DEFAULT_MAX_FRAME_SIZE,
   DelimiterStream,
   type DelimiterStreamOptions,
@@ -139,12 +139,12 @@ Deno.test("DelimiterStream's partial tail from one chunk is a copy", async () =>
   assert.equal(text(error.partial), "tail");
 });
 
-Deno.test("DelimiterStream accepts a frame of exactly maxFrameLength, however it is chunked", async () => {
+Deno.test("DelimiterStream accepts a frame of exactly maxFrameSize, however it is chunked", async () => {
   const data = bytes("12345678\r\n1234\r\n");
   for (let size = 1; size <= data.length; size++) {
     for (const disposition of ["discard", "suffix"] as const) {
       const { frames, error } = await delimited("\r\n", split(data, size), {
-        maxFrameLength: 8,
+        maxFrameSize: 8,
         disposition,
       });
       assert.equal(error, undefined, `chunk size ${size}, ${disposition}`);
@@ -153,21 +153,21 @@ Deno.test("DelimiterStream accepts a frame of exactly maxFrameLength, however it
   }
 });
 
-Deno.test("DelimiterStream rejects a frame of maxFrameLength + 1 with LimitExceededError, however it is chunked", async () => {
+Deno.test("DelimiterStream rejects a frame of maxFrameSize + 1 with LimitExceededError, however it is chunked", async () => {
   const data = bytes("ok\r\n123456789\r\n");
   for (let size = 1; size <= data.length; size++) {
     for (const disposition of ["discard", "suffix"] as const) {
       const { error } = await delimited("\r\n", split(data, size), {
-        maxFrameLength: 8,
+        maxFrameSize: 8,
         disposition,
       });
       assert.ok(error instanceof LimitExceededError, `chunk size ${size}: ${error}`);
       assert.equal(error.code, "ERR_LIMIT_EXCEEDED");
-      assert.equal(error.limit, "maxFrameLength");
+      assert.equal(error.limit, "maxFrameSize");
       assert.equal(error.value, 8);
       assert.match(
         error.message,
-        /DelimiterStream: no delimiter "\\r\\n" within the frame limit: over maxFrameLength \(8 bytes\)/,
+        /DelimiterStream: no delimiter "\\r\\n" within the frame limit: over maxFrameSize \(8 bytes\)/,
       );
     }
   }
@@ -181,7 +181,7 @@ Deno.test("DelimiterStream fails an endless frame without buffering more than th
       c.enqueue(new Uint8Array(100).fill(0x61));
     },
   });
-  const frames = endless.pipeThrough(new DelimiterStream("\n", { maxFrameLength: 1000 }));
+  const frames = endless.pipeThrough(new DelimiterStream("\n", { maxFrameSize: 1000 }));
   await assert.rejects(Array.fromAsync(frames), LimitExceededError);
   assert.ok(pulled <= 13, `pulled ${pulled} chunks of 100 bytes for a 1000-byte limit`);
 });
@@ -189,17 +189,17 @@ Deno.test("DelimiterStream fails an endless frame without buffering more than th
 Deno.test("DelimiterStream fails an unterminated tail over the limit with LimitExceededError", async () => {
   // 9 bytes that cannot end in a delimiter are over 8 whatever comes next.
   for (const chunks of [chunksOf("123456789"), split(bytes("123456789"), 1)]) {
-    const { error } = await delimited("\r\n", chunks, { maxFrameLength: 8 });
+    const { error } = await delimited("\r\n", chunks, { maxFrameSize: 8 });
     assert.ok(error instanceof LimitExceededError);
   }
   // ... but 8 bytes and a "\r" might still be a frame of 8: that is an EOF.
-  const { error } = await delimited("\r\n", chunksOf("12345678\r"), { maxFrameLength: 8 });
+  const { error } = await delimited("\r\n", chunksOf("12345678\r"), { maxFrameSize: 8 });
   assert.ok(error instanceof UnexpectedEofError);
   assert.equal(text(error.partial), "12345678\r");
 });
 
-Deno.test("DelimiterStream defaults maxFrameLength to 64 KiB", async () => {
-  assert.equal(DEFAULT_MAX_FRAME_LENGTH, 65536);
+Deno.test("DelimiterStream defaults maxFrameSize to 64 KiB", async () => {
+  assert.equal(DEFAULT_MAX_DELIMITED_FRAME_SIZE, 65536);
   const ok = new Uint8Array(65537).fill(0x61);
   ok[65536] = 0x0a;
   assert.equal((await delimited("\n", split(ok, 1000))).frames[0].length, 65536);
@@ -211,8 +211,8 @@ Deno.test("DelimiterStream defaults maxFrameLength to 64 KiB", async () => {
 Deno.test("DelimiterStream rejects bad arguments", () => {
   assert.throws(() => new DelimiterStream(""), TypeError);
   assert.throws(() => new DelimiterStream(new Uint8Array(0)), TypeError);
-  assert.throws(() => new DelimiterStream("\n", { maxFrameLength: -1 }), RangeError);
-  assert.throws(() => new DelimiterStream("\n", { maxFrameLength: 1.5 }), RangeError);
+  assert.throws(() => new DelimiterStream("\n", { maxFrameSize: -1 }), RangeError);
+  assert.throws(() => new DelimiterStream("\n", { maxFrameSize: 1.5 }), RangeError);
   assert.throws(
     // @ts-expect-error: checking a bad value from untyped code
     () => new DelimiterStream("\n", { disposition: "prefix" }),
@@ -428,7 +428,7 @@ Deno.test("DelimiterStream delivers every frame before an unterminated tail's er
 
 Deno.test("DelimiterStream delivers every frame before a frame over the limit", async () => {
   const { frames, error } = await delimited("\n", chunksOf("a\nb\ntoo long\nc\n"), {
-    maxFrameLength: 3,
+    maxFrameSize: 3,
   });
   assert.deepEqual(frames.map(text), ["a", "b"]);
   assert.ok(error instanceof LimitExceededError);

@@ -2,7 +2,6 @@
 // transforms produce, and every limit must hold exactly at its boundary.
 import assert from "node:assert/strict";
 // Pinned here as the brief asks; deno.json has no import map entry for it.
-// deno-lint-ignore no-import-prefix
 import fc from "fast-check";
 import {
   BufferedReader,
@@ -340,7 +339,7 @@ Deno.test("property: readUntil's maxBytes holds exactly at the boundary, any chu
   );
 });
 
-Deno.test("property: DelimiterStream's maxFrameLength holds exactly at the boundary, any chunking", async () => {
+Deno.test("property: DelimiterStream's maxFrameSize holds exactly at the boundary, any chunking", async () => {
   await fc.assert(
     fc.asyncProperty(
       fc.integer({ min: 0, max: 200 }),
@@ -349,18 +348,18 @@ Deno.test("property: DelimiterStream's maxFrameLength holds exactly at the bound
       cutsArb,
       fc.constantFrom("discard" as const, "suffix" as const),
       fc.boolean(),
-      async (maxFrameLength, delta, delim, cuts, disposition, terminated) => {
-        const length = Math.max(0, maxFrameLength + delta); // frame length, delimiter excluded
+      async (maxFrameSize, delta, delim, cuts, disposition, terminated) => {
+        const length = Math.max(0, maxFrameSize + delta); // frame length, delimiter excluded
         const frame = new Uint8Array(length).fill(0x61);
         const wire = terminated ? concat([frame, delim]) : frame;
         const got = await collect(
-          new DelimiterStream(delim, { maxFrameLength, disposition }),
+          new DelimiterStream(delim, { maxFrameSize, disposition }),
           chunk(wire, cuts),
         );
-        if (length > maxFrameLength) {
+        if (length > maxFrameSize) {
           assert.ok(got.error instanceof LimitExceededError, `${got.error}`);
-          assert.equal(got.error.limit, "maxFrameLength");
-          assert.equal(got.error.value, maxFrameLength);
+          assert.equal(got.error.limit, "maxFrameSize");
+          assert.equal(got.error.value, maxFrameSize);
           assert.deepEqual(got.frames, []);
         } else if (terminated) {
           assert.equal(got.error, undefined);

@@ -9,108 +9,15 @@ import { readExact, readUntil, writeAll } from "../io/mod.ts";
 import { createDevCerts } from "../certs/mod.ts";
 import { bypassesProxy, openTunnel, ProxyError, proxyForUrl } from "../proxy/mod.ts";
 import type { Conn } from "../mod.ts";
+import {
+  freePort,
+  hasMicrosocks,
+  hasTinyproxy,
+  startMicrosocks,
+  startTinyproxy,
+} from "./support/proxies.ts";
 
 const decoder = new TextDecoder();
-
-function onPath(name: string): boolean {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      if (Deno.statSync(`${dir}/${name}`).isFile) return true;
-    } catch {
-      // not in this directory
-    }
-  }
-  return false;
-}
-
-const hasTinyproxy = onPath("tinyproxy");
-const hasMicrosocks = onPath("microsocks");
-
-/** A port nobody listens on (bound, then released). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
-
-interface RunningProxy extends AsyncDisposable {
-  /** `host:port` of the proxy. */
-  at: string;
-}
-
-async function startProxy(
-  command: string,
-  args: string[],
-  port: number,
-  cleanup?: () => Promise<void>,
-): Promise<RunningProxy> {
-  const child = new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const output = Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-  ]);
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await child.status;
-    await output;
-    await cleanup?.();
-  };
-  // Ready once the port accepts; fail fast if the program exits instead.
-  let exited = false;
-  child.status.then(() => (exited = true));
-  for (let tries = 0;; tries++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      if (exited || tries > 200) {
-        await stop();
-        const [out, err] = await output;
-        throw new Error(`${command} did not start on port ${port}:\n${out}\n${err}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-  return { at: `127.0.0.1:${port}`, [Symbol.asyncDispose]: stop };
-}
-
-/** tinyproxy on a free port; with `auth`, Basic authentication is required. */
-async function startTinyproxy(auth?: { user: string; pass: string }): Promise<RunningProxy> {
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "netkit_tinyproxy_" });
-  // No ConnectPort line: CONNECT to every port is allowed ("ConnectPort 0"
-  // would disable CONNECT altogether).
-  const conf = [
-    `Port ${port}`,
-    "Listen 127.0.0.1",
-    "Timeout 30",
-    "Allow 127.0.0.1",
-    "MaxClients 50",
-    "LogLevel Warning",
-    ...(auth ? [`BasicAuth ${auth.user} ${auth.pass}`] : []),
-  ].join("\n");
-  await Deno.writeTextFile(`${dir}/tinyproxy.conf`, conf + "\n");
-  return await startProxy(
-    "tinyproxy",
-    ["-d", "-c", `${dir}/tinyproxy.conf`],
-    port,
-    () => Deno.remove(dir, { recursive: true }),
-  );
-}
-
-/** microsocks on a free port; with `auth`, username/password is required. */
-function startMicrosocks(auth?: { user: string; pass: string }): Promise<RunningProxy> {
-  const port = freePort();
-  const args = ["-i", "127.0.0.1", "-p", String(port)];
-  if (auth) args.push("-u", auth.user, "-P", auth.pass);
-  return startProxy("microsocks", args, port);
-}
 
 async function roundTrip(conn: Conn, line: string): Promise<string> {
   await writeAll(conn.writable, line + "\n");
@@ -128,31 +35,68 @@ function bannerServer() {
 const BANNER = "220 netkit banner\r\n";
 
 /**
- * Sits between the client and a real proxy for one connection: passes the
- * client's bytes on at once, but holds the proxy's until `BANNER` has come
- * through as well, then delivers both in one write. So the proxy's reply and
- * the target's first bytes are in the client's socket together, and a
- * handshake that read past the reply would swallow the banner.
+ * Sits between the client and a real proxy for one connection. Bytes pass
+ * straight through until the client has sent `handshakeBytes` (its whole
+ * handshake); from then on the proxy's bytes are held until `BANNER` has
+ * come through too, and delivered in one write. So the proxy's final reply
+ * and the target's first bytes are in the client's socket together, and a
+ * handshake that read past its reply would swallow the banner.
  */
-function coalescingRelay(proxyPort: number): { port: number; done: Promise<void> } {
+function coalescingRelay(
+  proxyPort: number,
+  handshakeBytes: number,
+): { port: number; done: Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const done = (async () => {
     const client = await listener.accept();
     listener.close();
     const proxy = await Deno.connect({ hostname: "127.0.0.1", port: proxyPort });
-    const up = client.readable.pipeTo(proxy.writable).catch(() => {});
-    let held = new Uint8Array(0);
-    const buf = new Uint8Array(4096);
-    while (!decoder.decode(held).includes(BANNER)) {
-      const n = await proxy.read(buf);
-      if (n === null) break;
-      held = new Uint8Array([...held, ...buf.subarray(0, n)]);
-    }
-    await client.write(held);
-    await proxy.readable.pipeTo(client.writable).catch(() => {});
-    await up;
+    let sent = 0;
+    const up = (async () => {
+      const buf = new Uint8Array(4096);
+      for (let n; (n = await client.read(buf)) !== null;) {
+        sent += n; // counted before forwarding: the reply can only come after
+        await proxy.write(buf.subarray(0, n));
+      }
+    })().catch(() => {}).finally(() => proxy.closeWrite().catch(() => {}));
+    const down = (async () => {
+      const buf = new Uint8Array(4096);
+      let held: number[] = [];
+      for (let n; (n = await proxy.read(buf)) !== null;) {
+        if (sent < handshakeBytes) {
+          await client.write(buf.subarray(0, n));
+          continue;
+        }
+        held.push(...buf.subarray(0, n));
+        if (held.length > 0 && decoder.decode(Uint8Array.from(held)).includes(BANNER)) {
+          await client.write(Uint8Array.from(held));
+          held = [];
+          break;
+        }
+      }
+      for (let n; (n = await proxy.read(buf)) !== null;) await client.write(buf.subarray(0, n));
+    })().catch(() => {}).finally(() => client.closeWrite().catch(() => {}));
+    await Promise.all([up, down]);
+    client.close();
+    proxy.close();
   })();
   return { port: listener.addr.port, done };
+}
+
+/**
+ * Fails instead of hanging when the banner never comes (a handshake that
+ * swallowed it leaves the reader waiting for bytes that are gone).
+ */
+async function expectBanner<T>(read: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const gone = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the banner never arrived: swallowed?")), 10_000);
+  });
+  try {
+    return await Promise.race([read, gone]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A bound port that refuses connections: a listener opened then closed. */
@@ -261,7 +205,7 @@ Deno.test({
   async fn() {
     await using proxy = await startTinyproxy();
     await using server = bannerServer();
-    const relay = coalescingRelay(Number(proxy.at.split(":")[1]));
+    const relay = coalescingRelay(Number(proxy.at.split(":")[1]), 1);
     const socket = await openTunnel(`http://127.0.0.1:${relay.port}`, {
       hostname: "127.0.0.1",
       port: server.addr.port,
@@ -269,10 +213,12 @@ Deno.test({
     await using conn = await tcpConnect({ port: server.addr.port, proxy: `http://${proxy.at}` });
     try {
       const first = new Uint8Array(BANNER.length);
-      for (let got = 0; got < first.length;) got += (await socket.read(first.subarray(got)))!;
+      for (let got = 0; got < first.length;) {
+        got += (await expectBanner(socket.read(first.subarray(got))))!;
+      }
       assert.equal(decoder.decode(first), BANNER);
       // tcp.connect with a proxy, too.
-      assert.equal(decoder.decode((await readUntil(conn.readable, "\r\n"))!), BANNER);
+      assert.equal(decoder.decode((await expectBanner(readUntil(conn.readable, "\r\n")))!), BANNER);
       assert.equal(await roundTrip(conn, "after the banner"), "after the banner\n");
     } finally {
       socket.close();
@@ -426,13 +372,14 @@ Deno.test({
   async fn() {
     await using proxy = await startMicrosocks();
     await using server = bannerServer();
-    const relay = coalescingRelay(Number(proxy.at.split(":")[1]));
+    // Greeting (3 bytes) and CONNECT for an IPv4 address (10 bytes).
+    const relay = coalescingRelay(Number(proxy.at.split(":")[1]), 3 + 10);
     try {
       await using conn = await tcpConnect({
         port: server.addr.port,
         proxy: `socks5://127.0.0.1:${relay.port}`,
       });
-      assert.equal(decoder.decode((await readUntil(conn.readable, "\r\n"))!), BANNER);
+      assert.equal(decoder.decode((await expectBanner(readUntil(conn.readable, "\r\n")))!), BANNER);
       assert.equal(await roundTrip(conn, "after the banner"), "after the banner\n");
     } finally {
       await relay.done;

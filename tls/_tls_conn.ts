@@ -35,23 +35,40 @@ export interface TlsConn extends Conn {
    * server's certificate to a client).
    */
   readonly peerCertificate: PeerCertificate | null;
+  /**
+   * Whether the peer ended the stream without a TLS close_notify: what it
+   * sent may have been cut short (it crashed, was killed, or — as many
+   * OpenSSL servers do — just closed the socket). Without
+   * `requireCloseNotify` that ends `readable` like a clean end and sets this;
+   * with it, the read fails with `ERR_TLS_TRUNCATED`.
+   */
+  readonly truncated: boolean;
 }
 
-/** What a finished handshake agreed. */
+/** What a finished handshake agreed, and how the stream's end is judged. */
 export interface HandshakeInfo {
   alpnProtocol: string | null;
   peerCertificate: PeerCertificate | null;
+  /** A missing close_notify is an error (true) or a flagged end (false). @default {true} */
+  requireCloseNotify?: boolean;
 }
 
 /** The netkit {@linkcode TlsConn}: a SocketConn over a handshaken TLS socket. */
 export class TlsSocketConn extends SocketConn<Deno.Conn> implements TlsConn {
   readonly alpnProtocol: string | null;
   readonly peerCertificate: PeerCertificate | null;
+  #aware: TruncationAware;
 
   constructor(socket: Deno.Conn, info: HandshakeInfo) {
-    super(new TruncationAware(socket));
+    const aware = new TruncationAware(socket, info.requireCloseNotify ?? true);
+    super(aware);
+    this.#aware = aware;
     this.alpnProtocol = info.alpnProtocol;
     this.peerCertificate = info.peerCertificate;
+  }
+
+  get truncated(): boolean {
+    return this.#aware.truncated;
   }
 }
 
@@ -74,9 +91,12 @@ function readError(err: unknown): unknown {
  */
 class TruncationAware implements Deno.Conn {
   #socket: Deno.Conn;
+  #strict: boolean;
+  truncated = false;
 
-  constructor(socket: Deno.Conn) {
+  constructor(socket: Deno.Conn, strict: boolean) {
     this.#socket = socket;
+    this.#strict = strict;
   }
 
   get localAddr(): Deno.Addr {
@@ -97,7 +117,18 @@ class TruncationAware implements Deno.Conn {
   }
 
   read(p: Uint8Array): Promise<number | null> {
-    return this.#socket.read(p).catch((err) => Promise.reject(readError(err)));
+    return this.#socket.read(p).catch((err) => {
+      const typed = readError(err);
+      if (
+        !this.#strict && typed instanceof TlsError && typed.code === "ERR_TLS_TRUNCATED"
+      ) {
+        // As Node, Python and curl do by default: the end of the stream,
+        // flagged for whoever needs to know.
+        this.truncated = true;
+        return null;
+      }
+      return Promise.reject(typed);
+    });
   }
 
   write(p: Uint8Array): Promise<number> {

@@ -52,6 +52,7 @@ export interface AcceptTlsOptions extends CertificateOptions {
  * import { connect, serve } from "@netkit/netkit/tcp";
  * import { readLine, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * await using server = serve({ port: 0 }, async (plain) => {
@@ -67,7 +68,7 @@ export interface AcceptTlsOptions extends CertificateOptions {
  * await writeAll(plain.writable, "STARTTLS\r\n");
  * await readLine(plain.readable);
  * await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
- * console.log(await readLine(conn.readable)); // 250 secure now
+ * assert.equal(await readLine(conn.readable), "250 secure now");
  * ```
  */
 export async function acceptTls(conn: Conn, options: AcceptTlsOptions): Promise<TlsConn> {

@@ -41,9 +41,8 @@ export interface TlsListenOptions extends CertificateOptions {
    *   encryption done by Deno's built-in `node:tls`. netkit owns the TCP
    *   socket, so `handshakeTimeout` really closes a peer that has not
    *   finished, and client certificates (`clientCaCerts`) work.
-   * - `"deno"`: `Deno.listenTls`, about 1.7× the bulk throughput (measured on
-   *   one connection: ~300 MiB/s against ~180 MiB/s; handshakes per second
-   *   the same). But Deno cannot abort a handshake in progress: closing the
+   * - `"deno"`: `Deno.listenTls` (rustls), about half the CPU per byte and
+   *   per handshake (figures in `bench/README.md`). But Deno cannot abort a handshake in progress: closing the
    *   connection lets Deno's background handshake task run on, keeping the
    *   TCP socket open until the peer finishes or gives up. `handshakeTimeout`
    *   then frees the connection's session (and its `maxConnections` slot)

@@ -25,6 +25,14 @@ export interface ConnectOptions {
    * system's when Deno runs with `DENO_TLS_CA_STORE=system`.
    */
   caCerts?: string[];
+  /**
+   * Whether a server that closes without a TLS close_notify is an error
+   * (reading fails with `ERR_TLS_TRUNCATED`), for protocols without their own
+   * framing. By default the stream just ends, as in Node, Python and curl,
+   * and `conn.truncated` says so. @default {false}
+   */
+  requireCloseNotify?: boolean;
+
   /** ALPN protocols to offer, most preferred first; see `conn.alpnProtocol`. */
   alpnProtocols?: string[];
   /** A client certificate (PEM), for servers that ask for one. Needs `key`. */
@@ -71,12 +79,14 @@ export interface ConnectOptions {
  * import { echo } from "@netkit/netkit";
  * import { readUntil, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * await using server = serve({ port: 0, cert, key }, echo);
- * await using conn = await connect({ hostname: "localhost", port: server.addr.port, caCerts: [ca] });
+ * const port = server.addr.port;
+ * await using conn = await connect({ hostname: "localhost", port, caCerts: [ca] });
  * await writeAll(conn.writable, "hello\n");
- * console.log(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!)); // hello
+ * assert.equal(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!), "hello\n");
  * ```
  */
 export async function connect(options: ConnectOptions): Promise<TlsConn> {
@@ -133,7 +143,11 @@ export async function connect(options: ConnectOptions): Promise<TlsConn> {
     (err) => clientHandshakeError(err, context),
     options.signal,
   );
-  return new TlsSocketConn(socket, { alpnProtocol: info.alpnProtocol, peerCertificate: null });
+  return new TlsSocketConn(socket, {
+    alpnProtocol: info.alpnProtocol,
+    peerCertificate: null,
+    requireCloseNotify: options.requireCloseNotify ?? false,
+  });
 }
 
 function stripBrackets(host: string): string {

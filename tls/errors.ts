@@ -67,18 +67,18 @@ export type TlsErrorCode =
  * ```ts
  * import { connect, serve, TlsError } from "@netkit/netkit/tls";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { cert, key } = await createDevCerts();
  * // onEvent: keep the server quiet about the handshake the client refuses.
  * await using server = serve({ port: 0, cert, key, onEvent: () => {} }, (conn) => conn.close());
- * try {
- *   // The dev CA is not passed in caCerts: the client does not trust it.
- *   await connect({ hostname: "localhost", port: server.addr.port });
- * } catch (err) {
- *   if (err instanceof TlsError && err.code === "ERR_TLS_CERT_UNTRUSTED") {
- *     console.error(err.message); // … pass --ca (caCerts) with the CA that signed it
- *   }
- * }
+ * // The dev CA is not passed in caCerts: the client does not trust it.
+ * await assert.rejects(connect({ hostname: "localhost", port: server.addr.port }), (err) => {
+ *   assert.ok(err instanceof TlsError);
+ *   assert.equal(err.code, "ERR_TLS_CERT_UNTRUSTED");
+ *   assert.match(err.message, /pass --ca \(caCerts\) with the CA that signed it/);
+ *   return true;
+ * });
  * ```
  */
 export class TlsError extends NetkitError {

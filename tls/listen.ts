@@ -31,6 +31,7 @@ function defaultOnError(error: unknown, remoteAddr: Addr): void {
  * import { connect, listen } from "@netkit/netkit/tls";
  * import { readLine, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * const listener = listen({ port: 0, cert, key });
@@ -42,7 +43,7 @@ function defaultOnError(error: unknown, remoteAddr: Addr): void {
  *   }
  * })();
  * await using client = await connect({ hostname: "localhost", port, caCerts: [ca] });
- * console.log(await readLine(client.readable)); // hi
+ * assert.equal(await readLine(client.readable), "hi");
  * listener.close();
  * await serving;
  * ```
@@ -181,6 +182,7 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
  * import { connect, listen } from "@netkit/netkit/tls";
  * import { readLine, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * await using listener = listen({ port: 0, cert, key });
@@ -190,7 +192,7 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
  *   connect({ hostname: "localhost", port, caCerts: [ca] }),
  * ]);
  * await writeAll(server.writable, "hello\n");
- * console.log(await readLine(client.readable)); // hello
+ * assert.equal(await readLine(client.readable), "hello");
  * await server.close();
  * await client.close();
  * ```

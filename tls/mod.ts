@@ -21,9 +21,9 @@
  *   {@linkcode serve} and {@linkcode listen} default to `engine: "node"`:
  *   a plain `Deno.listen` socket with Deno's built-in `node:tls` doing the
  *   TLS, where `handshakeTimeout` really closes the socket. `engine: "deno"`
- *   (`Deno.listenTls`) has about 1.7× the bulk throughput (one connection,
- *   ~300 against ~180 MiB/s; handshakes per second the same) but only
- *   abandons a slow handshake.
+ *   (`Deno.listenTls`, rustls) costs about half the CPU per byte and per
+ *   handshake (figures in `bench/README.md`) but only abandons a slow
+ *   handshake.
  * - **Client certificates.** `Deno.listenTls` cannot ask for them;
  *   `clientCaCerts` (node engine, and {@linkcode acceptTls}) can, and the
  *   handler sees the verified certificate as `conn.peerCertificate`.
@@ -46,12 +46,14 @@
  * import { echo } from "@netkit/netkit";
  * import { readUntil, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * await using server = serve({ port: 0, cert, key }, echo);
- * await using conn = await connect({ hostname: "localhost", port: server.addr.port, caCerts: [ca] });
+ * const port = server.addr.port;
+ * await using conn = await connect({ hostname: "localhost", port, caCerts: [ca] });
  * await writeAll(conn.writable, "ping\n");
- * await readUntil(conn.readable, "\n"); // "ping\n"
+ * assert.equal(new TextDecoder().decode((await readUntil(conn.readable, "\n"))!), "ping\n");
  * ```
  *
  * @module
@@ -74,4 +76,4 @@ export { connect, type ConnectOptions } from "./connect.ts";
 export { startTls, type StartTlsOptions } from "./start_tls.ts";
 export { acceptTls, type AcceptTlsOptions } from "./accept_tls.ts";
 export { TlsError, type TlsErrorCode } from "./errors.ts";
-export { systemCaCerts } from "./system_roots.ts";
+export { systemCaCerts, trustedCaCerts } from "./system_roots.ts";

@@ -24,6 +24,13 @@ export interface StartTlsOptions {
   timeout?: number;
   /** Gives up on the handshake when aborted. */
   signal?: AbortSignal;
+  /**
+   * Whether a server that closes without a TLS close_notify is an error
+   * (reading fails with `ERR_TLS_TRUNCATED`), for protocols without their own
+   * framing. By default the stream just ends, as in Node, Python and curl,
+   * and `conn.truncated` says so. @default {false}
+   */
+  requireCloseNotify?: boolean;
 }
 
 /**
@@ -58,6 +65,7 @@ export interface StartTlsOptions {
  * import { connect, serve } from "@netkit/netkit/tcp";
  * import { readLine, writeAll } from "@netkit/netkit/io";
  * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
  *
  * const { ca, cert, key } = await createDevCerts();
  * // A tiny server: "220 ready", then TLS on "STARTTLS", then one line back.
@@ -70,12 +78,12 @@ export interface StartTlsOptions {
  * });
  *
  * await using plain = await connect({ port: server.addr.port });
- * await readLine(plain.readable); // 220 ready
+ * assert.equal(await readLine(plain.readable), "220 ready");
  * await writeAll(plain.writable, "STARTTLS\r\n");
- * await readLine(plain.readable); // 220 go ahead
+ * assert.equal(await readLine(plain.readable), "220 go ahead");
  * await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
  * await writeAll(conn.writable, "hello\r\n");
- * console.log(await readLine(conn.readable)); // 250 you said hello
+ * assert.equal(await readLine(conn.readable), "250 you said hello");
  * ```
  */
 export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promise<TlsConn> {
@@ -114,6 +122,7 @@ export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promi
   const upgraded = new TlsSocketConn(tls, {
     alpnProtocol: info.alpnProtocol,
     peerCertificate: null,
+    requireCloseNotify: options.requireCloseNotify ?? false,
   });
   plain.handOver(upgraded);
   return upgraded;

@@ -1,8 +1,20 @@
 /**
- * Where Linux and BSD distributions keep the system's trusted CA bundle.
- * Deno verifies against Mozilla's roots unless started with
- * `DENO_TLS_CA_STORE=system`; a CA an administrator installed lives here.
+ * The one rule for which CAs a netkit client trusts, written once:
+ *
+ * - The library (`tls.connect`, `websocket.connect`, `http.get`, …) trusts
+ *   Deno's root store — Mozilla's roots, or the system's with
+ *   `DENO_TLS_CA_STORE=system` — plus the `caCerts` given. Deno has no way
+ *   to trust *only* the CAs given.
+ * - The programs (`tls-client`, `ws-client`, `http-get`) pass
+ *   {@linkcode trustedCaCerts}: the operating system's trusted CAs (an
+ *   administrator's own CA included), plus `--ca FILE` when given — on top
+ *   of Deno's root store, as `curl` trusts the system and `--cacert`.
+ *
+ * @module
  */
+import tls from "node:tls";
+
+/** Where Linux and BSD distributions keep the system's CA bundle: the fallback. */
 const BUNDLES = [
   "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine, Arch
   "/etc/pki/tls/certs/ca-bundle.crt", // Fedora, RHEL
@@ -10,21 +22,32 @@ const BUNDLES = [
   "/etc/ssl/cert.pem", // macOS (a snapshot), the BSDs, Alpine
 ];
 
+type GetCACertificates = (store: "system" | "default" | "bundled") => string[];
+
 /**
- * The system's trusted CA certificates as PEM strings, for `caCerts`, so a
- * client trusts what the operating system trusts (an administrator's own
- * CA included) on top of Deno's built-in roots. Empty where no bundle file
- * is found (Windows, or a minimal container).
+ * The operating system's trusted CA certificates as PEM strings, for
+ * `caCerts`: the platform's own store through `node:tls`'s
+ * `getCACertificates("system")` (macOS keychain, Windows store, Linux
+ * bundle), else the first Linux/BSD bundle file found. Empty where neither
+ * has any.
  *
- * @example Trust the system roots plus a development CA
+ * @example
  * ```ts
  * import { systemCaCerts } from "@netkit/netkit/tls";
+ * import assert from "node:assert/strict";
  *
  * const caCerts = await systemCaCerts();
- * console.log(caCerts.length > 0 ? "system bundle found" : "Deno's roots only");
+ * assert.ok(caCerts.every((pem) => pem.includes("-----BEGIN CERTIFICATE-----")));
  * ```
  */
 export async function systemCaCerts(): Promise<string[]> {
+  const get = (tls as unknown as { getCACertificates?: GetCACertificates }).getCACertificates;
+  try {
+    const certs = get?.("system") ?? [];
+    if (certs.length > 0) return certs;
+  } catch {
+    // Older runtimes, or no access to the store: try the files.
+  }
   for (const path of BUNDLES) {
     try {
       const pem = await Deno.readTextFile(path);
@@ -34,4 +57,23 @@ export async function systemCaCerts(): Promise<string[]> {
     }
   }
   return [];
+}
+
+/**
+ * What the programs trust, on top of Deno's root store: the system's CAs
+ * ({@linkcode systemCaCerts}) and `extra` (a `--ca` file's certificates).
+ *
+ * @example Trust the system plus a development CA
+ * ```ts
+ * import { trustedCaCerts } from "@netkit/netkit/tls";
+ * import { createDevCerts } from "@netkit/netkit/certs";
+ * import assert from "node:assert/strict";
+ *
+ * const { ca } = await createDevCerts();
+ * const caCerts = await trustedCaCerts([ca]);
+ * assert.equal(caCerts.at(-1), ca);
+ * ```
+ */
+export async function trustedCaCerts(extra: string[] = []): Promise<string[]> {
+  return [...await systemCaCerts(), ...extra];
 }

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * The import rules of the house, checked by `deno task check`:
  *

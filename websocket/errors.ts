@@ -27,9 +27,11 @@ import { NetkitError } from "../errors.ts";
  * @example
  * ```ts
  * import { WebSocketError } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * const err = new WebSocketError("ERR_WS_MESSAGE_TOO_BIG", "message over 1048576 bytes", 1009);
- * console.log(err.code, err.closeCode); // ERR_WS_MESSAGE_TOO_BIG 1009
+ * assert.equal(err.code, "ERR_WS_MESSAGE_TOO_BIG");
+ * assert.equal(err.closeCode, 1009);
  * ```
  */
 export class WebSocketError extends NetkitError {
@@ -64,13 +66,15 @@ export class WebSocketError extends NetkitError {
  * @example
  * ```ts
  * import { connect, HandshakeError, serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, { upgrade: () => ({ status: 401, body: "token?" }) });
- * try {
- *   await connect(`ws://127.0.0.1:${server.addr.port}/`);
- * } catch (err) {
- *   if (err instanceof HandshakeError) console.log(err.status, err.body); // 401 token?
- * }
+ * await assert.rejects(connect(`ws://127.0.0.1:${server.addr.port}/`), (err) => {
+ *   assert.ok(err instanceof HandshakeError);
+ *   assert.equal(err.status, 401);
+ *   assert.equal(err.body, "token?");
+ *   return true;
+ * });
  * ```
  */
 export class HandshakeError extends WebSocketError {

@@ -134,6 +134,8 @@ export interface StopOptions {
 
 /** Why a program could not be started. */
 export class ProgramStartError extends Error {
+  /** What went wrong, e.g. `exited with code 1 before listening`. */
+  readonly reason: string;
   /** The exit code when it exited before listening, else `undefined`. */
   readonly code: number | undefined;
   /** Its stderr up to then. */
@@ -142,11 +144,17 @@ export class ProgramStartError extends Error {
   readonly line: string | undefined;
 
   constructor(
-    message: string,
-    { code, stderr, line }: { code?: number; stderr: string; line?: string },
+    name: string,
+    { reason, code, stderr, line }: {
+      reason: string;
+      code?: number;
+      stderr: string;
+      line?: string;
+    },
   ) {
-    super(message);
+    super(`${name} ${reason}; stderr:\n${stderr.trimEnd() || "(empty)"}`);
     this.name = "ProgramStartError";
+    this.reason = reason;
     this.code = code;
     this.stderr = stderr;
     this.line = line;
@@ -246,6 +254,8 @@ async function pumpLines(
 const MAX_STDOUT = 1 << 20;
 /** A first line longer than this is not a listening line. */
 const MAX_LINE = 4096;
+/** What the wait for the listening line resolves to at its deadline. */
+const TIMEOUT = Symbol("timeout");
 
 /**
  * Starts a program and waits for its listening line. Rejects with a
@@ -334,13 +344,13 @@ export async function startProgram(options: StartOptions): Promise<Program> {
   const listenTimeout = options.listenTimeout ?? 30_000;
   const line = await Promise.race([
     firstLine,
-    new Promise<"timeout">((resolve) =>
-      listenTimer = setTimeout(() => resolve("timeout"), listenTimeout)
+    new Promise<typeof TIMEOUT>((resolve) =>
+      listenTimer = setTimeout(() => resolve(TIMEOUT), listenTimeout)
     ),
   ]);
   clearTimeout(listenTimer);
   const stdoutDone = (async () => {
-    if (line === "timeout") await firstLine;
+    if (line === TIMEOUT) await firstLine;
     try {
       for (let r; !(r = await stdoutReader.read()).done;) {
         if (rest.length < MAX_STDOUT) rest += decoder.decode(r.value, { stream: true });
@@ -371,17 +381,17 @@ export async function startProgram(options: StartOptions): Promise<Program> {
 
   const address = typeof line === "string" ? parseListeningLine(line) : undefined;
   if (address === undefined) {
-    if (line === "timeout" || exited === undefined) killQuietly(child, "SIGKILL");
+    if (line === TIMEOUT || exited === undefined) killQuietly(child, "SIGKILL");
     const s = await reap(5_000);
-    const why = line === "timeout"
+    const why = line === TIMEOUT
       ? `printed no listening line within ${listenTimeout / 1000} s`
       : line === undefined
       ? `exited with code ${s.code} before listening`
       : `printed "${line}" instead of a listening line`;
-    const stderr = stderrText();
-    throw new ProgramStartError(`${name} ${why}; stderr:\n${stderr.trimEnd() || "(empty)"}`, {
-      code: line === "timeout" ? undefined : s.code,
-      stderr,
+    throw new ProgramStartError(name, {
+      reason: why,
+      code: line === TIMEOUT ? undefined : s.code,
+      stderr: stderrText(),
       line: typeof line === "string" ? line : undefined,
     });
   }

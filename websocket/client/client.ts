@@ -10,9 +10,15 @@ import { connectSocket } from "../../tcp/connect.ts";
 import { SocketConn } from "../../internal/socket_conn.ts";
 import { timedOut } from "../../tcp/errors.ts";
 import { connect as connectTls } from "../../tls/connect.ts";
-import { DEFAULT_MAX_HEAD_SIZE } from "../codec/constants.ts";
+import { DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_MAX_HEAD_SIZE } from "../codec/constants.ts";
 import { kStart, WebSocketConn } from "../connection/conn.ts";
-import { type ConnectionOptions, FramedEngine } from "../connection/_engine.ts";
+import { type ConnectionOptions, type EngineDeflate, FramedEngine } from "../connection/_engine.ts";
+import {
+  acceptDeflateResponse,
+  DeflateContext,
+  deflateContextOptions,
+  formatDeflateOffer,
+} from "../codec/permessage_deflate.ts";
 import { HandshakeError, WebSocketError } from "../errors.ts";
 import {
   formatUpgradeRequest,
@@ -48,6 +54,35 @@ export interface ConnectOptions extends ConnectionOptions {
   serverName?: string;
   /** The largest response head accepted. @default {16384} */
   maxHeadSize?: number;
+  /**
+   * Offer permessage-deflate (RFC 7692) as browsers do
+   * (`permessage-deflate; client_max_window_bits`). If the server agrees
+   * (see `ws.extensions`), messages of at least `compressionThreshold`
+   * bytes go compressed and the server's compressed messages are inflated,
+   * `maxPayload` counting inflated bytes; whatever parameters it answers
+   * are honoured. An answer that does not fit the offer fails the connect
+   * (`ERR_WS_BAD_EXTENSION_RESPONSE`). Each connection has its own
+   * compressor and decompressor (a few hundred KiB once used, freed when it
+   * closes). @default {false}
+   */
+  compression?: boolean;
+  /**
+   * With compression agreed: messages shorter than this many bytes go
+   * uncompressed. @default {1024}
+   */
+  compressionThreshold?: number;
+  /**
+   * A proxy to tunnel through: `http://[user:pass@]host:port` (HTTP CONNECT)
+   * or `socks5://[user:pass@]host:port` (the proxy resolves the name). TLS
+   * runs end to end through it. Default: none — the library reads no
+   * environment variables; `proxyForUrl()` from `@netkit/netkit/proxy` does.
+   */
+  proxy?: string | URL;
+  /**
+   * `wss:` — a server that ends the TLS stream without a close_notify is an
+   * error; see `tls.ConnectOptions.requireCloseNotify`. @default {false}
+   */
+  requireCloseNotify?: boolean;
 }
 
 /** Parses and checks a WebSocket URL; `http(s):` becomes `ws(s):`. */
@@ -89,13 +124,14 @@ export function parseWebSocketUrl(input: string | URL): URL {
  * @example A round trip
  * ```ts
  * import { connect, serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, async (ws) => {
  *   for await (const msg of ws) await ws.send(msg);
  * });
  * await using ws = await connect(`ws://127.0.0.1:${server.addr.port}/`, { timeout: 5000 });
  * await ws.send("ping");
- * console.log(await ws.receive()); // ping
+ * assert.equal(await ws.receive(), "ping");
  * ```
  */
 export function connect(url: string | URL, options?: ConnectOptions): Promise<WebSocketConn>;
@@ -117,6 +153,12 @@ export async function connect(
   }
   if (new Set(protocols).size !== protocols.length) throw new TypeError("duplicate subprotocols");
   const headers = new Headers(options.headers);
+  const compression = options.compression ?? false;
+  const threshold = options.compressionThreshold ?? DEFAULT_COMPRESSION_THRESHOLD;
+  if (!(threshold >= 0)) {
+    throw new RangeError(`compressionThreshold must be 0 or more, got ${threshold}`);
+  }
+  if (compression) headers.set("sec-websocket-extensions", formatDeflateOffer());
   const secure = url.protocol === "wss:";
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   const port = url.port === "" ? (secure ? 443 : 80) : Number(url.port);
@@ -137,6 +179,8 @@ export async function connect(
       key: options.key,
       timeout,
       signal: options.signal,
+      proxy: options.proxy,
+      requireCloseNotify: options.requireCloseNotify,
     });
     if (!(tls instanceof SocketConn)) {
       await tls.close();
@@ -145,7 +189,13 @@ export async function connect(
     conn = tls;
   } else {
     conn = new SocketConn(
-      await connectSocket({ hostname, port, timeout, signal: options.signal }),
+      await connectSocket({
+        hostname,
+        port,
+        timeout,
+        signal: options.signal,
+        proxy: options.proxy,
+      }),
     );
   }
 
@@ -182,12 +232,23 @@ export async function connect(
     while (off < request.length) off += await conn.socket.write(request.subarray(off));
     const head = await readHead(conn, at, options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE);
     if (head.status !== 101) throw await rejected(conn, head, at);
-    const protocol = await verifyAccept(head, key, protocols);
+    const protocol = await verifyAccept(head, key, protocols, compression);
+    const answer = head.headers.get("sec-websocket-extensions");
+    // Fails the connection (RFC 7692 §5) when the answer is not one of ours.
+    const agreed = compression ? acceptDeflateResponse(answer) : null;
     if (stopped !== undefined) throw stopped;
-    const engine = new FramedEngine(conn, false, options);
+    let deflate: EngineDeflate | undefined;
+    if (agreed !== null) {
+      const contexts = deflateContextOptions(agreed, "client", { threshold });
+      const send = new DeflateContext(contexts.send);
+      const receive = new DeflateContext(contexts.receive);
+      deflate = { send, receive, shared: false, owned: [send, receive] };
+    }
+    const engine = new FramedEngine(conn, false, options, {}, deflate);
     const ws = new WebSocketConn({
       engine,
       protocol,
+      extensions: agreed !== null ? answer!.trim() : "",
       url: url.href,
       highWaterMark: options.highWaterMark,
     });

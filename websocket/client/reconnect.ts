@@ -52,6 +52,7 @@ export interface ReconnectingOptions extends ConnectOptions {
  * @example
  * ```ts
  * import { ReconnectingWebSocket, serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, async (ws) => {
  *   for await (const msg of ws) await ws.send(msg);
@@ -61,7 +62,7 @@ export interface ReconnectingOptions extends ConnectOptions {
  * });
  * await rws.ready();
  * await rws.send("hello");
- * console.log(await rws.receive()); // hello
+ * assert.equal(await rws.receive(), "hello");
  * ```
  */
 export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDisposable {

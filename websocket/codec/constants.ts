@@ -13,8 +13,10 @@ export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
  * @example
  * ```ts
  * import { Opcode } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(Opcode.Text, Opcode.Close); // 1 8
+ * assert.equal(Opcode.Text, 1);
+ * assert.equal(Opcode.Close, 8);
  * ```
  */
 export const Opcode = {
@@ -38,8 +40,9 @@ export const Opcode = {
  * @example
  * ```ts
  * import { CloseCode } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(CloseCode.MessageTooBig); // 1009
+ * assert.equal(CloseCode.MessageTooBig, 1009);
  * ```
  */
 export const CloseCode = {
@@ -90,5 +93,11 @@ export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
 export const DEFAULT_CLOSE_TIMEOUT = 5_000;
 /** Default `maxHeadSize`: the largest HTTP upgrade head (request line and headers), 16 KiB. */
 export const DEFAULT_MAX_HEAD_SIZE = 16 * 1024;
+/**
+ * Default `compressionThreshold`: with permessage-deflate negotiated, messages
+ * shorter than this many bytes go out uncompressed (1 KiB, as `ws`): below it
+ * deflate saves a few bytes at the price of a compressor call.
+ */
+export const DEFAULT_COMPRESSION_THRESHOLD = 1024;
 /** Queued frames smaller than this are coalesced into one socket write. */
 export const COALESCE_LIMIT = 64 * 1024;

@@ -91,12 +91,13 @@ export interface ValidUpgrade {
  * @example
  * ```ts
  * import { parseRequestHead, validateUpgrade } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
  * const head = parseRequestHead(new TextEncoder().encode(
  *   "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
  *     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
  * ));
- * console.log(validateUpgrade(head).key); // dGhlIHNhbXBsZSBub25jZQ==
+ * assert.equal(validateUpgrade(head).key, "dGhlIHNhbXBsZSBub25jZQ==");
  * ```
  */
 export function validateUpgrade(head: RequestHead): ValidUpgrade {
@@ -135,8 +136,10 @@ export function validateUpgrade(head: RequestHead): ValidUpgrade {
  * @example
  * ```ts
  * import { acceptKey } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(await acceptKey("dGhlIHNhbXBsZSBub25jZQ==")); // s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+ * // The example of RFC 6455, section 1.3.
+ * assert.equal(await acceptKey("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
  * ```
  */
 export async function acceptKey(key: string): Promise<string> {
@@ -155,11 +158,16 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-/** The `101 Switching Protocols` answer. */
-export async function formatAccept(key: string, protocol: string): Promise<Uint8Array> {
+/** The `101 Switching Protocols` answer, with the agreed subprotocol and extensions (`""`: none). */
+export async function formatAccept(
+  key: string,
+  protocol: string,
+  extensions = "",
+): Promise<Uint8Array> {
   let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
     `Sec-WebSocket-Accept: ${await acceptKey(key)}\r\n`;
   if (protocol !== "") head += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
+  if (extensions !== "") head += `Sec-WebSocket-Extensions: ${extensions}\r\n`;
   return encoder.encode(head + "\r\n");
 }
 
@@ -198,13 +206,16 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
 
 /**
  * Checks the server's `101` answer: `Upgrade`, `Connection`,
- * `Sec-WebSocket-Accept`, a subprotocol we offered, no extension.
- * Resolves to the agreed subprotocol (`""` if none).
+ * `Sec-WebSocket-Accept`, a subprotocol we offered, and no extension unless
+ * `extensionsOffered` (then the caller checks the answer against its offer,
+ * e.g. with `acceptDeflateResponse`). Resolves to the agreed subprotocol
+ * (`""` if none).
  */
 export async function verifyAccept(
   head: ResponseHead,
   key: string,
   protocols: string[],
+  extensionsOffered = false,
 ): Promise<string> {
   const fail = (what: string) =>
     new HandshakeError("ERR_WS_HANDSHAKE", `invalid upgrade response: ${what}`, head.status);
@@ -213,7 +224,11 @@ export async function verifyAccept(
   if (head.headers.get("sec-websocket-accept") !== await acceptKey(key)) {
     throw fail("Sec-WebSocket-Accept does not match the key");
   }
-  if (head.headers.has("sec-websocket-extensions")) throw fail("an extension nobody asked for");
+  // An empty header selects nothing; anything else must answer an offer.
+  const extensions = head.headers.get("sec-websocket-extensions");
+  if (!extensionsOffered && extensions !== null && extensions.trim() !== "") {
+    throw fail(`an extension nobody asked for (${extensions})`);
+  }
   const protocol = head.headers.get("sec-websocket-protocol") ?? "";
   if (protocol !== "" && !protocols.includes(protocol)) {
     throw fail(`subprotocol "${protocol}" was not offered`);

@@ -2,8 +2,10 @@
  * The WebSocket wire format (RFC 6455), for code that frames bytes itself:
  * a streaming frame {@linkcode Receiver} with its limits, frame encoding
  * and masking, the upgrade handshake's pieces (`Sec-WebSocket-Accept`,
- * request validation), validation helpers, and the protocol's constants.
- * `@netkit/netkit/websocket` builds its servers and clients from these.
+ * request validation), validation helpers, the protocol's constants, and
+ * permessage-deflate (RFC 7692): the `Sec-WebSocket-Extensions`
+ * negotiation on both sides and {@linkcode DeflateContext}, the message
+ * compressor. `@netkit/netkit/websocket` builds its servers and clients from these.
  *
  * @example A frame round trip
  * ```ts
@@ -22,6 +24,7 @@
 export {
   CloseCode,
   DEFAULT_CLOSE_TIMEOUT,
+  DEFAULT_COMPRESSION_THRESHOLD,
   DEFAULT_HANDSHAKE_TIMEOUT,
   DEFAULT_HIGH_WATER_MARK,
   DEFAULT_MAX_BUFFERED,
@@ -43,3 +46,17 @@ export {
   type ValidUpgrade,
 } from "./handshake.ts";
 export { isToken, type RequestHead } from "../../internal/http_head.ts";
+export {
+  acceptDeflateResponse,
+  DeflateContext,
+  type DeflateContextOptions,
+  deflateContextOptions,
+  type DeflateNegotiation,
+  type DeflateOptions,
+  type DeflateParams,
+  type ExtensionOffer,
+  type ExtensionParam,
+  formatDeflateOffer,
+  negotiateDeflate,
+  parseExtensions,
+} from "./permessage_deflate.ts";

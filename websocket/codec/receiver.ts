@@ -4,7 +4,10 @@
  * of RFC 6455 §5 a receiver must — masking, RSV bits, opcodes, control-frame
  * size, continuation order, UTF-8 of text (also across fragments) and close
  * codes — and the size limits, checked on each frame header before its
- * payload is buffered.
+ * payload is buffered. With permessage-deflate negotiated (RFC 7692) it
+ * also takes compressed messages: RSV1 on a message's first frame, the
+ * fragments inflated once the last one is in, with `maxPayload` counting
+ * the inflated bytes.
  *
  * @module
  */
@@ -12,6 +15,7 @@ import { CloseCode, DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_PAYLOAD, Opcode } from ".
 import { WebSocketError } from "../errors.ts";
 import { applyMask } from "./sender.ts";
 import { decodeUtf8, isValidCloseCode } from "./validation.ts";
+import type { DeflateContext } from "./permessage_deflate.ts";
 
 /** What {@linkcode Receiver.next} returns: a whole message or a control frame. */
 export type ReceivedFrame =
@@ -55,6 +59,16 @@ export interface ReceiverOptions {
   maxPayload?: number;
   /** The most frames one message may be split into. @default {1024} */
   maxFragments?: number;
+  /**
+   * The decompressor of a negotiated permessage-deflate (RFC 7692): RSV1 on
+   * the first frame of a message marks it compressed, and its fragments go
+   * through `decompressor.decompress` once the last one is in (a message
+   * that inflates past `maxPayload` is `ERR_WS_MESSAGE_TOO_BIG`, a corrupt
+   * stream `ERR_WS_INVALID_DEFLATE`). Without it, any RSV bit is a
+   * protocol error. RSV1 on a continuation or a control frame, and RSV2 or
+   * RSV3, always are. Default: none.
+   */
+  decompressor?: DeflateContext;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -74,11 +88,13 @@ function protocolError(code: string, message: string): WebSocketError {
  * @example Parsing a masked client frame
  * ```ts
  * import { encodeFrame, Opcode, Receiver } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
  * const receiver = new Receiver({ server: true });
  * receiver.push(encodeFrame(Opcode.Text, "hello", { mask: true }));
  * const frame = receiver.next();
- * if (frame?.type === "message") console.log(frame.text); // hello
+ * assert.ok(frame?.type === "message");
+ * assert.equal(frame.text, "hello");
  * ```
  */
 export class Receiver {
@@ -88,8 +104,9 @@ export class Receiver {
   #chunks: Uint8Array[] = [];
   #buffered = 0;
   // A header parsed whose payload has not fully arrived yet.
-  #pending: { fin: boolean; opcode: number; mask: Uint8Array | undefined; length: number } | null =
-    null;
+  #pending:
+    | { fin: boolean; rsv1: boolean; opcode: number; mask: Uint8Array | undefined; length: number }
+    | null = null;
   // A fragmented message in progress.
   #fragOpcode = -1;
   #fragments: Uint8Array[] = [];
@@ -98,6 +115,9 @@ export class Receiver {
   #textParts: string[] = [];
   #decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   #failed = false;
+  #decompressor: DeflateContext | undefined;
+  // The fragmented message in progress is compressed (its first frame had RSV1).
+  #fragCompressed = false;
 
   /**
    * Makes a parser for one connection.
@@ -108,6 +128,7 @@ export class Receiver {
     this.#server = options.server;
     this.#maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
     this.#maxFragments = options.maxFragments ?? DEFAULT_MAX_FRAGMENTS;
+    this.#decompressor = options.decompressor;
     if (!(this.#maxPayload >= 0)) throw new RangeError("maxPayload must be 0 or more");
     if (!(this.#maxFragments >= 1)) throw new RangeError("maxFragments must be 1 or more");
   }
@@ -154,7 +175,7 @@ export class Receiver {
       this.#pending = null;
       const payload = this.#consume(header.length);
       if (header.mask !== undefined && payload.length > 0) applyMask(payload, header.mask);
-      const frame = this.#frame(header.fin, header.opcode, payload);
+      const frame = this.#frame(header.fin, header.rsv1, header.opcode, payload);
       if (frame !== undefined) return frame;
     }
   }
@@ -168,13 +189,33 @@ export class Receiver {
     const opcode = b0 & 0x0f;
     const masked = (b1 & 0x80) !== 0;
     let length = b1 & 0x7f;
-    if ((b0 & 0x70) !== 0) {
-      throw protocolError(
-        "ERR_WS_RSV_BITS",
-        "RSV bits set in a frame, but no extension was negotiated",
-      );
-    }
     const control = opcode >= 0x8;
+    const rsv1 = (b0 & 0x40) !== 0;
+    if ((b0 & 0x70) !== 0) {
+      // RFC 7692 §6: RSV1 is permessage-deflate's, on a data message's
+      // first frame only; RSV2 and RSV3 belong to no extension netkit speaks.
+      if (this.#decompressor === undefined) {
+        throw protocolError(
+          "ERR_WS_RSV_BITS",
+          "RSV bits set in a frame, but no extension was negotiated",
+        );
+      }
+      if ((b0 & 0x30) !== 0) {
+        throw protocolError(
+          "ERR_WS_RSV_BITS",
+          "RSV2 or RSV3 set in a frame: no extension that uses them was negotiated",
+        );
+      }
+      if (control) {
+        throw protocolError("ERR_WS_RSV_BITS", "RSV1 set on a control frame");
+      }
+      if (opcode === Opcode.Continuation) {
+        throw protocolError(
+          "ERR_WS_RSV_BITS",
+          "RSV1 set on a continuation frame (only a message's first frame may carry it)",
+        );
+      }
+    }
     if (control) {
       if (opcode > Opcode.Pong) {
         throw protocolError("ERR_WS_BAD_OPCODE", `unknown opcode 0x${opcode.toString(16)}`);
@@ -243,12 +284,17 @@ export class Receiver {
     const header = this.#consume(headerLen);
     // The mask only unmasks this frame's payload, right away: a view will do.
     const mask = masked ? header.subarray(headerLen - 4) : undefined;
-    this.#pending = { fin, opcode, mask, length };
+    this.#pending = { fin, rsv1, opcode, mask, length };
     return true;
   }
 
   /** Turns one validated frame into an event, or absorbs a fragment. */
-  #frame(fin: boolean, opcode: number, payload: Uint8Array): ReceivedFrame | undefined {
+  #frame(
+    fin: boolean,
+    rsv1: boolean,
+    opcode: number,
+    payload: Uint8Array,
+  ): ReceivedFrame | undefined {
     switch (opcode) {
       case Opcode.Ping:
       case Opcode.Pong:
@@ -259,20 +305,22 @@ export class Receiver {
     if (opcode !== Opcode.Continuation) {
       if (fin) {
         // The common case: a whole message in one frame.
-        if (opcode === Opcode.Binary) return { type: "message", binary: true, data: payload };
-        const text = decodeUtf8(payload);
+        const data = rsv1 ? this.#decompressor!.decompress(payload, this.#maxPayload) : payload;
+        if (opcode === Opcode.Binary) return { type: "message", binary: true, data };
+        const text = decodeUtf8(data);
         if (text === undefined) throw invalidUtf8("a text message");
-        return { type: "message", binary: false, data: payload, text };
+        return { type: "message", binary: false, data, text };
       }
       this.#fragOpcode = opcode;
       this.#fragCount = 0;
+      this.#fragCompressed = rsv1;
     }
     this.#fragCount++;
     if (payload.length > 0) {
       this.#fragments.push(payload);
       this.#fragBytes += payload.length;
     }
-    if (this.#fragOpcode === Opcode.Text) {
+    if (this.#fragOpcode === Opcode.Text && !this.#fragCompressed) {
       // Validate as the fragments come: bad UTF-8 fails fast.
       try {
         const part = this.#decoder.decode(payload, { stream: !fin });
@@ -282,14 +330,27 @@ export class Receiver {
       }
     }
     if (!fin) return undefined;
-    const data = join(this.#fragments, this.#fragBytes);
     const binary = this.#fragOpcode === Opcode.Binary;
-    const text = binary ? undefined : this.#textParts.join("");
+    let data: Uint8Array;
+    let text: string | undefined;
+    if (this.#fragCompressed) {
+      // Inflated once, all fragments together: the limit counts inflated
+      // bytes, and text is checked as UTF-8 only once it is text.
+      data = this.#decompressor!.decompress(this.#fragments, this.#maxPayload);
+      if (!binary) {
+        text = decodeUtf8(data);
+        if (text === undefined) throw invalidUtf8("a text message");
+      }
+    } else {
+      data = join(this.#fragments, this.#fragBytes);
+      text = binary ? undefined : this.#textParts.join("");
+    }
     this.#fragOpcode = -1;
     this.#fragments = [];
     this.#fragBytes = 0;
     this.#fragCount = 0;
     this.#textParts = [];
+    this.#fragCompressed = false;
     return binary ? { type: "message", binary, data } : { type: "message", binary, data, text };
   }
 

@@ -17,7 +17,10 @@ export interface EncodeFrameOptions {
   mask?: boolean;
   /** The last frame of its message. @default {true} */
   fin?: boolean;
-  /** Sets RSV1 (for an extension; netkit negotiates none). @default {false} */
+  /**
+   * Sets RSV1: the first frame of a message compressed with a negotiated
+   * permessage-deflate (RFC 7692). @default {false}
+   */
   rsv1?: boolean;
 }
 
@@ -57,12 +60,14 @@ function maskWord(m: Uint8Array, off: number, shift: number): number {
  * @example
  * ```ts
  * import { applyMask } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
  * const data = new TextEncoder().encode("hello");
  * const key = new Uint8Array([1, 2, 3, 4]);
  * applyMask(data, key);
+ * assert.deepEqual(data, new Uint8Array([105, 103, 111, 104, 110])); // masked in place
  * applyMask(data, key);
- * console.log(new TextDecoder().decode(data)); // hello
+ * assert.equal(new TextDecoder().decode(data), "hello"); // masking twice restores it
  * ```
  */
 export function applyMask(data: Uint8Array, mask: Uint8Array, maskAt = 0): void {
@@ -91,8 +96,10 @@ export function applyMask(data: Uint8Array, mask: Uint8Array, maskAt = 0): void 
  * @example A server's text frame
  * ```ts
  * import { encodeFrame, Opcode } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(encodeFrame(Opcode.Text, "hi")); // Uint8Array(4) [ 129, 2, 104, 105 ]
+ * // FIN + text, length 2 (unmasked), then "hi".
+ * assert.deepEqual(encodeFrame(Opcode.Text, "hi"), new Uint8Array([0x81, 2, 104, 105]));
  * ```
  */
 export function encodeFrame(
@@ -159,8 +166,10 @@ export function encodeFrame(
  * @example
  * ```ts
  * import { closePayload } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(closePayload(1000, "bye")); // Uint8Array(5) [ 3, 232, 98, 121, 101 ]
+ * // 1000 as two big-endian bytes, then "bye" in UTF-8.
+ * assert.deepEqual(closePayload(1000, "bye"), new Uint8Array([3, 232, 98, 121, 101]));
  * ```
  */
 export function closePayload(code: number | undefined, reason = ""): Uint8Array {

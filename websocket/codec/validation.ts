@@ -13,8 +13,11 @@
  * @example
  * ```ts
  * import { isValidCloseCode } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(isValidCloseCode(1000), isValidCloseCode(1005), isValidCloseCode(4001)); // true false true
+ * assert.equal(isValidCloseCode(1000), true);
+ * assert.equal(isValidCloseCode(1005), false); // "no status": never sent on the wire
+ * assert.equal(isValidCloseCode(4001), true);
  * ```
  */
 export function isValidCloseCode(code: number): boolean {
@@ -32,8 +35,10 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
  * @example
  * ```ts
  * import { isValidUtf8 } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(isValidUtf8(new Uint8Array([0x68, 0x69])), isValidUtf8(new Uint8Array([0xff]))); // true false
+ * assert.equal(isValidUtf8(new Uint8Array([0x68, 0x69])), true);
+ * assert.equal(isValidUtf8(new Uint8Array([0xff])), false);
  * ```
  */
 export function isValidUtf8(bytes: Uint8Array): boolean {
@@ -66,8 +71,10 @@ const KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
  * @example
  * ```ts
  * import { isValidKey } from "@netkit/netkit/websocket/codec";
+ * import assert from "node:assert/strict";
  *
- * console.log(isValidKey("dGhlIHNhbXBsZSBub25jZQ=="), isValidKey("abc")); // true false
+ * assert.equal(isValidKey("dGhlIHNhbXBsZSBub25jZQ=="), true);
+ * assert.equal(isValidKey("abc"), false);
  * ```
  */
 export function isValidKey(key: string): boolean {

@@ -1,7 +1,8 @@
 // netkit's own WebSocket engine: RFC 6455 framing over a netkit SocketConn
 // (TCP, or TLS for wss). One outbound queue per connection whose small
 // frames are coalesced into one socket write; shared frames for fan-out;
-// backpressure into the socket on the way in. Internal.
+// backpressure into the socket on the way in; permessage-deflate when the
+// handshake agreed on it. Internal.
 import type { Addr } from "../../conn.ts";
 import type { SocketConn } from "../../internal/socket_conn.ts";
 import {
@@ -17,9 +18,12 @@ import {
 import type { EngineSink, Message, WebSocketEngine } from "./conn.ts";
 import { WebSocketError } from "../errors.ts";
 import type { SendStatus } from "../fanout/hub.ts";
-import type { PreparedMessage } from "../fanout/prepared_message.ts";
+import { kDeflatedFrame, type PreparedMessage } from "../fanout/prepared_message.ts";
 import { Receiver } from "../codec/receiver.ts";
 import { encodeClose, encodeFrame, fitCloseReason } from "../codec/sender.ts";
+import type { DeflateContext } from "../codec/permessage_deflate.ts";
+
+const encoder = new TextEncoder();
 
 /** What to do with a connection whose unsent backlog passes `maxBuffered`. */
 export type SlowConsumerPolicy = "close" | "drop";
@@ -52,6 +56,24 @@ export interface ConnectionOptions {
   highWaterMark?: number;
 }
 
+/**
+ * permessage-deflate as agreed in one connection's handshake (RFC 7692).
+ * Internal: `serve` and `connect` make it.
+ */
+export interface EngineDeflate {
+  /** Compresses this end's messages (RSV1 on their first frame). */
+  send: DeflateContext;
+  /** Inflates the peer's compressed messages. */
+  receive: DeflateContext;
+  /**
+   * `send` is shared by many connections (no context takeover): a
+   * {@linkcode PreparedMessage}'s compressed frame is made once for all.
+   */
+  shared: boolean;
+  /** Contexts that are this connection's own, closed when it is released. */
+  owned: DeflateContext[];
+}
+
 interface Hooks {
   /** A slow consumer was closed, started being skipped, or drained. */
   onSlow?: (event: SlowEvent, dropped: number) => void;
@@ -81,6 +103,8 @@ export class FramedEngine implements WebSocketEngine {
   #hooks: Hooks;
   #sink: EngineSink | undefined;
   #started = false;
+  #deflate: EngineDeflate | undefined;
+  #released = false;
 
   // Outbound.
   #queue: Uint8Array[] = [];
@@ -121,20 +145,24 @@ export class FramedEngine implements WebSocketEngine {
   /**
    * @param conn The socket, after the HTTP upgrade.
    * @param server Whether this is the server's end (unmasked frames out, masked in).
+   * @param deflate permessage-deflate, when the handshake agreed on it.
    */
   constructor(
     conn: SocketConn,
     server: boolean,
     options: ConnectionOptions = {},
     hooks: Hooks = {},
+    deflate?: EngineDeflate,
   ) {
     this.#conn = conn;
     this.#socket = conn.socket;
     this.#server = server;
+    this.#deflate = deflate;
     this.#receiver = new Receiver({
       server,
       maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
       maxFragments: options.maxFragments ?? DEFAULT_MAX_FRAGMENTS,
+      decompressor: deflate?.receive,
     });
     this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
     this.#policy = options.policy ?? "close";
@@ -165,6 +193,10 @@ export class FramedEngine implements WebSocketEngine {
     return this.#activity;
   }
 
+  get truncated(): boolean {
+    return (this.#conn as { truncated?: boolean }).truncated ?? false;
+  }
+
   get closing(): boolean {
     return this.#sentClose || this.#destroyed;
   }
@@ -188,16 +220,51 @@ export class FramedEngine implements WebSocketEngine {
 
   sendData(data: Message, binary: boolean): SendStatus {
     if (this.#sentClose || this.#destroyed) return "closed";
-    const frame = encodeFrame(binary ? Opcode.Binary : Opcode.Text, data, { mask: !this.#server });
-    return this.#admit(frame);
+    const opcode = binary ? Opcode.Binary : Opcode.Text;
+    const deflate = this.#deflate;
+    // A string's UTF-8 is at most 3 bytes per UTF-16 unit: one that short
+    // stays under the threshold without being encoded to find out.
+    if (
+      deflate !== undefined &&
+      (typeof data !== "string" || deflate.send.shouldCompress(data.length * 3))
+    ) {
+      const bytes = typeof data === "string" ? encoder.encode(data) : data;
+      if (deflate.send.shouldCompress(bytes.length)) return this.#sendDeflated(opcode, bytes);
+      data = bytes;
+    }
+    return this.#admit(encodeFrame(opcode, data, { mask: !this.#server }));
   }
 
   sendPrepared(message: PreparedMessage): SendStatus {
     if (this.#sentClose || this.#destroyed) return "closed";
+    const deflate = this.#deflate;
+    if (deflate !== undefined && deflate.send.shouldCompress(message.payload.length)) {
+      // Shared compressor: one compressed frame for every connection using it.
+      if (deflate.shared && this.#server) return this.#admit(message[kDeflatedFrame](deflate.send));
+      return this.#sendDeflated(message.binary ? Opcode.Binary : Opcode.Text, message.payload);
+    }
     const frame = this.#server
       ? message.frame
       : encodeFrame(message.binary ? Opcode.Binary : Opcode.Text, message.payload, { mask: true });
     return this.#admit(frame);
+  }
+
+  /** Compresses one message with this connection's compressor and queues it (RSV1). */
+  #sendDeflated(opcode: number, bytes: Uint8Array): SendStatus {
+    const ctx = this.#deflate!.send;
+    const mask = !this.#server;
+    if (ctx.noContextTakeover) {
+      // Each message on its own: compressing one that is then dropped costs
+      // CPU only, so the policy can judge the real (compressed) size.
+      return this.#admit(encodeFrame(opcode, ctx.compress(bytes), { mask, rsv1: true }));
+    }
+    // With context takeover a message must reach the peer once compressed:
+    // the next ones may refer to it. So the policy judges it before, by its
+    // uncompressed size (an upper bound, give or take a header).
+    const status = this.#room(bytes.length);
+    if (status !== "sent") return status;
+    this.#enqueue(encodeFrame(opcode, ctx.compress(bytes), { mask, rsv1: true }));
+    return "sent";
   }
 
   waitBelow(bytes: number): Promise<void> {
@@ -249,7 +316,15 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #maybeClosed(): void {
-    if (this.#destroyed && !this.#reading && !this.#writing) this.#resolveClosed();
+    if (this.#destroyed && !this.#reading && !this.#writing) {
+      if (!this.#released) {
+        this.#released = true;
+        // Nothing reads or writes any more: a dedicated compressor's zlib
+        // memory (hundreds of KiB) goes back now, not when GC finds it.
+        for (const ctx of this.#deflate?.owned ?? []) ctx.close();
+      }
+      this.#resolveClosed();
+    }
   }
 
   #end(code: number, reason: string): void {
@@ -423,12 +498,22 @@ export class FramedEngine implements WebSocketEngine {
 
   /** Queues a data frame (or pong) unless the slow-consumer policy says no. */
   #admit(frame: Uint8Array): SendStatus {
+    const status = this.#room(frame.length);
+    if (status === "sent") this.#enqueue(frame);
+    return status;
+  }
+
+  /**
+   * Whether a frame of `length` bytes may be queued under the slow-consumer
+   * policy (`"sent"`), or was dropped or closed the connection instead.
+   */
+  #room(length: number): SendStatus {
     if (this.#dropping) {
       this.#dropped++;
       this.#droppedSince++;
       return "dropped";
     }
-    if (this.#queued > 0 && this.#queued + frame.length > this.#maxBuffered) {
+    if (this.#queued > 0 && this.#queued + length > this.#maxBuffered) {
       if (this.#policy === "drop") {
         this.#dropping = true;
         this.#dropped++;
@@ -439,7 +524,6 @@ export class FramedEngine implements WebSocketEngine {
       this.#closeSlow();
       return "closed";
     }
-    this.#enqueue(frame);
     return "sent";
   }
 

@@ -48,6 +48,8 @@ export interface WebSocketEngine {
   readonly dropped: number;
   /** Counts reads and writes. */
   readonly activity: number;
+  /** Whether the TLS peer ended the stream without a close_notify. */
+  readonly truncated: boolean;
   /** Whether this end has sent its close frame (or the connection is gone). */
   readonly closing: boolean;
   /** Starts reading and writing. */
@@ -72,6 +74,8 @@ export interface WebSocketConnInit<T> {
   engine: WebSocketEngine;
   /** The subprotocol agreed on, `""` if none. */
   protocol?: string;
+  /** The extensions agreed on (`Sec-WebSocket-Extensions` as answered), `""` if none. */
+  extensions?: string;
   /** The request target (server) or URL (client). */
   url?: string;
   /** Per-connection data. */
@@ -102,6 +106,9 @@ const FALSE = Promise.resolve(false);
 // The inbox pauses the socket when this many messages or bytes wait unread.
 const INBOX_MESSAGES = 16;
 const INBOX_BYTES = 256 * 1024;
+// Once this end has sent its close frame, the inbox may grow this many times
+// larger before reading pauses: 256 messages or 4 MiB.
+const CLOSING_FACTOR = 16;
 // How long a peer's close frame may wait for the application before netkit
 // answers it anyway (normally the answer goes once the last message is read).
 const CLOSE_REPLY_DELAY = 1000;
@@ -136,18 +143,27 @@ export const kOnDrain: unique symbol = Symbol("netkit.ws.onDrain");
  * @example An echo that keeps message types
  * ```ts
  * import { connect, serve } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = serve({ port: 0 }, async (ws) => {
  *   for await (const msg of ws) await ws.send(msg);
  * });
  * await using ws = await connect(`ws://127.0.0.1:${server.addr.port}/`);
  * await ws.send("hello");
- * console.log(await ws.receive()); // hello
+ * assert.equal(await ws.receive(), "hello");
+ * await ws.send(new Uint8Array([1, 2]));
+ * assert.deepEqual(await ws.receive(), new Uint8Array([1, 2]));
  * ```
  */
 export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterable<Message> {
   /** The subprotocol agreed on in the handshake, `""` if none. */
   readonly protocol: string;
+  /**
+   * The extensions agreed on in the handshake, as the server answered them
+   * in `Sec-WebSocket-Extensions` (e.g. `"permessage-deflate;
+   * server_no_context_takeover"`), `""` if none — as `WebSocket.extensions`.
+   */
+  readonly extensions: string;
   /** The request target (`/chat?room=1`) on the server, the URL on the client. */
   readonly url: string;
   /** Per-connection data: what the server's `upgrade` hook returned as `data`. */
@@ -186,6 +202,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   constructor(init: WebSocketConnInit<T>) {
     this.#engine = init.engine;
     this.protocol = init.protocol ?? "";
+    this.extensions = init.extensions ?? "";
     this.url = init.url ?? "";
     this.data = init.data as T;
     this.#hub = init.hub;
@@ -266,6 +283,14 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     return this.#received;
   }
 
+  /**
+   * `wss:`: whether the server ended the TLS stream without a close_notify
+   * (after the close handshake that is harmless; a program may warn).
+   */
+  get truncated(): boolean {
+    return this.#engine.truncated;
+  }
+
   /** Counts reads and writes; a server uses it to tell idle connections. */
   get activity(): number {
     return this.#engine.activity;
@@ -282,13 +307,15 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    * @example
    * ```ts
    * import { connect, serve } from "@netkit/netkit/websocket";
+   * import assert from "node:assert/strict";
    *
    * await using server = serve({ port: 0 }, async (ws) => {
    *   await ws.send("welcome");
    *   await ws.send(new Uint8Array([1, 2, 3]));
    * });
    * await using ws = await connect(`ws://127.0.0.1:${server.addr.port}/`);
-   * console.log(await ws.receive(), await ws.receive()); // welcome Uint8Array(3) [ 1, 2, 3 ]
+   * assert.equal(await ws.receive(), "welcome"); // text arrives as a string
+   * assert.deepEqual(await ws.receive(), new Uint8Array([1, 2, 3])); // binary as bytes
    * ```
    */
   send(data: Message, options?: SendOptions): Promise<boolean> {
@@ -314,10 +341,11 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    * @example
    * ```ts
    * import { connect, serve } from "@netkit/netkit/websocket";
+   * import assert from "node:assert/strict";
    *
    * await using server = serve({ port: 0 }, (ws) => void ws.send("hi"));
    * await using ws = await connect(`ws://127.0.0.1:${server.addr.port}/`);
-   * console.log(await ws.receive()); // hi
+   * assert.equal(await ws.receive(), "hi");
    * ```
    */
   async receive(): Promise<Message | null> {
@@ -452,12 +480,18 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    *
    * @example A chat room
    * ```ts
-   * import { serve } from "@netkit/netkit/websocket";
+   * import { connect, serve } from "@netkit/netkit/websocket";
+   * import assert from "node:assert/strict";
    *
-   * await using _server = serve({ port: 0 }, {
+   * await using server = serve({ port: 0 }, {
    *   open: (ws) => void ws.subscribe("room"),
    *   message: (ws, data) => void ws.publish("room", data, { includeSelf: true }),
    * });
+   * await using alice = await connect(server.url);
+   * await using bob = await connect(server.url);
+   * await alice.send("hi all");
+   * assert.equal(await bob.receive(), "hi all");
+   * assert.equal(await alice.receive(), "hi all"); // includeSelf: the sender gets it too
    * ```
    */
   publish(
@@ -506,19 +540,21 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       if (pending !== undefined) this.#await(pending);
       return;
     }
-    // Once this end has sent its close frame, reading must go on until the
-    // peer's: what does not fit any more is dropped rather than paused on.
-    if (this.#engine.closing && this.#full()) return;
+    // Every message before the peer's close frame is the application's, also
+    // after this end sent its own: never dropped, only paused on. After our
+    // close the inbox may hold more before reading pauses (CLOSING_FACTOR),
+    // so a close handshake is not held up by a few unread messages.
     this.#inbox.push({ data, bytes });
     this.#inboxBytes += data.length;
     this.#readers.shift()?.();
-    if (!this.#engine.closing && this.#full()) {
+    if (this.#full(this.#engine.closing ? CLOSING_FACTOR : 1)) {
       return this.#roomPromise ??= new Promise((resolve) => (this.#room = resolve));
     }
   }
 
-  #full(): boolean {
-    return this.#inbox.length - this.#head >= INBOX_MESSAGES || this.#inboxBytes >= INBOX_BYTES;
+  #full(factor: number): boolean {
+    return this.#inbox.length - this.#head >= INBOX_MESSAGES * factor ||
+      this.#inboxBytes >= INBOX_BYTES * factor;
   }
 
   /** Drops unread and further messages (a handler that failed). Internal. */

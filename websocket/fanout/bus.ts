@@ -59,19 +59,20 @@ export interface BroadcastBus {
  *
  * @example Two servers, one broadcast
  * ```ts
- * import { BroadcastHub, InProcessBus, PreparedMessage, type Subscriber } from "@netkit/netkit/websocket";
+ * import { BroadcastHub, InProcessBus, type Subscriber } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * const bus = new InProcessBus();
  * const a = new BroadcastHub({ bus });
  * const b = new BroadcastHub({ bus });
  * const got: string[] = [];
  * const sub = (name: string): Subscriber => ({
- *   sendPrepared: (m: PreparedMessage) => (got.push(`${name}:${m.data}`), "sent"),
+ *   sendPrepared: (m) => (got.push(`${name}:${m.data}`), "sent"),
  * });
  * a.subscribe(sub("a"), "news");
  * b.subscribe(sub("b"), "news");
  * a.publish("news", "hello");
- * console.log(got); // [ "a:hello", "b:hello" ]
+ * assert.deepEqual(got, ["a:hello", "b:hello"]);
  * ```
  */
 export class InProcessBus implements BroadcastBus {

@@ -45,6 +45,7 @@ export interface PublishResult {
  * @example
  * ```ts
  * import { BroadcastHub, type Subscriber } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * const got: string[] = [];
  * const sub: Subscriber = {
@@ -55,7 +56,8 @@ export interface PublishResult {
  * };
  * const hub = new BroadcastHub();
  * hub.subscribe(sub, "news");
- * console.log(hub.publish("news", "hello"), got); // { delivered: 1, dropped: 0 } [ "hello" ]
+ * assert.deepEqual(hub.publish("news", "hello"), { delivered: 1, dropped: 0 });
+ * assert.deepEqual(got, ["hello"]);
  * ```
  */
 export class BroadcastHub {

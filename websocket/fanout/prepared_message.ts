@@ -6,21 +6,34 @@
  */
 import { Opcode } from "../codec/constants.ts";
 import { encodeFrame } from "../codec/sender.ts";
+import type { DeflateContext } from "../codec/permessage_deflate.ts";
 
 const encoder = new TextEncoder();
 
 /**
+ * Internal: the message's frame compressed by a compressor without context
+ * takeover, computed once per compressor and shared by every connection that
+ * negotiated permessage-deflate with that window (a server in
+ * `compression: "shared"` mode).
+ */
+export const kDeflatedFrame: unique symbol = Symbol("netkit.ws.deflatedFrame");
+
+/**
  * A message encoded once for many connections: its payload bytes and its
- * unmasked (server) frame are computed on first use and shared. Publishing
+ * unmasked (server) frame are computed on first use and shared — and, on a
+ * server with `compression: "shared"`, its compressed frame too, for every
+ * subscriber that negotiated permessage-deflate. Publishing
  * makes one for you; make one yourself to send the same message to
  * connections you pick.
  *
  * @example
  * ```ts
  * import { PreparedMessage } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * const msg = new PreparedMessage("hello");
- * console.log(msg.binary, msg.frame.length); // false 7
+ * assert.equal(msg.binary, false);
+ * assert.equal(msg.frame.length, 7); // a 2-byte header and "hello", framed once for everyone
  * ```
  */
 export class PreparedMessage {
@@ -30,6 +43,11 @@ export class PreparedMessage {
   readonly binary: boolean;
   #payload: Uint8Array | undefined;
   #frame: Uint8Array | undefined;
+  // The compressed frame of the compressor used first; others (servers with
+  // other windows or levels sharing a hub) in a map, made when needed.
+  #deflatedBy: DeflateContext | undefined;
+  #deflated: Uint8Array | undefined;
+  #moreDeflated: Map<DeflateContext, Uint8Array> | undefined;
 
   /**
    * Wraps a message; nothing is encoded until a connection needs it.
@@ -51,5 +69,28 @@ export class PreparedMessage {
   /** The whole unmasked frame, as a server sends it; encoded once. */
   get frame(): Uint8Array {
     return this.#frame ??= encodeFrame(this.binary ? Opcode.Binary : Opcode.Text, this.payload);
+  }
+
+  /**
+   * Internal: the unmasked frame with the payload compressed by `ctx` (which
+   * must have no context takeover: its output depends on the message alone)
+   * and RSV1 set; compressed once per compressor.
+   */
+  [kDeflatedFrame](ctx: DeflateContext): Uint8Array {
+    if (this.#deflatedBy === ctx) return this.#deflated!;
+    if (this.#deflatedBy === undefined) {
+      this.#deflated = this.#deflate(ctx);
+      this.#deflatedBy = ctx;
+      return this.#deflated;
+    }
+    const more = this.#moreDeflated ??= new Map();
+    let frame = more.get(ctx);
+    if (frame === undefined) more.set(ctx, frame = this.#deflate(ctx));
+    return frame;
+  }
+
+  #deflate(ctx: DeflateContext): Uint8Array {
+    const opcode = this.binary ? Opcode.Binary : Opcode.Text;
+    return encodeFrame(opcode, ctx.compress(this.payload), { rsv1: true });
   }
 }

@@ -79,6 +79,7 @@ export interface UpgradeOptions<T = unknown> {
  * ```ts
  * import { echo } from "@netkit/netkit";
  * import { connect, upgrade } from "@netkit/netkit/websocket";
+ * import assert from "node:assert/strict";
  *
  * await using server = Deno.serve({ port: 0, onListen() {} }, (request, info) => {
  *   const { response, conn } = upgrade(request, { info });
@@ -87,7 +88,7 @@ export interface UpgradeOptions<T = unknown> {
  * });
  * await using ws = await connect(`ws://127.0.0.1:${server.addr.port}/`);
  * await ws.send("hi");
- * console.log(await ws.receive()); // Uint8Array(2) [ 104, 105 ]
+ * assert.deepEqual(await ws.receive(), new TextEncoder().encode("hi")); // a Conn sends bytes
  * ```
  */
 export function upgrade<T = unknown>(
@@ -187,6 +188,10 @@ class DenoEngine implements WebSocketEngine {
 
   get activity(): number {
     return this.#activity;
+  }
+
+  get truncated(): boolean {
+    return false; // Deno's engine does not say.
   }
 
   get closing(): boolean {
