@@ -1,7 +1,7 @@
 /*
  * loadgen: a single-threaded epoll load client for netkit's benchmarks.
  *
- *   gcc -O2 -o bench/.build/loadgen bench/loadgen.c -lssl -lcrypto
+ *   gcc -O2 -o bench/.build/loadgen bench/loadgen.c -lssl -lcrypto -lz
  *
  * Modes (all verify every echoed byte against what was sent):
  *   rr         N connections; each sends a SIZE-byte message and waits for the
@@ -29,6 +29,19 @@
  *              subscribers the server closed. The server is expected to send
  *              every message to every client, the publisher included (its own
  *              copies are read and dropped).
+ *
+ * --deflate (ws modes): every connection offers permessage-deflate (RFC 7692)
+ * as browsers do ("permessage-deflate; client_max_window_bits"); where the
+ * server agrees, its compressed messages (RSV1) are inflated with zlib, one
+ * stream per connection (context takeover as agreed), and checked like plain
+ * ones. With server_no_context_takeover a broadcast arrives as the same bytes
+ * on every connection: an arrival identical to the expected message's already
+ * inflated and checked bytes is taken as that message without inflating it
+ * again. The load client sends uncompressed. --json makes the fan-out
+ * payload's filler a JSON-like record list that differs per message (as a
+ * feed does) instead of a fixed pattern. Reported: "wire_bytes" (frame
+ * headers and payloads the subscribers received while measuring) and
+ * "wire_bytes_per_delivery", "deflate_conns" (connections that agreed).
  *
  * Byte i of a connection's stream is ((i * 31) + 7) & 255, so a stale,
  * duplicated or reordered echo is a mismatch and checking costs one memcmp.
@@ -67,6 +80,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 enum mode { M_RR, M_STREAM, M_HANDSHAKE, M_WS_RR, M_WS_FANOUT };
 enum cstate { C_IDLE, C_CONNECTING, C_TLS_HS, C_WS_HS, C_READY, C_CLOSED, C_DEAD };
@@ -95,6 +109,9 @@ typedef struct conn {
   int joined;         /* ws-fanout: has received a message */
   int publisher;      /* ws-fanout: the publishing connection */
   char ws_key[32];    /* Sec-WebSocket-Key sent */
+  int deflate;        /* --deflate: the server agreed to permessage-deflate */
+  int snct;           /* ... with server_no_context_takeover */
+  z_stream *zin;      /* its inflater, made on the first compressed message */
   int rerun;          /* queued to be driven again next turn (its budget ran out) */
 } conn_t;
 
@@ -117,6 +134,8 @@ static int opt_procs = 1;
 static int opt_binary = 0;
 static long opt_window = 32;
 static const char *opt_path = "/";
+static int opt_deflate = 0;
+static int opt_json = 0;
 
 /* ---- state ---- */
 static conn_t *conns;
@@ -147,6 +166,8 @@ static char tls_version_seen[32] = "";
 static char tls_cipher_seen[64] = "";
 /* WebSocket */
 static uint64_t closes = 0, fo_lost = 0, fo_ooo = 0, fo_msgs = 0;
+static uint64_t m_wire = 0; /* bytes of data frames subscribers received while measuring */
+static int ws_deflated = 0; /* connections that agreed to permessage-deflate */
 static int first_close_code = 0;
 static char first_close_reason[128] = "";
 
@@ -248,6 +269,8 @@ static void usage(void) {
           "  --binary          ws modes: binary messages (default: text)\n"
           "  --window N        ws-fanout: most messages outstanding (default 32)\n"
           "  --path P          ws modes: the request path (default /)\n"
+          "  --deflate         ws modes: offer permessage-deflate, inflate what comes compressed\n"
+          "  --json            ws-fanout: a JSON-like filler that differs per message\n"
           "ws modes speak wss with --tls; ws-fanout runs in one process (--procs ignored).\n");
   exit(2);
 }
@@ -341,6 +364,10 @@ static void parse_args(int argc, char **argv) {
         exit(2);
       }
       opt_path = v;
+    } else if (!strcmp(a, "--deflate")) {
+      opt_deflate = 1;
+    } else if (!strcmp(a, "--json")) {
+      opt_json = 1;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage();
     } else {
@@ -408,6 +435,11 @@ static void ws_gone(conn_t *c);
 
 static void conn_close(conn_t *c, int state) {
   if (IS_WS && c->state == C_READY) ws_gone(c);
+  if (c->zin) {
+    inflateEnd(c->zin);
+    free(c->zin);
+    c->zin = NULL;
+  }
   if (c->ssl) {
     if (c->state == C_READY && state == C_CLOSED) SSL_shutdown(c->ssl); /* close_notify, no wait */
     SSL_free(c->ssl);
@@ -674,6 +706,19 @@ static uint64_t fo_probe = UINT64_MAX; /* while joining: the last probe publishe
 static int fo_probe_got = 0;           /* subscribers that have it */
 static conn_t *fo_pub = NULL;
 static unsigned char *fo_buf; /* one payload */
+/* --json: the payloads of the outstanding messages, by seq & fo_ring_mask (tag: seq + 1) */
+static unsigned char *fo_ring;
+static uint64_t *fo_ring_tag;
+/* --deflate with server_no_context_takeover: each outstanding message's compressed bytes as
+ * first inflated and checked (tag: seq + 1), so the other subscribers' copies are compared,
+ * not inflated again */
+static unsigned char *fo_zc;
+static size_t *fo_zc_len;
+static uint64_t *fo_zc_tag;
+static size_t fo_zc_cap;
+/* --deflate: one inflated message */
+static unsigned char *zbuf;
+static size_t zbuf_cap;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
@@ -783,8 +828,11 @@ static void ws_start(conn_t *c) {
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                   opt_path, v6 ? "[" : "", opt_host, v6 ? "]" : "", opt_port, c->ws_key);
+                   "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                   opt_path, v6 ? "[" : "", opt_host, v6 ? "]" : "", opt_port, c->ws_key,
+                   opt_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                 "client_max_window_bits\r\n"
+                               : "");
   if (n < 0 || (size_t)n >= sizeof req) die("--path or --host is too long");
   out_reserve(c, (size_t)n);
   memcpy(c->out + c->out_len, req, (size_t)n);
@@ -820,6 +868,20 @@ static int ws_check_101(conn_t *c, char *head) {
   if (strncmp(p, want, wl) != 0 || (p[wl] != '\r' && p[wl] != ' ' && p[wl] != '\t')) {
     conn_fail(c, "wrong Sec-WebSocket-Accept in the 101 response");
     return -1;
+  }
+  const char *ext_name = "\r\nsec-websocket-extensions:";
+  char *e = strcasestr(head, ext_name);
+  if (e) {
+    e += strlen(ext_name);
+    char *eol = strstr(e, "\r\n");
+    if (eol) *eol = 0;
+    if (!opt_deflate || !strcasestr(e, "permessage-deflate")) {
+      conn_fail(c, "the 101 response names an extension that was not offered");
+      return -1;
+    }
+    c->deflate = 1;
+    c->snct = strcasestr(e, "server_no_context_takeover") != NULL;
+    ws_deflated++;
   }
   return 0;
 }
@@ -860,6 +922,35 @@ static void ws_rr_message(conn_t *c, int op, const unsigned char *p, size_t len,
 
 static const char HEX[] = "0123456789abcdef";
 
+/* --json: n bytes of a JSON-like record list, different for every seq (deterministic):
+ * trades with ids, symbols, prices, quantities and sides, as a market-data feed sends. */
+static void json_fill(unsigned char *p, size_t n, uint64_t seq) {
+  static const char *const SYM[] = {"AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "NFLX"};
+  uint64_t r = (seq + 1) * 0x9E3779B97F4A7C15ull;
+  size_t off = 0;
+  char rec[192];
+  int len = snprintf(rec, sizeof rec, ",\"type\":\"trades\",\"venue\":\"XNAS\",\"items\":[");
+  while (off < n) {
+    size_t take = (size_t)len < n - off ? (size_t)len : n - off;
+    memcpy(p + off, rec, take);
+    off += take;
+    r ^= r >> 12;
+    r ^= r << 25;
+    r ^= r >> 27;
+    uint64_t x = r * 0x2545F4914F6CDD1Dull;
+    unsigned px = (unsigned)(x % 50000u) + 1000u;
+    len = snprintf(rec, sizeof rec,
+                   "{\"id\":%u,\"sym\":\"%s\",\"px\":%u.%02u,\"qty\":%u,\"side\":\"%s\","
+                   "\"ts\":%llu},",
+                   (unsigned)((x >> 20) % 10000000u), SYM[(x >> 8) & 7], px / 100, px % 100,
+                   (unsigned)(((x >> 40) % 50u + 1) * 100), (x >> 3) & 1 ? "buy" : "sell",
+                   (unsigned long long)(1700000000000ull + seq * 7 + ((x >> 50) & 1023)));
+  }
+}
+
+/* The header's size: the sequence number and timestamp, in hex or binary. */
+#define FO_HEAD (opt_binary ? 16 : 32)
+
 static void fo_encode(unsigned char *p, uint64_t seq, uint64_t ts) {
   size_t n = (size_t)opt_size;
   if (opt_binary) {
@@ -867,14 +958,25 @@ static void fo_encode(unsigned char *p, uint64_t seq, uint64_t ts) {
       p[i] = (unsigned char)(seq >> (8 * i));
       p[8 + i] = (unsigned char)(ts >> (8 * i));
     }
-    memcpy(p + 16, pat + 16, n - 16);
+    if (!opt_json) memcpy(p + 16, pat + 16, n - 16);
   } else {
     for (int i = 0; i < 16; i++) {
       p[i] = (unsigned char)HEX[(seq >> (60 - 4 * i)) & 15];
       p[16 + i] = (unsigned char)HEX[(ts >> (60 - 4 * i)) & 15];
     }
-    memcpy(p + 32, tpat + 32, n - 32);
+    if (!opt_json) memcpy(p + 32, tpat + 32, n - 32);
   }
+  if (opt_json) json_fill(p + FO_HEAD, n - FO_HEAD, seq);
+}
+
+/* --json: the filler message seq must carry (from the ring, else made again). */
+static const unsigned char *fo_expected(uint64_t seq) {
+  static unsigned char *scratch = NULL;
+  uint64_t slot = seq & fo_ring_mask;
+  if (fo_ring_tag[slot] == seq + 1) return fo_ring + slot * (size_t)opt_size;
+  if (!scratch && !(scratch = malloc((size_t)opt_size))) die("out of memory");
+  json_fill(scratch + FO_HEAD, (size_t)opt_size - FO_HEAD, seq);
+  return scratch;
 }
 
 static int hexval(unsigned char ch) {
@@ -891,7 +993,7 @@ static int fo_decode(const unsigned char *p, size_t len, uint64_t *seq, uint64_t
       s = (s << 8) | p[i];
       t = (t << 8) | p[8 + i];
     }
-    if (memcmp(p + 16, pat + 16, len - 16) != 0) return -1;
+    if (!opt_json && memcmp(p + 16, pat + 16, len - 16) != 0) return -1;
   } else {
     for (int i = 0; i < 16; i++) {
       int a = hexval(p[i]), b = hexval(p[16 + i]);
@@ -899,16 +1001,23 @@ static int fo_decode(const unsigned char *p, size_t len, uint64_t *seq, uint64_t
       s = (s << 4) | (uint64_t)a;
       t = (t << 4) | (uint64_t)b;
     }
-    if (memcmp(p + 32, tpat + 32, len - 32) != 0) return -1;
+    if (!opt_json && memcmp(p + 32, tpat + 32, len - 32) != 0) return -1;
   }
+  if (opt_json && memcmp(p + FO_HEAD, fo_expected(s) + FO_HEAD, len - FO_HEAD) != 0) return -1;
   *seq = s;
   *ts = t;
   return 0;
 }
 
 static void fo_publish(uint64_t seq) {
-  fo_encode(fo_buf, seq, now_ns());
-  ws_queue_frame(fo_pub, opt_binary ? 2 : 1, fo_buf, (size_t)opt_size);
+  unsigned char *p = fo_buf;
+  if (opt_json) {
+    uint64_t slot = seq & fo_ring_mask;
+    p = fo_ring + slot * (size_t)opt_size;
+    fo_ring_tag[slot] = seq + 1;
+  }
+  fo_encode(p, seq, now_ns());
+  ws_queue_frame(fo_pub, opt_binary ? 2 : 1, p, (size_t)opt_size);
   if (measuring) fo_msgs++;
 }
 
@@ -1042,6 +1151,66 @@ static void ws_protocol_error(conn_t *c, const char *what) {
   conn_fail(c, msg);
 }
 
+static const unsigned char TRAILER[4] = {0x00, 0x00, 0xff, 0xff};
+
+/* Inflates one compressed message (RFC 7692 7.2.2: the payload, then 00 00 ff ff) into zbuf;
+ * NULL once the connection has failed. */
+static const unsigned char *ws_inflate(conn_t *c, const unsigned char *p, size_t len,
+                                       size_t *out_len) {
+  if (!c->zin) {
+    c->zin = calloc(1, sizeof *c->zin);
+    if (!c->zin || inflateInit2(c->zin, -15) != Z_OK) die("inflateInit2 failed");
+  }
+  z_stream *z = c->zin;
+  z->next_out = zbuf;
+  z->avail_out = (uInt)zbuf_cap;
+  int r = Z_OK;
+  for (int part = 0; part < 2 && r == Z_OK; part++) {
+    z->next_in = (Bytef *)(part == 0 ? p : TRAILER);
+    z->avail_in = (uInt)(part == 0 ? len : sizeof TRAILER);
+    r = inflate(z, Z_SYNC_FLUSH);
+    if (r == Z_BUF_ERROR && z->avail_out > 0) r = Z_OK; /* no progress possible: input used up */
+    if (r == Z_OK && z->avail_out == 0) {
+      ws_protocol_error(c, "a compressed message inflates past the message size");
+      return NULL;
+    }
+  }
+  if (r != Z_OK && r != Z_STREAM_END) {
+    ws_protocol_error(c, "a compressed message is not a valid deflate stream");
+    return NULL;
+  }
+  if (r == Z_STREAM_END || c->snct) inflateReset(z);
+  *out_len = zbuf_cap - z->avail_out;
+  return zbuf;
+}
+
+/* A compressed message's bytes: for a broadcast under server_no_context_takeover, compared
+ * with those already inflated for the message this connection expects next; else inflated. */
+static const unsigned char *ws_inflated(conn_t *c, const unsigned char *p, size_t len,
+                                        size_t *out_len) {
+  int cache = opt_mode == M_WS_FANOUT && c->snct && opt_json;
+  if (cache && c->joined) {
+    uint64_t slot = c->expect & fo_ring_mask;
+    if (fo_zc_tag[slot] == c->expect + 1 && fo_ring_tag[slot] == c->expect + 1 &&
+        fo_zc_len[slot] == len && memcmp(fo_zc + slot * fo_zc_cap, p, len) == 0) {
+      *out_len = (size_t)opt_size;
+      return fo_ring + slot * (size_t)opt_size; /* the message as published */
+    }
+  }
+  const unsigned char *out = ws_inflate(c, p, len, out_len);
+  uint64_t seq, ts;
+  if (out && cache && len <= fo_zc_cap && fo_decode(out, *out_len, &seq, &ts) == 0) {
+    uint64_t slot = seq & fo_ring_mask;
+    if (fo_ring_tag[slot] == seq + 1 && memcmp(out, fo_ring + slot * (size_t)opt_size,
+                                               (size_t)opt_size) == 0) {
+      memcpy(fo_zc + slot * fo_zc_cap, p, len);
+      fo_zc_len[slot] = len;
+      fo_zc_tag[slot] = seq + 1;
+    }
+  }
+  return out;
+}
+
 /* Handles the complete frames in buf[0..len); returns the bytes used, or -1 once the
  * connection is gone. */
 static long ws_frames(conn_t *c, const unsigned char *buf, size_t len) {
@@ -1058,8 +1227,10 @@ static long ws_frames(conn_t *c, const unsigned char *buf, size_t len) {
       ws_protocol_error(c, "a masked frame");
       return -1;
     }
-    if (f[0] & 0x70) {
-      ws_protocol_error(c, "RSV bits set, but no extension was agreed");
+    int rsv1 = (f[0] & 0x40) != 0;
+    if ((f[0] & 0x70) && ((f[0] & 0x70) != 0x40 || !c->deflate || (op != 1 && op != 2))) {
+      ws_protocol_error(c, c->deflate ? "RSV bits where permessage-deflate allows none"
+                                      : "RSV bits set, but no extension was agreed");
       return -1;
     }
     if (plen == 126) {
@@ -1099,8 +1270,14 @@ static long ws_frames(conn_t *c, const unsigned char *buf, size_t len) {
       return -1;
     }
     if (!t) t = now_ns();
-    if (opt_mode == M_WS_RR) ws_rr_message(c, op, p, (size_t)plen, t);
-    else fo_message(c, op, p, (size_t)plen, t);
+    if (measuring && !c->publisher) m_wire += h + (size_t)plen;
+    size_t mlen = (size_t)plen;
+    if (rsv1) {
+      p = ws_inflated(c, p, mlen, &mlen);
+      if (!p) return -1;
+    }
+    if (opt_mode == M_WS_RR) ws_rr_message(c, op, p, mlen, t);
+    else fo_message(c, op, p, mlen, t);
   }
   return (long)off;
 }
@@ -1336,8 +1513,8 @@ typedef struct wstats {
   double secs, cpu, server_cpu, box_busy;
   char first_error[512], tls_version[32], cipher[64];
   /* WebSocket */
-  uint64_t closes, lost, ooo, msgs;
-  int close_code;
+  uint64_t closes, lost, ooo, msgs, wire;
+  int close_code, deflated;
   double connect_s, join_s;
   char close_reason[128];
 } wstats_t;
@@ -1362,6 +1539,20 @@ static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
     fo_count = calloc((size_t)ring, sizeof *fo_count);
     fo_buf = malloc((size_t)opt_size);
     if (!fo_count || !fo_buf) die("out of memory");
+    if (opt_json) {
+      fo_ring = malloc((size_t)ring * (size_t)opt_size);
+      fo_ring_tag = calloc((size_t)ring, sizeof *fo_ring_tag);
+      fo_zc_cap = (size_t)opt_size + (size_t)opt_size / 8 + 64; /* deflate's worst case */
+      fo_zc = malloc((size_t)ring * fo_zc_cap);
+      fo_zc_len = calloc((size_t)ring, sizeof *fo_zc_len);
+      fo_zc_tag = calloc((size_t)ring, sizeof *fo_zc_tag);
+      if (!fo_ring || !fo_ring_tag || !fo_zc || !fo_zc_len || !fo_zc_tag) die("out of memory");
+    }
+  }
+  if (opt_deflate) {
+    zbuf_cap = (size_t)opt_size + 1; /* one byte more than a message may have */
+    zbuf = malloc(zbuf_cap);
+    if (!zbuf) die("out of memory");
   }
 
   enum { P_CONNECT, P_JOIN, P_WARM, P_MEASURE, P_DRAIN } phase = P_CONNECT;
@@ -1502,6 +1693,8 @@ static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
   out->lost = fo_lost;
   out->ooo = fo_ooo;
   out->msgs = fo_msgs;
+  out->wire = m_wire;
+  out->deflated = ws_deflated;
   out->close_code = first_close_code;
   out->connect_s = t_ready ? (double)(t_ready - t0) / 1e9 : -1;
   out->join_s = t_joined ? (double)(t_joined - t_ready) / 1e9 : -1;
@@ -1725,6 +1918,8 @@ int main(int argc, char **argv) {
     tot.lost += w->lost;
     tot.ooo += w->ooo;
     tot.msgs += w->msgs;
+    tot.wire += w->wire;
+    tot.deflated += w->deflated;
     if (!tot.close_code && w->close_code) {
       tot.close_code = w->close_code;
       snprintf(tot.close_reason, sizeof tot.close_reason, "%s", w->close_reason);
@@ -1785,6 +1980,13 @@ int main(int argc, char **argv) {
            "\"out_of_order\":%llu",
            (unsigned long long)tot.msgs, tot.msgs / secs, ops / secs, (unsigned long long)tot.lost,
            (unsigned long long)tot.ooo);
+  if (IS_WS && opt_deflate)
+    printf(",\"deflate\":true,\"deflate_conns\":%d,\"wire_bytes\":%llu,"
+           "\"wire_bytes_per_delivery\":%.1f",
+           tot.deflated, (unsigned long long)tot.wire, ops ? (double)tot.wire / (double)ops : 0.0);
+  else if (IS_WS)
+    printf(",\"wire_bytes\":%llu,\"wire_bytes_per_delivery\":%.1f", (unsigned long long)tot.wire,
+           ops ? (double)tot.wire / (double)ops : 0.0);
   if (IS_WS) {
     printf(",\"closes\":%llu", (unsigned long long)tot.closes);
     if (tot.close_code)

@@ -362,6 +362,9 @@ export class CidrSet {
   readonly #ranges: readonly Cidr[];
 
   /**
+   * Parses every range up front, so a bad `--trust-proxy` or
+   * `--proxy-protocol-from` value fails at start-up, not on a connection.
+   *
    * @param cidrs Ranges or bare addresses, as {@linkcode parseCidr} reads them.
    * @throws {NetkitError} `ERR_BAD_CIDR` for the first entry that does not parse.
    */

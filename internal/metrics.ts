@@ -90,8 +90,12 @@ function braces(pairs: string): string {
   return pairs === "" ? "" : `{${pairs}}`;
 }
 
-/** The common part of every metric: name, help, labels, and its children by label values. */
-abstract class Metric<Child> {
+/**
+ * The common part of every metric: name, help, label names, and its children
+ * by label values. Extended by {@linkcode Counter}, {@linkcode Gauge} and
+ * {@linkcode Histogram}; not meant to be extended elsewhere.
+ */
+export abstract class Metric<Child> {
   /** The metric's name. */
   readonly name: string;
   /** Its HELP text. */
@@ -103,6 +107,13 @@ abstract class Metric<Child> {
   readonly #children = new Map<string, Child>();
   #default: Child | undefined;
 
+  /**
+   * Checks and keeps the name, help and label names.
+   *
+   * @param options Name, help and label names.
+   * @param reserved Label names the metric type keeps for itself (`le`).
+   * @throws {RangeError} A bad metric or label name, or a label name twice.
+   */
   constructor(options: MetricOptions, reserved: readonly string[] = []) {
     const { name, help } = options;
     const labelNames = Object.freeze([...(options.labelNames ?? [])]);
@@ -179,6 +190,7 @@ abstract class Metric<Child> {
     return this.#children.values();
   }
 
+  /** Makes the child for one set of label values, given as rendered `name="value"` pairs. */
   protected abstract newChild(pairs: string): Child;
 
   /** Appends this metric's sample lines (no HELP/TYPE) to `out`. */
@@ -197,7 +209,11 @@ export class CounterChild {
   /** @internal The rendered labels, `a="x",b="y"`. */
   readonly pairs: string;
 
-  /** @param pairs The rendered labels. */
+  /**
+   * Made by {@linkcode Counter.labels}; not constructed directly.
+   *
+   * @param pairs The rendered labels.
+   */
   constructor(pairs: string) {
     this.pairs = pairs;
   }
@@ -244,6 +260,9 @@ export class Counter extends Metric<CounterChild> {
   readonly type = "counter" as const;
 
   /**
+   * Declares a counter; register it with {@linkcode Registry.register}, or
+   * use {@linkcode Registry.counter} to do both.
+   *
    * @param options Name (ending in `_total`), help and label names.
    * @throws {RangeError} A bad metric or label name.
    */
@@ -266,6 +285,7 @@ export class Counter extends Metric<CounterChild> {
     return this.default.value;
   }
 
+  /** Makes the child for one set of label values. */
   protected newChild(pairs: string): CounterChild {
     return new CounterChild(pairs);
   }
@@ -285,7 +305,11 @@ export class GaugeChild {
   /** @internal The rendered labels. */
   readonly pairs: string;
 
-  /** @param pairs The rendered labels. */
+  /**
+   * Made by {@linkcode Gauge.labels}; not constructed directly.
+   *
+   * @param pairs The rendered labels.
+   */
   constructor(pairs: string) {
     this.pairs = pairs;
   }
@@ -338,6 +362,8 @@ export class Gauge extends Metric<GaugeChild> {
   readonly #collect: ((gauge: Gauge) => number | void) | undefined;
 
   /**
+   * Declares a gauge; {@linkcode Registry.gauge} declares and registers.
+   *
    * @param options Name, help, label names and an optional `collect`.
    * @throws {RangeError} A bad metric or label name.
    */
@@ -366,6 +392,7 @@ export class Gauge extends Metric<GaugeChild> {
     return this.default.value;
   }
 
+  /** Makes the child for one set of label values. */
   protected newChild(pairs: string): GaugeChild {
     return new GaugeChild(pairs);
   }
@@ -394,6 +421,8 @@ export class HistogramChild {
   readonly pairs: string;
 
   /**
+   * Made by {@linkcode Histogram.labels}; not constructed directly.
+   *
    * @param pairs The rendered labels.
    * @param bounds The bucket upper bounds, ascending, without `+Inf`.
    */
@@ -472,6 +501,8 @@ export class Histogram extends Metric<HistogramChild> {
   readonly #les: string[];
 
   /**
+   * Declares a histogram; {@linkcode Registry.histogram} declares and registers.
+   *
    * @param options Name, help, label names and buckets.
    * @throws {RangeError} A bad name, the label `le`, or buckets not finite and ascending.
    */
@@ -498,6 +529,7 @@ export class Histogram extends Metric<HistogramChild> {
     this.default.observe(value);
   }
 
+  /** Makes the child for one set of label values. */
   protected newChild(pairs: string): HistogramChild {
     return new HistogramChild(pairs, this.#bounds);
   }
@@ -764,6 +796,11 @@ export interface RateSeries {
  * level before (`"last"`). No timer: the clock is read when values arrive or
  * are read, so an idle window costs nothing and needs no `close()`.
  *
+ * `add` reads the clock (tens of nanoseconds): for a count already kept by
+ * a {@linkcode Counter} on a hot path (every message, every write), feed the
+ * window once a second from the page's own timer instead,
+ * `window.add(counter.value - last)`.
+ *
  * @example Messages per second, on an injected clock
  * ```ts
  * import { RateWindow } from "./metrics.ts";
@@ -787,6 +824,8 @@ export class RateWindow {
   #pos = 0; // its slot
 
   /**
+   * Makes an empty window (all zeros) ending at the current second.
+   *
    * @param options History length, mode and clock.
    * @throws {RangeError} `seconds` is not a positive integer.
    */

@@ -107,6 +107,8 @@ export class ProxyProtocolError extends NetkitError {
   readonly reason: ProxyProtocolErrorReason;
 
   /**
+   * Made by {@linkcode readProxyHeader}; its message says what was wrong and what to check.
+   *
    * @param reason How the header was wrong.
    * @param detail What exactly, for the message.
    */
@@ -202,7 +204,16 @@ async function readPart(
  *
  * `reader` is an io `BufferedReader`, or a `ReadableStream` — a netkit
  * `Conn`'s `readable`, whose own buffer then keeps the bytes after the
- * header. Give it the raw stream, before any TLS.
+ * header. Give it the raw stream, before any TLS. (Over any other
+ * `ReadableStream` the leftovers stay with io's reader for that stream: later
+ * io calls see them, a plain `pipeTo` would not; wrap such a stream in a
+ * `BufferedReader` and use its `readable`.)
+ *
+ * The bytes after the header are often already buffered when it returns —
+ * a client's first bytes tend to arrive in the same segment — so a TLS
+ * handshake that follows must start from the reader's buffered bytes (the
+ * STARTTLS guard of `acceptTls`, which refuses buffered plaintext, does not
+ * fit this path).
  *
  * The header is bounded: version 1 at 107 bytes (the spec's limit; no CRLF
  * by then is an error), version 2 at `maxSize`. Only the bytes the header

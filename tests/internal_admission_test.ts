@@ -205,6 +205,25 @@ Deno.test("a flood of distinct addresses never grows the table past maxKeys", ()
   assert.equal(reason(admission.admit("198.51.100.7")), "per-ip");
 });
 
+Deno.test("at the cap the least recently seen idle address is the one forgotten", () => {
+  const clock = manualClock();
+  const admission = new AdmissionControl({ acceptRate: 1, burst: 1, maxKeys: 3, now: clock.now });
+  const once = (address: string) => {
+    const a = admission.admit(address);
+    if (a.ok) a.release();
+    return reason(a);
+  };
+  assert.equal(once("192.0.2.1"), "ok");
+  assert.equal(once("192.0.2.2"), "ok");
+  assert.equal(once("192.0.2.3"), "ok");
+  assert.equal(once("192.0.2.1"), "rate", "seen again: now the warmest, its bucket empty");
+  assert.equal(once("192.0.2.4"), "ok", "a fourth address: .2, the coldest, is forgotten");
+  assert.deepEqual(admission.stats(), { keys: 3, open: 0, evicted: 1, untracked: 0 });
+  assert.equal(once("192.0.2.1"), "rate", ".1 was kept: still limited");
+  assert.equal(once("192.0.2.2"), "ok", ".2 starts with a full bucket (and .3 goes)");
+  assert.equal(once("192.0.2.4"), "rate", ".4 was kept");
+});
+
 Deno.test("a table full of busy addresses admits a newcomer untracked", () => {
   const admission = new AdmissionControl({ maxConnectionsPerIp: 1, maxKeys: 20 });
   for (let i = 0; i < 20; i++) assert.equal(reason(admission.admit(`10.0.0.${i}`)), "ok");
