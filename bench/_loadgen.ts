@@ -22,6 +22,7 @@ const COMPILE = [
   "bench/loadgen.c",
   "-lssl",
   "-lcrypto",
+  "-lz",
 ];
 
 /** Builds bench/.build/loadgen unless it is newer than its source; exits with advice when it cannot. */
@@ -54,6 +55,11 @@ export async function ensureLoadgen(): Promise<void> {
       console.error(
         "the OpenSSL development files are missing: install them, e.g. " +
           "`apt-get install libssl-dev`, then run `deno task bench` again.",
+      );
+    } else if (/zlib\.h|-lz\b/.test(out.stderr)) {
+      console.error(
+        "the zlib development files are missing: install them, e.g. " +
+          "`apt-get install zlib1g-dev`, then run `deno task bench` again.",
       );
     } else {
       console.error(`compiling bench/loadgen.c failed:\n${out.stderr}`);

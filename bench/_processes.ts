@@ -44,6 +44,14 @@ export function run(
   return track(runCommand({ command: cmd, args, timeout: timeoutMs, signal: aborter.signal }));
 }
 
+/** The Bun executable to run Bun servers with (set by the harness once found). */
+let bunPath: string | undefined;
+
+/** Sets the Bun executable {@linkcode startServer} uses for `runtime: "bun"`. */
+export function useBun(path: string): void {
+  bunPath = path;
+}
+
 /**
  * Starts a server and waits for its listening line, through `wrap` (e.g.
  * `sh -c 'ulimit -n N; exec "$@"'`) and pinned to `pinCpu` with taskset when
@@ -57,6 +65,8 @@ export async function startServer(
 ): Promise<Program> {
   const argv = def.runtime === "node"
     ? ["node", def.script, ...def.args(ctx)]
+    : def.runtime === "bun"
+    ? [bunPath ?? "bun", def.script, ...def.args(ctx)]
     : [Deno.execPath(), "run", "-A", def.script, ...def.args(ctx)];
   const [command, ...args] = [
     ...wrap,

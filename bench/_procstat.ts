@@ -47,6 +47,17 @@ export async function peakRssBytes(pid: number): Promise<number | undefined> {
   }
 }
 
+/** Resident set size now (`VmRSS`) of `pid` in bytes, or `undefined`. */
+export async function rssBytes(pid: number): Promise<number | undefined> {
+  try {
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    const m = status.match(/^VmRSS:\s+(\d+)\s+kB/m);
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The 1-minute load average, or `undefined`. */
 export async function loadAverage(): Promise<number | undefined> {
   try {

@@ -8,6 +8,7 @@
  */
 import { procsFor, REWARM_S } from "./_loadgen.ts";
 import { groupOf, SERVERS, titleOf } from "./scenarios/mod.ts";
+import { DEFLATE_GROUP } from "./scenarios/compression.ts";
 import type {
   Ctx,
   Family,
@@ -66,7 +67,23 @@ const WS_HEADER = [
   "lost / out of order / closed",
   ...HEADER.slice(4),
 ];
-const headerOf = (sc: Scenario) => sc.family === "ws" ? WS_HEADER : HEADER;
+/** the permessage-deflate table: the reference is netkit uncompressed; bytes and memory too */
+const DEFLATE_HEADER = [
+  "server",
+  "deliveries/s (median ±half-range)",
+  "ratio vs uncompressed",
+  "server CPU µs/delivery",
+  "wire bytes/delivery",
+  "server peak RSS MiB",
+  "RSS per connection KiB",
+  "latency p50 / p99 ms",
+  "lost / out of order / closed",
+  "compressed conns",
+  "load client CPU %",
+];
+const isDeflate = (sc: Scenario) => groupOf(sc) === DEFLATE_GROUP;
+const headerOf = (sc: Scenario) =>
+  isDeflate(sc) ? DEFLATE_HEADER : sc.family === "ws" ? WS_HEADER : HEADER;
 
 interface Row {
   scenario: Scenario;
@@ -79,6 +96,50 @@ interface Row {
   ratioSpread?: number;
   /** median p99 latency in µs (ws) */
   p99?: number;
+  /** the median of the metric */
+  value?: number;
+  /** per round: the metric (for ratios between rows other than the reference) */
+  byRound?: Map<number, number>;
+}
+
+/** The compression table's cells for a row already summarized (the same samples). */
+function deflateCells(row: Row, samples: Sample[]): string[] {
+  const sc = row.scenario;
+  const mine = samples.filter((s) => s.scenario === sc.id && s.server === row.server.id);
+  const ok = mine.filter((s) => s.ok && s.result);
+  if (!ok.length) {
+    const cells = [row.server.label, row.cells[2]];
+    while (cells.length < DEFLATE_HEADER.length) cells.push("");
+    return cells;
+  }
+  const r = (f: (x: LoadgenResult) => number | undefined) =>
+    median(ok.map((s) => f(s.result!) ?? NaN));
+  const perOp = median(ok.map((s) => (s.result!.server_cpu_s ?? NaN) / s.result!.ops * 1e6));
+  const wire = r((x) => x.wire_bytes_per_delivery);
+  const peak = Math.max(...ok.map((s) => s.peakRssBytes ?? NaN));
+  const idle = Math.max(...ok.map((s) => s.idleRssBytes ?? NaN));
+  // every connection the load client opens: the subscribers and the publisher
+  const perConn = (peak - idle) / (sc.conns + 1);
+  const ran = mine.filter((s) => s.result);
+  const sum = (f: (x: LoadgenResult) => number | undefined) =>
+    ran.reduce((n, s) => n + (f(s.result!) ?? 0), 0);
+  const code = ran.find((s) => s.result!.close_code)?.result?.close_code;
+  const agreed = r((x) => x.deflate_conns);
+  return [
+    row.server.label,
+    row.cells[2],
+    row.server.baseline ? "1.00 (reference)" : row.ratio === undefined ? "–" : row.ratio.toFixed(2),
+    Number.isFinite(perOp) ? perOp.toFixed(perOp < 100 ? 2 : 0) : "–",
+    Number.isFinite(wire) ? wire.toFixed(0) : "–",
+    Number.isFinite(peak) ? (peak / 1048576).toFixed(0) : "–",
+    Number.isFinite(perConn) ? (perConn / 1024).toFixed(0) : "–",
+    `${ms(r((x) => x.p50_us))} / ${ms(r((x) => x.p99_us))}`,
+    `${sum((x) => x.lost)} / ${sum((x) => x.out_of_order)} / ${sum((x) => x.closes)}${
+      code ? ` (${code})` : ""
+    }`,
+    Number.isFinite(agreed) ? `${agreed.toFixed(0)} of ${sc.conns + 1}` : "–",
+    `${r((x) => x.cpu_pct).toFixed(0)}%`,
+  ];
 }
 
 function summarize(
@@ -150,6 +211,8 @@ function summarize(
     othersPct,
     spread,
     p99,
+    value,
+    byRound: new Map(ok.map((s) => [s.round, metricOf(sc, s.result!)])),
     cells: [
       titleOf(sc, opts),
       def.label,
@@ -266,7 +329,8 @@ export function renderReport(record: RunRecord): string {
     }
   }
   const plain = rows.filter((r) => r.scenario.family !== "ws");
-  const ws = rows.filter((r) => r.scenario.family === "ws");
+  const ws = rows.filter((r) => r.scenario.family === "ws" && !isDeflate(r.scenario));
+  const deflate = rows.filter((r) => isDeflate(r.scenario));
   if (plain.length) {
     out.push(markdownTable(HEADER, plain.map((r) => r.cells)));
     out.push("");
@@ -290,6 +354,23 @@ export function renderReport(record: RunRecord): string {
         "client, the publisher included (its copies are not counted). lost / out of order / " +
         "closed: summed over all runs (closed: subscribers the server closed, with the first " +
         "close code). Peak RSS is VmHWM over the whole scenario.",
+    );
+  }
+  for (const sc of scenarios.filter(isDeflate)) {
+    const these = deflate.filter((r) => r.scenario === sc);
+    if (!these.length) continue;
+    out.push("");
+    out.push(`### ${titleOf(sc, opts)}`);
+    out.push("");
+    out.push(markdownTable(DEFLATE_HEADER, these.map((r) => deflateCells(r, samples))));
+    out.push("");
+    out.push(
+      "Every connection offers permessage-deflate as browsers do; the publisher sends " +
+        "uncompressed, and every subscriber inflates (or, for a frame identical to one already " +
+        "inflated, compares) and checks each message. wire bytes/delivery: frame headers and " +
+        "payloads received per delivery. RSS per connection: (peak RSS − RSS once listening) / " +
+        "connections (subscribers and publisher), buffers and compression contexts included. " +
+        "Ratio: deliveries/s against netkit uncompressed in the same round.",
     );
   }
 
@@ -334,6 +415,30 @@ export function renderReport(record: RunRecord): string {
           (Math.max(...spreads) * 100).toFixed(1)
         }%${ratioNote}${pin ? " (pinned)" : " (not pinned)"}.`,
     );
+  }
+  for (const r of deflate.filter((r) => r.server.id === "netkit-deflate-shared")) {
+    if (r.ratio !== undefined) {
+      notes.push(
+        `goal (shared compression ≥ 0.8 × the uncompressed fan-out) for ${r.scenario.id}: ` +
+          `${r.ratio.toFixed(2)} — ${r.ratio >= 0.8 ? "met" : "NOT met"}`,
+      );
+    }
+    const bun = deflate.find((b) =>
+      b.scenario === r.scenario && b.server.id === "bun-deflate-shared" && b.byRound
+    );
+    if (bun && r.byRound) {
+      const ratios = [...r.byRound].flatMap(([round, v]) => {
+        const b = bun.byRound!.get(round);
+        return b ? [v / b] : [];
+      });
+      if (ratios.length) {
+        const x = median(ratios);
+        notes.push(
+          `goal (shared compression ≥ 0.5 × Bun's compressed fan-out) for ${r.scenario.id}: ` +
+            `${x.toFixed(2)}× — ${x >= 0.5 ? "met" : "NOT met"}`,
+        );
+      }
+    }
   }
   for (const r of rows) {
     if (r.server.optional && r.ratio !== undefined && r.scenario.family === "tcp") {

@@ -1,7 +1,7 @@
 /**
  * What the bench needs besides its servers: a throwaway certificate, Node
- * with its `ws` package (installed on first use), and the open-files limit
- * its children start with.
+ * with its `ws` package (installed on first use), Bun (from npm when it is
+ * not installed), and the open-files limit its children start with.
  *
  * @module
  */
@@ -75,6 +75,39 @@ export async function ensureNodeWs(): Promise<string | undefined> {
     return `npm install ${NODE_WS} failed: ${out.stderr.trim().split("\n").pop()}`;
   }
   return undefined;
+}
+
+/**
+ * Bun for the Bun reference rows: `bun` on the PATH, else the npm package
+ * `bun` (it ships the binary) installed on first use into bench/.build
+ * (git-ignored). Resolves to the executable, or to why there is none — the
+ * rows are then skipped, never the run.
+ */
+export async function ensureBun(): Promise<{ path: string } | { problem: string }> {
+  const local = `${ROOT}/bench/.build/node_modules/.bin/bun`;
+  const works = async (path: string) => {
+    try {
+      return (await run(path, ["--version"], 30_000)).code === 0;
+    } catch {
+      return false;
+    }
+  };
+  for (const path of ["bun", local]) if (await works(path)) return { path };
+  await Deno.mkdir(`${ROOT}/bench/.build`, { recursive: true });
+  const args = ["install", "--prefix", "bench/.build", "bun", "--no-audit", "--no-fund"];
+  console.error(`installing Bun: npm ${args.join(" ")}`);
+  let out;
+  try {
+    out = await run("npm", args, 300_000);
+  } catch {
+    return { problem: "bun is not installed, and there is no npm to install it with" };
+  }
+  if (out.code !== 0) {
+    return { problem: `npm install bun failed: ${out.stderr.trim().split("\n").pop()}` };
+  }
+  return (await works(local))
+    ? { path: local }
+    : { problem: "the npm package bun installed no working binary" };
 }
 
 /** The open-files limit (soft, hard) this process and so its children start with. */

@@ -33,7 +33,7 @@ export interface ServerDef {
   /** the program, relative to the repo root */
   script: string;
   /** what runs it (default: this Deno, `deno run -A`) */
-  runtime?: "deno" | "node";
+  runtime?: "deno" | "node" | "bun";
   args(ctx: Ctx): string[];
   /** the reference the ratios are computed against (one per family or group) */
   baseline?: boolean;
@@ -92,6 +92,12 @@ export interface LoadgenResult {
   deliveries_per_s?: number;
   lost?: number;
   out_of_order?: number;
+  /** ws modes: bytes of data frames the subscribers received while measuring */
+  wire_bytes?: number;
+  wire_bytes_per_delivery?: number;
+  /** --deflate: connections that agreed to permessage-deflate */
+  deflate?: boolean;
+  deflate_conns?: number;
   cpu_s: number;
   cpu_pct: number;
   server_cpu_s?: number;
@@ -109,6 +115,8 @@ export interface Sample {
   error?: string;
   result?: LoadgenResult;
   peakRssBytes?: number;
+  /** the server's RSS (`VmRSS`) once it listened, before any load */
+  idleRssBytes?: number;
   command?: string;
 }
 

@@ -1558,6 +1558,10 @@ static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
   enum { P_CONNECT, P_JOIN, P_WARM, P_MEASURE, P_DRAIN } phase = P_CONNECT;
   struct epoll_event evs[256];
   uint64_t connect_deadline = t0 + 30000000000ull, t_ready = 0, t_joined = 0, next_probe = 0;
+  /* Probes go out 20 ms apart, then further apart (up to 640 ms): a server that needs longer
+   * than the gap to deliver one (e.g. compressing it for each of 1,000 subscribers) would
+   * otherwise always be one probe behind and the join would never complete. */
+  uint64_t probe_gap = 20000000ull;
   uint64_t warm_end = 0, end = 0, meas_start = 0, meas_end = 0, drain_deadline = 0;
   double cpu0 = 0, cpu1 = 0, scpu0 = -1, scpu1 = -1, box0 = -1, box1 = -1;
   int ready_at_start = 0, opened = 0;
@@ -1599,7 +1603,8 @@ static void run_ws_worker(uint64_t t0, wstats_t *out, int is_first) {
         fo_probe_got = 0;
         fo_publish(fo_probe);
         ws_flush(fo_pub);
-        next_probe = t + 20000000ull;
+        next_probe = t + probe_gap;
+        if (probe_gap < 640000000ull) probe_gap *= 2;
       }
     }
     if (phase == P_WARM && t >= warm_end) {

@@ -29,10 +29,17 @@
 import { parseArgs } from "node:util";
 import type { Program } from "../tests/support/process.ts";
 import { ensureLoadgen, REWARM_S, runLoad } from "./_loadgen.ts";
-import { allowedCpus, cpuModel, loadAverage, parseCpuList, peakRssBytes } from "./_procstat.ts";
-import { killAll, run, startServer, stopServer } from "./_processes.ts";
+import {
+  allowedCpus,
+  cpuModel,
+  loadAverage,
+  parseCpuList,
+  peakRssBytes,
+  rssBytes,
+} from "./_procstat.ts";
+import { killAll, run, startServer, stopServer, useBun } from "./_processes.ts";
 import { int, metricOf, ms, renderReport, unitOf, writeJson } from "./_report.ts";
-import { ensureNodeWs, fdLimits, makeCert } from "./_setup.ts";
+import { ensureBun, ensureNodeWs, fdLimits, makeCert } from "./_setup.ts";
 import { groupOf, SCENARIOS, SERVERS } from "./scenarios/mod.ts";
 import {
   type Ctx,
@@ -171,10 +178,14 @@ async function runScenario(
   const samples: Sample[] = [];
   const running = new Map<string, Program>();
   const failed = new Map<string, string>();
+  /** each server's RSS once it listened: what connections add is measured from there */
+  const idle = new Map<string, number | undefined>();
   try {
     for (const def of defs) {
       try {
-        running.set(def.id, await startServer(def, ctx, pin?.[0], fdWrap));
+        const server = await startServer(def, ctx, pin?.[0], fdWrap);
+        running.set(def.id, server);
+        idle.set(def.id, await rssBytes(server.pid));
       } catch (err) {
         failed.set(def.id, (err as Error).message);
       }
@@ -207,7 +218,11 @@ async function runScenario(
     }
     for (const [id, server] of running) {
       const rss = await peakRssBytes(server.pid);
-      for (const s of samples) if (s.server === id) s.peakRssBytes = rss;
+      for (const s of samples) {
+        if (s.server !== id) continue;
+        s.peakRssBytes = rss;
+        s.idleRssBytes = idle.get(id);
+      }
     }
   } finally {
     await Promise.all([...running.values()].map((r) => stopServer(r)));
@@ -260,6 +275,7 @@ async function main() {
     /** server id -> why its rows are skipped */
     const skipped = new Map<string, string>();
     let nodeProblem: string | undefined | null = null; // null: not checked yet
+    let bun: { path: string } | { problem: string } | undefined; // undefined: not checked yet
     for (const def of SERVERS) {
       if (!families.includes(def.family)) continue;
       if (opts.servers ? !opts.servers.includes(def.id) : def.onRequest) continue;
@@ -270,6 +286,15 @@ async function main() {
         skipped.set(def.id, `${def.script} not found`);
         notes.push(`${def.label} rows skipped: ${def.script} does not exist yet.`);
         continue;
+      }
+      if (def.runtime === "bun") {
+        bun ??= await ensureBun();
+        if ("problem" in bun) {
+          skipped.set(def.id, bun.problem);
+          notes.push(`${def.label} rows skipped: ${bun.problem}.`);
+          continue;
+        }
+        useBun(bun.path);
       }
       if (def.runtime === "node") {
         if (nodeProblem === null) nodeProblem = await ensureNodeWs();

@@ -10,6 +10,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { NetkitError } from "../errors.ts";
 import { hostPort } from "../internal/host.ts";
+import { CidrSet } from "../internal/cidr.ts";
 import { bypassesProxy, proxyForUrl } from "../proxy/env.ts";
 
 /** A bad flag or flag value: the program prints it and exits with code 2. */
@@ -102,8 +103,42 @@ export const TRUNCATION_WARNING =
   "warning: the server closed the connection without a TLS close_notify, so the output may " +
   "be cut short; pass --require-close-notify to make this an error";
 
-/** Writes one line to stderr, prefixed with the program's name. */
-export function log(program: string, message: string): void {
+let logFormat: "text" | "json" = "text";
+
+/** `--log-format`: `text` (a line per event) or `json` (an object per line). */
+export function setLogFormat(format: "text" | "json"): void {
+  logFormat = format;
+}
+
+/** What a log line may carry besides its message, for `--log-format json`. */
+export interface LogFields {
+  /** `info` (default), `warn` or `error`. */
+  level?: "info" | "warn" | "error";
+  /** What happened: `open`, `close`, `refused`, `error`, … */
+  event?: string;
+  /** The peer's address. */
+  remote?: string;
+  /** Why (a refusal's reason, an error's code). */
+  reason?: string;
+}
+
+/**
+ * Writes one line to stderr: `program: message`, or with `--log-format json`
+ * one JSON object with at least `time`, `level` and `msg`.
+ */
+export function log(program: string, message: string, fields: LogFields = {}): void {
+  if (logFormat === "json") {
+    console.error(JSON.stringify({
+      time: new Date().toISOString(),
+      level: fields.level ?? "info",
+      program,
+      msg: message,
+      ...(fields.event ? { event: fields.event } : {}),
+      ...(fields.remote ? { remote: fields.remote } : {}),
+      ...(fields.reason ? { reason: fields.reason } : {}),
+    }));
+    return;
+  }
   console.error(`${program}: ${message}`);
 }
 
@@ -176,7 +211,34 @@ export const SERVER_FLAGS = {
   "idle-timeout": { type: "string" },
   grace: { type: "string" },
   quiet: { type: "boolean" },
+  "max-connections-per-ip": { type: "string" },
+  "accept-rate": { type: "string" },
+  "proxy-protocol": { type: "boolean" },
+  "proxy-protocol-from": { type: "string", multiple: true },
+  metrics: { type: "string" },
+  "log-format": { type: "string" },
 } as const;
+
+/** The help lines of the operations flags every server shares, text at `column`. */
+export function serverOpsHelp(column: number): string {
+  const lines: [string, string][] = [
+    ["--max-connections-per-ip N", "connections at once per client address (IPv6 per /64);"],
+    ["", "one more is closed at once (ws: HTTP 429) (default: no limit)"],
+    ["--accept-rate R", "new connections per second per client address, bursts of R;"],
+    ["", "over it: closed at once (ws: HTTP 429) (default: no limit)"],
+    ["--proxy-protocol", "expect a PROXY protocol v1/v2 header first (HAProxy send-proxy);"],
+    ["", "the client's address is then the one it names"],
+    ["--proxy-protocol-from C", "CIDR allowed to send it (repeatable; default loopback)"],
+    ["--metrics HOST:PORT", "Prometheus text at /metrics and a live page at / on a second"],
+    ["", "listener; its address is logged to stderr"],
+    ["--log-format F", "text (default) or json: one JSON object per stderr line"],
+  ];
+  return lines.map(([flag, text]) =>
+    `${`  ${flag}`.padEnd(column)}${
+      flag.length > column - 3 ? `\n${" ".repeat(column)}` : ""
+    }${text}`
+  ).join("\n");
+}
 
 /** Reads the shared server flags into the options every `serve` takes. */
 export function serverOptions(
@@ -186,6 +248,11 @@ export function serverOptions(
     "max-connections"?: string;
     "idle-timeout"?: string;
     grace?: string;
+    "max-connections-per-ip"?: string;
+    "accept-rate"?: string;
+    "proxy-protocol"?: boolean;
+    "proxy-protocol-from"?: string[];
+    "log-format"?: string;
   },
   defaultPort: number,
 ): {
@@ -194,8 +261,28 @@ export function serverOptions(
   maxConnections: number;
   idleTimeout: number;
   gracePeriod: number;
+  maxConnectionsPerIp: number;
+  acceptRate: number;
+  proxyProtocol: false | { from?: string[] };
 } {
+  setLogFormat(choiceFlag(flags["log-format"], "log-format", ["text", "json"], "text"));
+  const from = flags["proxy-protocol-from"];
+  if (from !== undefined && !flags["proxy-protocol"]) {
+    throw new UsageError("--proxy-protocol-from needs --proxy-protocol");
+  }
+  for (const cidr of from ?? []) {
+    try {
+      new CidrSet([cidr]);
+    } catch (err) {
+      throw new UsageError(`--proxy-protocol-from: ${(err as Error).message}`);
+    }
+  }
   return {
+    maxConnectionsPerIp: intFlag(flags["max-connections-per-ip"], "max-connections-per-ip", 0, {
+      min: 1,
+    }) || Infinity,
+    acceptRate: positiveNumber(flags["accept-rate"], "accept-rate"),
+    proxyProtocol: flags["proxy-protocol"] ? (from ? { from } : {}) : false,
     hostname: flags.hostname ?? "127.0.0.1",
     port: portFlag(flags.port, defaultPort),
     maxConnections: intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
@@ -248,4 +335,66 @@ export function proxyFlag(
   return bypassesProxy(url.hostname.replace(/^\[|\]$/g, ""), port, noProxy)
     ? undefined
     : flags.proxy;
+}
+
+function positiveNumber(value: string | undefined, name: string): number {
+  if (value === undefined) return 0;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new UsageError(`--${name} must be a number above 0, got "${value}"`);
+  }
+  return n;
+}
+
+/**
+ * `--cert F --key F`, each given any number of times: the certificate and key
+ * pairs in the order given (the first is the server's default). `defaults`
+ * (tls-server) stands in when neither flag is given, and for the other flag
+ * when one is given once. Different counts are a usage error.
+ */
+export function certificateFlags(
+  flags: { cert?: string[]; key?: string[] },
+  defaults?: { cert: string; key: string },
+): { certFile: string; keyFile: string }[] {
+  let certs = flags.cert ?? [];
+  let keys = flags.key ?? [];
+  if (defaults !== undefined) {
+    if (certs.length === 0 && keys.length <= 1) certs = [defaults.cert];
+    if (keys.length === 0 && certs.length === 1) keys = [defaults.key];
+  }
+  if (certs.length > 0 && keys.length === 0) throw new UsageError("--cert needs --key");
+  if (keys.length > 0 && certs.length === 0) throw new UsageError("--key needs --cert");
+  if (certs.length !== keys.length) {
+    throw new UsageError(
+      `--cert is given ${certs.length} times and --key ${keys.length}: ` +
+        "give each --cert its --key, in the same order",
+    );
+  }
+  return certs.map((certFile, i) => ({ certFile, keyFile: keys[i] }));
+}
+
+/**
+ * On SIGHUP, reloads `server`'s certificates and logs one line: how many were
+ * reloaded, or why the old ones stay in service. Returns a function that
+ * removes the handler. (No SIGHUP on Windows: nothing to do there.)
+ */
+export function reloadOnSighup(
+  program: string,
+  server: { reloadCertificates(): Promise<{ certificates: unknown[]; changed: number }> },
+): () => void {
+  if (Deno.build.os === "windows") return () => {};
+  const onHup = () => {
+    server.reloadCertificates().then(
+      ({ certificates, changed }) =>
+        log(
+          program,
+          `SIGHUP: reloaded ${certificates.length} certificate${
+            certificates.length === 1 ? "" : "s"
+          } (${changed} changed)`,
+        ),
+      (err) => log(program, `SIGHUP: kept the old certificates: ${describeError(err)}`),
+    );
+  };
+  Deno.addSignalListener("SIGHUP", onHup);
+  return () => Deno.removeSignalListener("SIGHUP", onHup);
 }

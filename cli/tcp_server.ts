@@ -13,13 +13,18 @@ import { echo } from "../echo.ts";
 import { serve } from "../tcp/serve.ts";
 import {
   listeningLine,
+  log,
   parseFlags,
   runMain,
   SERVER_FLAGS,
+  serverOpsHelp,
   serverOptions,
   shutdownSignal,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
+import { metricsAddress, serveMetrics } from "./_metrics.ts";
+
+const PROGRAM = "tcp-server";
 
 const USAGE = `
 tcp-server: a TCP echo server
@@ -32,6 +37,7 @@ Usage: tcp-server [--hostname 127.0.0.1] [--port 7000] [options]
   --idle-timeout S      close a connection idle for S seconds; 0 = never (default 0)
   --grace S             on SIGINT/SIGTERM, let connections finish for S seconds (default 5)
   --quiet               log errors only, not every connection
+${serverOpsHelp(24)}
 
 Prints "listening on tcp://HOST:PORT" on stdout once ready; logs go to stderr.
 `;
@@ -40,18 +46,24 @@ Prints "listening on tcp://HOST:PORT" on stdout once ready; logs go to stderr.
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, SERVER_FLAGS);
   const options = serverOptions(flags, 7000);
-  const signal = shutdownSignal("tcp-server");
+  const metricsAt = flags.metrics === undefined ? undefined : metricsAddress(flags.metrics);
+  const signal = shutdownSignal(PROGRAM);
   const server = serve(
     {
       ...options,
       signal,
-      onEvent: eventLogger("tcp-server", { quiet: flags.quiet ?? false }),
+      onEvent: eventLogger(PROGRAM, { quiet: flags.quiet ?? false }),
     },
     echo,
+  );
+  await using _metrics = metricsAt === undefined ? undefined : serveMetrics(
+    metricsAt,
+    server,
+    (url) => log(PROGRAM, `metrics on ${url}metrics, live page on ${url}`, { event: "metrics" }),
   );
   console.log(listeningLine("tcp", server.addr));
   await server.finished;
   return 0;
 }
 
-if (import.meta.main) await runMain("tcp-server", USAGE, main);
+if (import.meta.main) await runMain(PROGRAM, USAGE, main);

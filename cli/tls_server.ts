@@ -6,6 +6,12 @@
  * handshake within `--handshake-timeout` is closed; a plaintext client or
  * garbage costs that connection only.
  *
+ * `--cert`/`--key` repeated serve several certificates, chosen by the name
+ * the client asks for (SNI); the first is the default. SIGHUP reloads them
+ * from their files: new connections get the new ones, open ones go on, and a
+ * broken file keeps the old certificates in service (one stderr line says
+ * which).
+ *
  * ```sh
  * deno task certs   # once: certs/ca.pem, certs/server.pem, certs/server-key.pem
  * deno run -A jsr:@netkit/netkit/tls-server --port 7443
@@ -16,14 +22,18 @@
 import { echo } from "../echo.ts";
 import { serve } from "../tls/serve.ts";
 import {
+  certificateFlags,
   choiceFlag,
   listeningLine,
+  log,
   parseFlags,
+  reloadOnSighup,
   runMain,
   secondsFlag,
   SERVER_FLAGS,
   serverOptions,
   shutdownSignal,
+  UsageError,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
 import { readPemFile } from "./_pem.ts";
@@ -37,6 +47,11 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
   --port N                port to listen on; 0 picks a free one (default 7443)
   --cert FILE             the server certificate, PEM (default certs/server.pem)
   --key FILE              its private key, PEM (default certs/server-key.pem)
+                          Repeat --cert/--key in pairs to serve several certificates,
+                          chosen by the name the client asks for (SNI: exact names, then
+                          wildcards *.example.com); the first pair is the default, also
+                          for clients that send no name. SIGHUP reloads them all from
+                          their files; a broken file keeps the old ones in service
   --max-connections N     close connections beyond N at once (default: no limit)
   --idle-timeout S        close an established connection idle for S seconds; 0 = never (default 0)
   --handshake-timeout S   close a connection that has not finished its TLS handshake
@@ -45,7 +60,8 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
   --engine E              node (default): TLS by Deno's node:tls on a socket netkit owns, so
                           --handshake-timeout really closes a stalled handshake; deno:
                           Deno.listenTls, about half the CPU, but Deno keeps the socket of
-                          a stalled handshake open until the peer finishes or leaves
+                          a stalled handshake open until the peer finishes or leaves;
+                          one --cert/--key pair only, and no reload on SIGHUP
   --quiet                 log errors only, not every connection
 
 Make development certificates with "deno task certs". Prints
@@ -56,8 +72,8 @@ Make development certificates with "deno task certs". Prints
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
     ...SERVER_FLAGS,
-    cert: { type: "string" },
-    key: { type: "string" },
+    cert: { type: "string", multiple: true },
+    key: { type: "string", multiple: true },
     "handshake-timeout": { type: "string" },
     engine: { type: "string" },
   });
@@ -65,14 +81,27 @@ export async function main(args: string[]): Promise<number> {
   const engine = choiceFlag(flags.engine, "engine", ["node", "deno"], "node");
   const options = serverOptions(flags, 7443);
   const handshakeTimeout = secondsFlag(flags["handshake-timeout"], "handshake-timeout", 10);
-  const cert = await readPemFile(flags.cert ?? "certs/server.pem", "cert");
-  const key = await readPemFile(flags.key ?? "certs/server-key.pem", "key");
+  const certificates = certificateFlags(flags, {
+    cert: "certs/server.pem",
+    key: "certs/server-key.pem",
+  });
+  if (engine === "deno" && certificates.length > 1) {
+    throw new UsageError(
+      "--engine deno serves one certificate (Deno.listenTls has no SNI): give one --cert/--key " +
+        "pair, or use --engine node",
+    );
+  }
+  // Read once here for the programs' own messages (a missing file: run
+  // `deno task certs`); the library reads them again, and on every SIGHUP.
+  for (const { certFile, keyFile } of certificates) {
+    await readPemFile(certFile, "cert");
+    await readPemFile(keyFile, "key");
+  }
   const signal = shutdownSignal("tls-server");
   const server = serve(
     {
       ...options,
-      cert,
-      key,
+      certificates,
       handshakeTimeout,
       engine,
       signal,
@@ -80,8 +109,16 @@ export async function main(args: string[]): Promise<number> {
     },
     echo,
   );
+  const stopReloading = reloadOnSighup("tls-server", server);
+  if (certificates.length > 1 && !flags.quiet) {
+    const names = server.certificates.map((c, i) =>
+      `${c.names.join(", ") || "(no DNS name)"}${i === 0 ? " (default)" : ""}`
+    );
+    log("tls-server", `serving ${certificates.length} certificates: ${names.join("; ")}`);
+  }
   console.log(listeningLine("tls", server.addr));
   await server.finished;
+  stopReloading();
   return 0;
 }
 

@@ -13,6 +13,10 @@ export interface ManagedConn extends Conn {
   destroy(): void;
   /** Counts reads and writes started; unchanged over time means idle. */
   readonly activity: number;
+  /** Bytes received so far (for a server's metrics; absent where not counted). */
+  readonly bytesRead?: number;
+  /** Bytes sent so far. */
+  readonly bytesWritten?: number;
 }
 
 /** Options for {@linkcode SocketConn}. */
@@ -29,7 +33,9 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
 
   #activity = 0;
   // The connection that took the socket over (a TLS upgrade), if any.
-  #successor: Pick<ManagedConn, "activity" | "close" | "destroy"> | undefined;
+  #successor:
+    | Pick<ManagedConn, "activity" | "close" | "destroy" | "bytesRead" | "bytesWritten">
+    | undefined;
 
   #socket: S;
   #reader: BufferedReader;
@@ -48,9 +54,30 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
     this.#reader = new BufferedReader({
       read: (p) => {
         this.#activity++;
-        return this.#socket.read(p);
+        return this.#socket.read(p).then(this.#countIn);
       },
     }, { bufferSize: options.bufferSize });
+  }
+
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #countIn = (n: number | null) => {
+    if (n !== null) this.#bytesIn += n;
+    return n;
+  };
+  #countOut = (n: number) => {
+    this.#bytesOut += n;
+    return n;
+  };
+
+  /** Bytes received so far, the successor's (after STARTTLS) included. */
+  get bytesRead(): number {
+    return this.#bytesIn + (this.#successor?.bytesRead ?? 0);
+  }
+
+  /** Bytes sent so far, the successor's included. */
+  get bytesWritten(): number {
+    return this.#bytesOut + (this.#successor?.bytesWritten ?? 0);
   }
 
   /** Counts reads and writes started, the successor's included. */
@@ -77,12 +104,13 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
       write: (chunk) => this.#write(chunk),
       close: () => this.#shutdownWrite(),
       abort: () => Promise.resolve(this.destroy()),
-      writeSome: (chunk) => this.#socket.write(chunk),
+      writeSome: (chunk) => this.#socket.write(chunk).then(this.#countOut),
     });
   }
 
   #write(chunk: Uint8Array): Promise<void> {
     this.#activity++;
+    this.#bytesOut += chunk.length;
     const done = writeFull(this.#socket, chunk);
     this.#pendingWrite = done;
     return done;
@@ -161,7 +189,9 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
    * `destroy()` and `activity` reach it — a server's idle timeout, shutdown
    * and end-of-handler close keep managing the upgraded connection.
    */
-  handOver(successor: Pick<ManagedConn, "activity" | "close" | "destroy">): void {
+  handOver(
+    successor: Pick<ManagedConn, "activity" | "close" | "destroy" | "bytesRead" | "bytesWritten">,
+  ): void {
     this.#successor = successor;
   }
 

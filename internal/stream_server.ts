@@ -3,15 +3,52 @@
 import { type Addr, type Conn, type ConnHandler, formatAddr, type Server } from "../conn.ts";
 import type { ManagedConn } from "./socket_conn.ts";
 import { closeQuietly } from "./socket.ts";
+import { AdmissionControl } from "./admission.ts";
+import { CidrSet, LOOPBACK } from "./cidr.ts";
+import { ProxiedSocket, readProxyHeaderExactly } from "./proxied_socket.ts";
 import { toAddr } from "./addr.ts";
 
 /** What a server reports as it runs; programs log these to stderr. */
 export type ServerEvent =
   | { type: "open"; remoteAddr: Addr; connections: number }
   | { type: "close"; remoteAddr: Addr; connections: number }
-  | { type: "refused"; remoteAddr: Addr; reason: "max-connections" }
+  | {
+    /**
+     * A connection closed at once: over `maxConnections`, over
+     * `maxConnectionsPerIp` (`per-ip`), over `acceptRate` (`rate`), from a
+     * source not allowed to send a PROXY header (`proxy-source`), or without
+     * a valid one (`proxy-header`, with the `error`).
+     */
+    type: "refused";
+    remoteAddr: Addr;
+    reason: RefusalReason;
+    error?: unknown;
+  }
   | { type: "idle"; remoteAddr: Addr }
   | { type: "error"; remoteAddr?: Addr; error: unknown };
+
+/** Why a server closed a connection at once. */
+export type RefusalReason = "max-connections" | "per-ip" | "rate" | "proxy-source" | "proxy-header";
+
+/** What a server has done so far: counters for logs, metrics and tests. */
+export interface ServerStats {
+  /** Connections accepted from the listener (refused ones included). */
+  accepted: number;
+  /** Connections open now. */
+  open: number;
+  /** Connections closed at once, by reason. */
+  refused: Record<RefusalReason, number>;
+  /** Connections the idle timeout closed. */
+  idleClosed: number;
+  /** Connections whose setup (PROXY header, TLS handshake, upgrade) failed. */
+  failedSetups: number;
+  /** Client addresses (IPv6 by /64) tracked for per-address limits. */
+  trackedAddresses: number;
+  /** Bytes received, by connections closed and open. */
+  bytesRead: number;
+  /** Bytes sent. */
+  bytesWritten: number;
+}
 
 /** Options every netkit stream server takes. */
 export interface ServerOptions {
@@ -39,7 +76,31 @@ export interface ServerOptions {
    * `console.error`, as `Deno.serve` does, and other events are ignored.
    */
   onEvent?: (event: ServerEvent) => void;
+  /**
+   * Connections at once per client address (IPv6 grouped by /64: one client
+   * owns a whole /64). One more is closed at once. @default {Infinity}
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * New connections per second per client address, with bursts of
+   * `ceil(acceptRate)` (a token bucket). Over it: closed at once. 0: no
+   * limit. @default {0}
+   */
+  acceptRate?: number;
+  /**
+   * Expect a PROXY protocol header (v1 or v2) before anything else, as a
+   * load balancer such as HAProxy sends it (`send-proxy`, `send-proxy-v2`):
+   * the connection's `remoteAddr` becomes the client's, and per-address
+   * limits, logs and metrics use it. Only sources in `from` (CIDRs; default
+   * loopback) may send one; others are closed. A header that is missing,
+   * malformed, truncated or not complete within `timeout` ms (default
+   * 10000) costs that connection only.
+   */
+  proxyProtocol?: boolean | { from?: string[]; timeout?: number };
 }
+
+/** Writes a last word to a connection refused by a per-address limit (e.g. HTTP 429). */
+export type Refuse = (socket: Deno.Conn, reason: "per-ip" | "rate") => Promise<void> | undefined;
 
 /** Turns an accepted socket into a Conn (TLS: after its handshake). */
 export type Wrap = (socket: Deno.Conn) => ManagedConn | Promise<ManagedConn>;
@@ -98,13 +159,42 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   #drained: (() => void) | undefined;
   #signal: AbortSignal | undefined;
   #onAbort = () => void this.close();
+  #admission: AdmissionControl | undefined;
+  #proxyFrom: CidrSet | undefined;
+  #proxyTimeout = 10_000;
+  #refuse: Refuse | undefined;
+  #stats = {
+    accepted: 0,
+    refused: { "max-connections": 0, "per-ip": 0, rate: 0, "proxy-source": 0, "proxy-header": 0 },
+    idleClosed: 0,
+    failedSetups: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+  };
 
+  /**
+   * @param refuse Says something to a connection refused by a per-address
+   *   limit before it is closed (the WebSocket server's 429).
+   */
   constructor(
     listener: Deno.Listener,
     wrap: Wrap,
     handler: ConnHandler<C>,
     options: ServerOptions,
+    refuse?: Refuse,
   ) {
+    this.#refuse = refuse;
+    if ((options.maxConnectionsPerIp ?? Infinity) < Infinity || (options.acceptRate ?? 0) > 0) {
+      this.#admission = new AdmissionControl({
+        maxConnectionsPerIp: options.maxConnectionsPerIp,
+        acceptRate: options.acceptRate || undefined,
+      });
+    }
+    if (options.proxyProtocol) {
+      const proxy = options.proxyProtocol === true ? {} : options.proxyProtocol;
+      this.#proxyFrom = proxy.from ? new CidrSet(proxy.from) : LOOPBACK;
+      this.#proxyTimeout = proxy.timeout ?? 10_000;
+    }
     this.#listener = listener;
     this.#wrap = wrap;
     this.#handler = handler;
@@ -129,6 +219,27 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   /** How many connections are open now. */
   get connections(): number {
     return this.#sessions.size;
+  }
+
+  /** The counters so far (a copy). */
+  stats(): ServerStats {
+    const s = this.#stats;
+    let bytesRead = s.bytesRead;
+    let bytesWritten = s.bytesWritten;
+    for (const conn of this.#conns.keys()) {
+      bytesRead += conn.bytesRead ?? 0;
+      bytesWritten += conn.bytesWritten ?? 0;
+    }
+    return {
+      bytesRead,
+      bytesWritten,
+      accepted: s.accepted,
+      open: this.#sessions.size,
+      refused: { ...s.refused },
+      idleClosed: s.idleClosed,
+      failedSetups: s.failedSetups,
+      trackedAddresses: this.#admission?.stats().keys ?? 0,
+    };
   }
 
   close(): Promise<void> {
@@ -184,22 +295,70 @@ export class StreamServer<C extends Conn = Conn> implements Server {
         closeQuietly(socket);
         return;
       }
+      this.#stats.accepted++;
       if (this.#sessions.size >= this.#max) {
-        const remoteAddr = socket.remoteAddr;
-        closeQuietly(socket);
-        this.#onEvent({
-          type: "refused",
-          remoteAddr: toAddr(remoteAddr),
-          reason: "max-connections",
-        });
+        this.#refused(socket, "max-connections");
         continue;
       }
-      this.#serve(socket);
+      if (this.#proxyFrom !== undefined) {
+        const from = socket.remoteAddr;
+        if (!("hostname" in from) || !this.#proxyFrom.has(from.hostname)) {
+          this.#refused(socket, "proxy-source");
+          continue;
+        }
+        // The client's address is in the header: admission waits for it.
+        this.#serve(socket);
+        continue;
+      }
+      const release = this.#admit(socket);
+      if (release !== false) this.#serve(socket, release);
     }
   }
 
-  #serve(socket: Deno.Conn): void {
-    const session = this.#session(socket);
+  /** Closes a connection at once, says why. */
+  #refused(socket: Deno.Conn, reason: RefusalReason, error?: unknown): void {
+    const remoteAddr = toAddr(socket.remoteAddr);
+    this.#stats.refused[reason]++;
+    const say = reason === "per-ip" || reason === "rate"
+      ? this.#refuse?.(socket, reason)
+      : undefined;
+    if (say === undefined) closeQuietly(socket);
+    else say.finally(() => closeQuietly(socket));
+    this.#onEvent(
+      error === undefined
+        ? { type: "refused", remoteAddr, reason }
+        : { type: "refused", remoteAddr, reason, error },
+    );
+  }
+
+  /** Per-address limits: a release for the session, or false (refused and closed). */
+  #admit(socket: Deno.Conn): (() => void) | undefined | false {
+    if (this.#admission === undefined) return undefined;
+    const addr = socket.remoteAddr;
+    if (!("hostname" in addr)) return undefined; // Unix sockets have no address to limit
+    const admission = this.#admission.admit(addr.hostname);
+    if (admission.ok) return admission.release;
+    this.#refused(socket, admission.reason);
+    return false;
+  }
+
+  /** Reads the PROXY header under its deadline; the socket as the client's, or undefined. */
+  async #unwrapProxy(socket: Deno.Conn): Promise<Deno.Conn | undefined> {
+    const timer = setTimeout(() => closeQuietly(socket), this.#proxyTimeout);
+    try {
+      const header = await readProxyHeaderExactly(socket);
+      return new ProxiedSocket(socket, header);
+    } catch (error) {
+      this.#stats.failedSetups++;
+      this.#refused(socket, "proxy-header", error);
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #serve(socket: Deno.Conn, release?: () => void): void {
+    const session = this.#session(socket).finally(() => release?.());
     this.#sessions.add(session);
     session.finally(() => {
       this.#sessions.delete(session);
@@ -207,7 +366,26 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     });
   }
 
-  async #session(socket: Deno.Conn): Promise<void> {
+  async #session(raw: Deno.Conn): Promise<void> {
+    let socket = raw;
+    let release: (() => void) | undefined;
+    if (this.#proxyFrom !== undefined) {
+      this.#pending.add(raw);
+      const proxied = await this.#unwrapProxy(raw).finally(() => this.#pending.delete(raw));
+      if (proxied === undefined) return;
+      const admitted = this.#admit(proxied);
+      if (admitted === false) return;
+      socket = proxied;
+      release = admitted;
+    }
+    try {
+      await this.#sessionOf(socket);
+    } finally {
+      release?.();
+    }
+  }
+
+  async #sessionOf(socket: Deno.Conn): Promise<void> {
     const remoteAddr = toAddr(socket.remoteAddr);
     let conn: ManagedConn | undefined;
     this.#pending.add(socket);
@@ -215,6 +393,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       conn = await this.#wrap(socket);
     } catch (error) {
       closeQuietly(socket);
+      this.#stats.failedSetups++;
       if (!this.#forced) this.#onEvent({ type: "error", remoteAddr, error });
       return;
     } finally {
@@ -244,6 +423,8 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     } finally {
       await conn.close().catch(() => conn!.destroy());
       this.#conns.delete(conn);
+      this.#stats.bytesRead += conn.bytesRead ?? 0;
+      this.#stats.bytesWritten += conn.bytesWritten ?? 0;
       this.#onEvent({ type: "close", remoteAddr, connections: this.#sessions.size - 1 });
     }
   }
@@ -257,6 +438,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       } else if (now - state.since >= this.#idle) {
         this.#conns.delete(conn);
         this.#killed.add(conn);
+        this.#stats.idleClosed++;
         this.#onEvent({ type: "idle", remoteAddr: conn.remoteAddr });
         conn.destroy();
         state.kill();

@@ -26,6 +26,7 @@ export {
   type ServeOptions,
   type ServerEvent,
   type ServerOptions,
+  type ServerStats,
   type TcpServer,
 } from "./serve.ts";
 export { NetworkError } from "./errors.ts";

@@ -1,9 +1,14 @@
 import type { Conn, ConnHandler, Server } from "../conn.ts";
 import { SocketConn } from "../internal/socket_conn.ts";
-import { type ServerEvent, type ServerOptions, StreamServer } from "../internal/stream_server.ts";
+import {
+  type ServerEvent,
+  type ServerOptions,
+  type ServerStats,
+  StreamServer,
+} from "../internal/stream_server.ts";
 import { type ListenOptions, listenSocket } from "./listen.ts";
 
-export type { ServerEvent, ServerOptions };
+export type { ServerEvent, ServerOptions, ServerStats };
 
 /** Options for {@linkcode serve}: where to listen, and the server's limits. */
 export type ServeOptions = ListenOptions & ServerOptions & {
@@ -19,6 +24,8 @@ export type ServeOptions = ListenOptions & ServerOptions & {
 export interface TcpServer extends Server {
   /** How many connections are open now. */
   readonly connections: number;
+  /** Counters so far: accepted, open, refused by reason, idle-closed, failed setups. */
+  stats(): ServerStats;
 }
 
 /**

@@ -615,10 +615,10 @@ Deno.test("serve() and connect() refuse bad compression options", async () => {
 // The client against a raw server that answers what we choose.
 
 /** A one-connection raw server: answers the upgrade with `extensions`, then runs `talk`. */
-async function rawServer(
+function rawServer(
   extensions: string | null,
   talk: (reader: BufferedReader, conn: Deno.Conn, offer: string | null) => Promise<void>,
-): Promise<{ port: number; done: Promise<void> }> {
+): { port: number; done: Promise<void> } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const done = (async () => {
     const conn = await listener.accept();
@@ -657,7 +657,7 @@ Deno.test("connect({ compression }) offers what browsers do and honours each par
   for (const extensions of answers) {
     const params = negotiateDeflate(parseExtensions(extensions))!.params;
     const contexts = deflateContextOptions(params, "server", { threshold: 0 });
-    const { port, done } = await rawServer(extensions, async (reader, conn, offer) => {
+    const { port, done } = rawServer(extensions, async (reader, conn, offer) => {
       assert.equal(offer, OFFER);
       using send = new DeflateContext(contexts.send);
       using receive = new DeflateContext(contexts.receive);
@@ -694,14 +694,14 @@ Deno.test("the client fails the connection on an extension answer it did not off
     [true, "permessage-deflate; client_max_window_bits", "ERR_WS_BAD_EXTENSION_RESPONSE"],
   ];
   for (const [compression, extensions, code] of cases) {
-    const { port, done } = await rawServer(extensions, async (reader) => {
+    const { port, done } = rawServer(extensions, async (reader) => {
       await reader.readChunk().catch(() => null); // the client hangs up
     });
     await assert.rejects(connect(`ws://127.0.0.1:${port}/`, { compression }), { code }, extensions);
     await done;
   }
   // A server that declines: the connection goes on uncompressed.
-  const { port, done } = await rawServer(null, async (reader, conn, offer) => {
+  const { port, done } = rawServer(null, async (reader, conn, offer) => {
     assert.equal(offer, OFFER);
     const got = await readMessage(reader);
     assert.equal(got.rsv1, false);
@@ -725,7 +725,7 @@ Deno.test("the client: a bomb from the server closes with 1009, a compressed pin
       ["ping with RSV1", encodeFrame(Opcode.Ping, "x", { rsv1: true }), 1002],
     ] as const
   ) {
-    const { port, done } = await rawServer("permessage-deflate", async (reader, conn) => {
+    const { port, done } = rawServer("permessage-deflate", async (reader, conn) => {
       await writeAllTo(conn, frame);
       const close = await readFrame(reader);
       assert.equal(close?.opcode, Opcode.Close);

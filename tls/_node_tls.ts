@@ -22,6 +22,28 @@ export interface NodeServerOptions {
   alpnProtocols?: string[];
   /** Require client certificates signed by one of these CAs (PEM). */
   clientCaCerts?: string[];
+  /**
+   * Picks the certificate for the name a client asks for (SNI, `""` when it
+   * sent none): a context from {@linkcode secureContext}, or `undefined` for
+   * `cert`/`key`, the default.
+   */
+  sni?: (serverName: string) => tls.SecureContext | undefined;
+}
+
+/**
+ * A node:tls context for one of a server's certificates, chosen by SNI. It
+ * carries the client CAs too: an SNI context replaces the server's whole
+ * context, the CAs that verify client certificates included.
+ */
+export function secureContext(
+  credentials: { cert: string; key: string },
+  clientCaCerts?: string[],
+): tls.SecureContext {
+  return tls.createSecureContext({
+    cert: credentials.cert,
+    key: credentials.key,
+    ca: clientCaCerts,
+  });
 }
 
 const MIN_READ = 16 * 1024;
@@ -308,6 +330,12 @@ export function nodeServerHandshake(
       requestCert: options.clientCaCerts !== undefined,
       rejectUnauthorized: options.clientCaCerts !== undefined,
       ca: options.clientCaCerts,
+      ...(options.sni === undefined ? {} : {
+        SNICallback: (
+          serverName: string,
+          callback: (err: Error | null, context?: tls.SecureContext) => void,
+        ) => callback(null, options.sni!(serverName)),
+      }),
       // netkit enforces its own deadline (timeoutMs). node:tls's own
       // handshake timer (120 s by default) is only cancelled when a handshake
       // succeeds, so every failed one (garbage, plaintext, a peer that hung

@@ -38,6 +38,9 @@ import { NetkitError } from "../errors.ts";
  *   connection (already TLS, WebSocket, closed, …).
  * - `ERR_TLS_BAD_CREDENTIALS`: the certificate or key given to a server (or a
  *   client) cannot be read or used.
+ * - `ERR_TLS_ENGINE_UNSUPPORTED`: an option the chosen engine cannot honour
+ *   (e.g. `proxyProtocol`, several `certificates` or `reloadCertificates()`
+ *   with `engine: "deno"`).
  */
 export type TlsErrorCode =
   | "ERR_TLS_CERT_UNTRUSTED"
@@ -54,7 +57,8 @@ export type TlsErrorCode =
   | "ERR_TLS_PLAINTEXT_BUFFERED"
   | "ERR_TLS_CONN_BUSY"
   | "ERR_TLS_NOT_UPGRADABLE"
-  | "ERR_TLS_BAD_CREDENTIALS";
+  | "ERR_TLS_BAD_CREDENTIALS"
+  | "ERR_TLS_ENGINE_UNSUPPORTED";
 
 /**
  * A TLS failure: a handshake that failed, a certificate that does not
@@ -90,22 +94,30 @@ export class TlsError extends NetkitError {
   readonly notBefore?: Date;
   /** For `ERR_TLS_CERT_EXPIRED`: when the certificate expired. */
   readonly notAfter?: Date;
+  /** For `ERR_TLS_BAD_CREDENTIALS`: the certificate or key file at fault, when it was a file. */
+  readonly file?: string;
 
   /**
    * Makes a TLS error; the message names the cause and the fix.
    *
    * @param code One of {@linkcode TlsErrorCode}.
    * @param message What went wrong and what to do about it.
-   * @param options The underlying error as `cause`, and certificate details.
+   * @param options The underlying error as `cause`, certificate details, and the file at fault.
    */
   constructor(
     code: TlsErrorCode,
     message: string,
-    options: ErrorOptions & { names?: string[]; notBefore?: Date; notAfter?: Date } = {},
+    options: ErrorOptions & {
+      names?: string[];
+      notBefore?: Date;
+      notAfter?: Date;
+      file?: string;
+    } = {},
   ) {
     super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
     if (options.names) this.names = options.names;
     if (options.notBefore) this.notBefore = options.notBefore;
     if (options.notAfter) this.notAfter = options.notAfter;
+    if (options.file !== undefined) this.file = options.file;
   }
 }

@@ -1,6 +1,14 @@
 import { type Addr, formatAddr } from "../conn.ts";
 import { toAddr } from "../internal/addr.ts";
-import { type Accepting, type Acceptor, openAcceptor, type TlsListenOptions } from "./acceptor.ts";
+import {
+  type Accepting,
+  type Acceptor,
+  type CertificateReload,
+  openAcceptor,
+  type ServedCertificate,
+  type TlsListenOptions,
+  type TlsReloadable,
+} from "./acceptor.ts";
 import type { TlsConn } from "./_tls_conn.ts";
 import { closeQuietly } from "../internal/socket.ts";
 
@@ -48,7 +56,7 @@ function defaultOnError(error: unknown, remoteAddr: Addr): void {
  * await serving;
  * ```
  */
-export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
+export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable, TlsReloadable {
   #acceptor: Acceptor;
   #onError: (error: unknown, remoteAddr: Addr) => void;
   #ready: TlsConn[] = [];
@@ -66,6 +74,19 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable {
   /** The address listened on; `port` is the real one when 0 was asked for. */
   get addr(): Addr {
     return toAddr(this.#acceptor.listener.addr);
+  }
+
+  /** The certificates in service, the default first (see {@linkcode TlsReloadable}). */
+  get certificates(): ServedCertificate[] {
+    return this.#acceptor.certificates;
+  }
+
+  /**
+   * Reads the certificate files again and swaps them in for new handshakes,
+   * all or nothing; see {@linkcode TlsReloadable.reloadCertificates}.
+   */
+  reloadCertificates(): Promise<CertificateReload> {
+    return this.#acceptor.reloadCertificates();
   }
 
   /**

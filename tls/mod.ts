@@ -24,6 +24,15 @@
  *   (`Deno.listenTls`, rustls) costs about half the CPU per byte and per
  *   handshake (figures in `bench/README.md`) but only abandons a slow
  *   handshake.
+ * - **Several certificates (SNI) and reloading them.** `Deno.listenTls`
+ *   takes one certificate, fixed for the listener's life: Deno 2 has no
+ *   public SNI resolver, and its internal one (`unstableSniResolver`) asks
+ *   once per name and keeps every answer for good — no reload, and one
+ *   entry per name a client cares to send. So `certificates` (several) and
+ *   `reloadCertificates()` need the node engine, where each handshake picks
+ *   from the set in service (node:tls `SNICallback`) and a reload swaps the
+ *   set for new handshakes; `engine: "deno"` refuses them with
+ *   `ERR_TLS_ENGINE_UNSUPPORTED`.
  * - **Client certificates.** `Deno.listenTls` cannot ask for them;
  *   `clientCaCerts` (node engine, and {@linkcode acceptTls}) can, and the
  *   handler sees the verified certificate as `conn.peerCertificate`.
@@ -62,13 +71,20 @@ import type { Conn } from "../conn.ts";
 
 export type { Conn };
 export { type PeerCertificate, type TlsConn } from "./_tls_conn.ts";
-export { DEFAULT_HANDSHAKE_TIMEOUT, type TlsListenOptions } from "./acceptor.ts";
-export type { CertificateOptions } from "./_credentials.ts";
+export {
+  type CertificateReload,
+  type CertificateReloadEvent,
+  DEFAULT_HANDSHAKE_TIMEOUT,
+  type TlsListenOptions,
+  type TlsReloadable,
+} from "./acceptor.ts";
+export type { CertificateOptions, ServedCertificate } from "./_credentials.ts";
 export {
   serve,
   type ServeOptions,
   type ServerEvent,
   type ServerOptions,
+  type ServerStats,
   type TlsServer,
 } from "./serve.ts";
 export { listen, type ListenOptions, TlsListener } from "./listen.ts";

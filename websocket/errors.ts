@@ -11,7 +11,7 @@ import { NetkitError } from "../errors.ts";
  * | --- | --- | --- |
  * | `ERR_WS_UNMASKED_FRAME` | 1002 | a client frame without a mask |
  * | `ERR_WS_MASKED_FRAME` | 1002 | a server frame with a mask |
- * | `ERR_WS_RSV_BITS` | 1002 | RSV1–3 set without a negotiated extension |
+ * | `ERR_WS_RSV_BITS` | 1002 | RSV1–3 set without a negotiated extension; RSV1 on a continuation or control frame |
  * | `ERR_WS_BAD_OPCODE` | 1002 | an unknown opcode |
  * | `ERR_WS_BAD_CONTROL_FRAME` | 1002 | a control frame over 125 bytes or fragmented |
  * | `ERR_WS_BAD_CONTINUATION` | 1002 | a continuation with nothing to continue, or a new message inside one |
@@ -21,6 +21,8 @@ import { NetkitError } from "../errors.ts";
  * | `ERR_WS_INVALID_UTF8` | 1007 | text (or a close reason) that is not UTF-8 |
  * | `ERR_WS_MESSAGE_TOO_BIG` | 1009 | a message over `maxPayload` |
  * | `ERR_WS_TOO_MANY_FRAGMENTS` | 1009 | a message in more than `maxFragments` frames |
+ * | `ERR_WS_INVALID_DEFLATE` | 1007 | a compressed message that is not a valid deflate stream |
+ * | `ERR_WS_BAD_EXTENSION_RESPONSE` | 1006 | (client) the server answered an extension or parameter that was not offered |
  * | `ERR_WS_CLOSED` | 1006 | the connection closed before the operation finished |
  * | `ERR_WS_UNSUPPORTED` | 1006 | the engine cannot do it (`ping()` over `Deno.upgradeWebSocket`) |
  *

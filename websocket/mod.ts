@@ -13,6 +13,10 @@
  * - A {@linkcode BroadcastBus} carries topics beyond one hub:
  *   {@linkcode InProcessBus} between servers in one process, `RedisBus`
  *   (`@netkit/netkit/redis`) between processes sharing a Redis.
+ * - permessage-deflate (RFC 7692): `serve({ compression: "shared" })`
+ *   compresses a published message once for every subscriber that
+ *   negotiated it, `"dedicated"` gives each connection its own context;
+ *   `connect({ compression: true })` offers it. Off by default.
  * - Every limit has a default: `maxPayload` 1 MiB (close 1009),
  *   `maxFragments` 1024, `maxBuffered` 1 MiB (close 1008 or drop),
  *   `maxHeadSize` 16 KiB (431), `handshakeTimeout` 10 s.

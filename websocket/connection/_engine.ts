@@ -193,6 +193,14 @@ export class FramedEngine implements WebSocketEngine {
     return this.#activity;
   }
 
+  get bytesRead(): number {
+    return this.#conn.bytesRead;
+  }
+
+  get bytesWritten(): number {
+    return this.#conn.bytesWritten;
+  }
+
   get truncated(): boolean {
     return (this.#conn as { truncated?: boolean }).truncated ?? false;
   }

@@ -50,6 +50,10 @@ export interface WebSocketEngine {
   readonly activity: number;
   /** Whether the TLS peer ended the stream without a close_notify. */
   readonly truncated: boolean;
+  /** Bytes received on the wire so far (0 where the engine does not count). */
+  readonly bytesRead: number;
+  /** Bytes sent on the wire so far. */
+  readonly bytesWritten: number;
   /** Whether this end has sent its close frame (or the connection is gone). */
   readonly closing: boolean;
   /** Starts reading and writing. */
@@ -289,6 +293,16 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    */
   get truncated(): boolean {
     return this.#engine.truncated;
+  }
+
+  /** Bytes received on the wire so far, frames and handshake included. */
+  get bytesRead(): number {
+    return this.#engine.bytesRead;
+  }
+
+  /** Bytes sent on the wire so far. */
+  get bytesWritten(): number {
+    return this.#engine.bytesWritten;
   }
 
   /** Counts reads and writes; a server uses it to tell idle connections. */

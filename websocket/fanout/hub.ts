@@ -64,6 +64,9 @@ export class BroadcastHub {
   #topics = new Map<string, Set<Subscriber>>();
   #byConn = new Map<Subscriber, Set<string>>();
   #bus: BroadcastBus | undefined;
+  #published = 0;
+  #delivered = 0;
+  #dropped = 0;
   #detach: (() => void) | undefined;
   #fromBus: BusListener = (topic, message) => void this.#fanOut(topic, message, undefined);
 
@@ -181,9 +184,19 @@ export class BroadcastHub {
     const prepared = message instanceof PreparedMessage
       ? message
       : new PreparedMessage(message, options.binary);
+    this.#published++;
     const result = this.#fanOut(topic, prepared, options.except);
     bus?.publish(topic, prepared, this.#fromBus);
     return result;
+  }
+
+  /**
+   * Counters so far: messages published on this hub, deliveries queued to
+   * subscribers (from this hub's publishes and the bus's), and deliveries
+   * skipped (slow consumers, closing connections).
+   */
+  stats(): { published: number; delivered: number; dropped: number } {
+    return { published: this.#published, delivered: this.#delivered, dropped: this.#dropped };
   }
 
   #fanOut(topic: string, prepared: PreparedMessage, except: Subscriber | undefined): PublishResult {
@@ -197,6 +210,8 @@ export class BroadcastHub {
       if (conn.sendPrepared(prepared) === "sent") result.delivered++;
       else result.dropped++;
     }
+    this.#delivered += result.delivered;
+    this.#dropped += result.dropped;
     return result;
   }
 }

@@ -14,7 +14,7 @@ import {
   type RequestHead,
 } from "../../internal/http_head.ts";
 import { hostPort } from "../../internal/host.ts";
-import { writeFull } from "../../internal/socket.ts";
+import { closeQuietly, writeFull } from "../../internal/socket.ts";
 import type { SocketConn } from "../../internal/socket_conn.ts";
 import { parseRequestHead } from "../codec/handshake.ts";
 import { HandshakeError } from "../errors.ts";
@@ -166,4 +166,33 @@ export function withHeaders(response: Uint8Array, headers: Headers): Uint8Array 
   for (const [name, value] of headers) extra += `${name}: ${value}\r\n`;
   const head = new TextDecoder().decode(response);
   return new TextEncoder().encode(head.slice(0, -2) + extra + "\r\n");
+}
+
+const TOO_MANY = formatPlainResponse({
+  status: 429,
+  headers: { "retry-after": "1" },
+  body: "too many connections from your address: retry later\n",
+});
+
+/**
+ * The 429 a client over a per-address limit gets, before any request is
+ * read. Its request is read and dropped for a moment (bounded) so that
+ * closing does not reset the connection under the answer.
+ */
+export async function tooManyRequests(socket: Deno.Conn): Promise<void> {
+  const timer = setTimeout(() => closeQuietly(socket), 200);
+  try {
+    await writeFull(socket, TOO_MANY);
+    await socket.closeWrite();
+    const sink = new Uint8Array(4096);
+    for (let seen = 0; seen < 4 * sink.length;) {
+      const n = await socket.read(sink);
+      if (n === null) break;
+      seen += n;
+    }
+  } catch {
+    // Gone already.
+  } finally {
+    clearTimeout(timer);
+  }
 }

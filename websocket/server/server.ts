@@ -10,6 +10,7 @@ import {
   guarded,
   type ServerEvent,
   type ServerOptions,
+  type ServerStats,
   StreamServer,
 } from "../../internal/stream_server.ts";
 import { SocketConn } from "../../internal/socket_conn.ts";
@@ -44,6 +45,7 @@ import {
   readRequestHead,
   reject,
   requestUrl,
+  tooManyRequests,
   toPlainResponse,
   withHeaders,
 } from "./_http_front.ts";
@@ -371,7 +373,12 @@ export class WebSocketServer<T = unknown> implements Server {
         gracePeriod: options.gracePeriod,
         idleTimeout: 0,
         onEvent: (event) => this.#onStreamEvent(event),
+        maxConnectionsPerIp: options.maxConnectionsPerIp,
+        acceptRate: options.acceptRate,
+        proxyProtocol: options.proxyProtocol,
       },
+      // Over a per-address limit, a plain ws:// client is told so in HTTP.
+      tlsHandshake === undefined ? tooManyRequests : undefined,
     );
     this.addr = this.#stream.addr;
     this.finished = this.#stream.finished.then(() => {
@@ -386,6 +393,11 @@ export class WebSocketServer<T = unknown> implements Server {
   /** How many WebSocket connections are open. */
   get connections(): number {
     return this.#open.size;
+  }
+
+  /** Connection counters so far (as `tcp.serve`'s), plus open WebSocket connections. */
+  stats(): ServerStats & { websockets: number } {
+    return { ...this.#stream.stats(), websockets: this.#open.size };
   }
 
   /** The server's URL without a path: `ws://127.0.0.1:8080`. */

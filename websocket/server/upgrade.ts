@@ -190,6 +190,14 @@ class DenoEngine implements WebSocketEngine {
     return this.#activity;
   }
 
+  get bytesRead(): number {
+    return 0; // Deno's engine does not say.
+  }
+
+  get bytesWritten(): number {
+    return 0;
+  }
+
   get truncated(): boolean {
     return false; // Deno's engine does not say.
   }
