@@ -44,6 +44,8 @@ export class ProxyError extends NetkitError {
   declare readonly code: ProxyErrorCode;
 
   /**
+   * Makes a proxy error.
+   *
    * @param code Which kind of failure.
    * @param message What went wrong, naming the proxy, and what to do.
    * @param options The underlying error, if any, as `cause`.

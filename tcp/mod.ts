@@ -22,6 +22,7 @@ export type { Conn };
 export { connect, type ConnectOptions } from "./connect.ts";
 export { listen, Listener, type ListenOptions } from "./listen.ts";
 export {
+  type RefusalReason,
   serve,
   type ServeOptions,
   type ServerEvent,

@@ -1,6 +1,7 @@
 import type { Conn, ConnHandler, Server } from "../conn.ts";
 import { SocketConn } from "../internal/socket_conn.ts";
 import {
+  type RefusalReason,
   type ServerEvent,
   type ServerOptions,
   type ServerStats,
@@ -8,7 +9,7 @@ import {
 } from "../internal/stream_server.ts";
 import { type ListenOptions, listenSocket } from "./listen.ts";
 
-export type { ServerEvent, ServerOptions, ServerStats };
+export type { RefusalReason, ServerEvent, ServerOptions, ServerStats };
 
 /** Options for {@linkcode serve}: where to listen, and the server's limits. */
 export type ServeOptions = ListenOptions & ServerOptions & {

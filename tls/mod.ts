@@ -80,6 +80,7 @@ export {
 } from "./acceptor.ts";
 export type { CertificateOptions, ServedCertificate } from "./_credentials.ts";
 export {
+  type RefusalReason,
   serve,
   type ServeOptions,
   type ServerEvent,

@@ -1,5 +1,6 @@
 import type { ConnHandler, Server } from "../conn.ts";
 import {
+  type RefusalReason,
   type ServerEvent,
   type ServerOptions,
   type ServerStats,
@@ -17,7 +18,7 @@ export type { TlsListenOptions };
 import type { TlsConn } from "./_tls_conn.ts";
 import { TlsError } from "./errors.ts";
 
-export type { ServerEvent, ServerOptions, ServerStats };
+export type { RefusalReason, ServerEvent, ServerOptions, ServerStats };
 
 /** Options for {@linkcode serve}: where to listen, the certificate, the handshake rules and the server's limits. */
 export type ServeOptions = TlsListenOptions & ServerOptions;

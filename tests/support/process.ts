@@ -15,9 +15,10 @@
  * import { startProgram } from "./process.ts";
  *
  * const script = `
+ *   // The handler first: a server's handlers are in place before its listening line.
+ *   Deno.addSignalListener("SIGTERM", () => { console.error("bye"); Deno.exit(0); });
  *   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  *   console.log("listening on tcp://127.0.0.1:" + l.addr.port);
- *   Deno.addSignalListener("SIGTERM", () => { console.error("bye"); Deno.exit(0); });
  *   for await (const c of l) c.close();
  * `;
  * await using server = await startProgram({ args: ["eval", script] });
