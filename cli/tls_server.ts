@@ -31,11 +31,13 @@ import {
   runMain,
   secondsFlag,
   SERVER_FLAGS,
+  serverOpsHelp,
   serverOptions,
   shutdownSignal,
   UsageError,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
+import { metricsAddress, serveMetrics } from "./_metrics.ts";
 import { readPemFile } from "./_pem.ts";
 
 const USAGE = `
@@ -63,6 +65,9 @@ Usage: tls-server [--hostname 127.0.0.1] [--port 7443] [--cert FILE] [--key FILE
                           a stalled handshake open until the peer finishes or leaves;
                           one --cert/--key pair only, and no reload on SIGHUP
   --quiet                 log errors only, not every connection
+${serverOpsHelp(26)}
+                          (--proxy-protocol needs --engine node; the header must come
+                          within --handshake-timeout)
 
 Make development certificates with "deno task certs". Prints
 "listening on tls://HOST:PORT" on stdout once ready; logs go to stderr.
@@ -85,6 +90,13 @@ export async function main(args: string[]): Promise<number> {
     cert: "certs/server.pem",
     key: "certs/server-key.pem",
   });
+  if (engine === "deno" && options.proxyProtocol) {
+    throw new UsageError(
+      "--proxy-protocol needs --engine node: Deno.listenTls starts the TLS handshake on the " +
+        "first bytes, so no PROXY header can come before it",
+    );
+  }
+  const metricsAt = flags.metrics === undefined ? undefined : metricsAddress(flags.metrics);
   if (engine === "deno" && certificates.length > 1) {
     throw new UsageError(
       "--engine deno serves one certificate (Deno.listenTls has no SNI): give one --cert/--key " +
@@ -101,6 +113,8 @@ export async function main(args: string[]): Promise<number> {
   const server = serve(
     {
       ...options,
+      proxyProtocol: options.proxyProtocol &&
+        { ...options.proxyProtocol, timeout: handshakeTimeout },
       certificates,
       handshakeTimeout,
       engine,
@@ -110,6 +124,12 @@ export async function main(args: string[]): Promise<number> {
     echo,
   );
   const stopReloading = reloadOnSighup("tls-server", server);
+  await using _metrics = metricsAt === undefined ? undefined : serveMetrics(
+    metricsAt,
+    server,
+    (url) =>
+      log("tls-server", `metrics on ${url}metrics, live page on ${url}`, { event: "metrics" }),
+  );
   if (certificates.length > 1 && !flags.quiet) {
     const names = server.certificates.map((c, i) =>
       `${c.names.join(", ") || "(no DNS name)"}${i === 0 ? " (default)" : ""}`

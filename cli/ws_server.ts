@@ -29,19 +29,25 @@ import {
 import { CHAT_PAGE } from "./_chat_page.ts";
 import { Supervisor, withoutFlags, workerShutdownSignal } from "../internal/supervisor.ts";
 import {
+  certificateFlags,
   choiceFlag,
   describeError,
   intFlag,
   listeningLine,
   log,
   parseFlags,
-  portFlag,
+  reloadOnSighup,
   runMain,
   secondsFlag,
+  SERVER_FLAGS,
+  serverOpsHelp,
+  serverOptions,
   shutdownSignal,
   UsageError,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
+import { metricsAddress, serveMetrics } from "./_metrics.ts";
+import { CidrSet } from "../internal/cidr.ts";
 import { readPemFile } from "./_pem.ts";
 
 const PROGRAM = "ws-server";
@@ -57,7 +63,9 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
   --hostname H            address to listen on (default 127.0.0.1; :: or 0.0.0.0 for all)
   --port N                port to listen on; 0 picks a free one (default 8080)
   --cert FILE --key FILE  serve wss:// with this certificate and key (PEM); make
-                          development ones with "deno task certs"
+                          development ones with "deno task certs". Repeat the pair to
+                          serve several, chosen by SNI (the first is the default);
+                          SIGHUP reloads them, a broken file keeps the old ones
   --mode M                broadcast (default): every message goes to every client, the
                           sender included; echo: back to the sender only
   --path P                the path clients connect to (default /); other paths get 404
@@ -85,7 +93,10 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           reaches the clients of all of them, exactly once
   --workers N             run N server processes on the one port (Linux reusePort),
                           sharing broadcasts through --redis (required)
+  --trust-proxy CIDR      take the client's address from X-Forwarded-For when the
+                          direct peer is in CIDR (repeatable)
   --quiet                 log errors only, not every connection
+${serverOpsHelp(26)}
 
 In broadcast mode, open http://HOST:PORT/ in a browser for a chat page.
 Prints "listening on ws://HOST:PORT" (wss:// with --cert) on stdout once ready;
@@ -209,6 +220,7 @@ async function runPrimary(
     maxPayload: number;
     gracePeriod: number;
     quiet: boolean;
+    metrics: { hostname: string; port: number } | undefined;
   },
 ): Promise<number> {
   if (Deno.build.os !== "linux") {
@@ -227,7 +239,14 @@ async function runPrimary(
     listenSocket({ hostname: options.hostname, port: options.port }).close();
   }
   const script = import.meta.filename ?? import.meta.url;
-  const base = withoutFlags(args, ["--workers", "--port"]);
+  const base = withoutFlags(args, ["--workers", "--port", "--metrics"]);
+  // Each worker serves its own metrics: worker N on the given port + N - 1.
+  const metricsFor = (id: number) => {
+    const at = options.metrics;
+    if (at === undefined) return [];
+    const host = at.hostname.includes(":") ? `[${at.hostname}]` : at.hostname;
+    return ["--metrics", `${host}:${at.port === 0 ? 0 : at.port + id - 1}`];
+  };
   let pool: Supervisor;
   try {
     pool = await Supervisor.start({
@@ -246,6 +265,7 @@ async function runPrimary(
         String(port),
         "--worker-id",
         String(id),
+        ...metricsFor(id),
       ],
       onLog: (line) => log(PROGRAM, line),
     });
@@ -257,6 +277,9 @@ async function runPrimary(
     await pool.stop();
     return 0;
   }
+  // SIGHUP reaches every worker: each holds its own certificates.
+  const onHup = () => pool.signal("SIGHUP");
+  Deno.addSignalListener("SIGHUP", onHup); // Linux only here (checked above)
   console.log(pool.listeningLine);
   if (!options.quiet) {
     log(PROGRAM, `${plural(options.workers, "worker")} on one port (pids ${pool.pids.join(", ")})`);
@@ -267,6 +290,7 @@ async function runPrimary(
   });
   await Promise.race([aborted, pool.lost]);
   const lostAll = !signal.aborted;
+  Deno.removeSignalListener("SIGHUP", onHup);
   await pool.stop();
   return lostAll ? 1 : 0;
 }
@@ -274,28 +298,33 @@ async function runPrimary(
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
-    hostname: { type: "string" },
-    port: { type: "string" },
-    cert: { type: "string" },
-    key: { type: "string" },
+    ...SERVER_FLAGS,
+    cert: { type: "string", multiple: true },
+    key: { type: "string", multiple: true },
+    "trust-proxy": { type: "string", multiple: true },
     mode: { type: "string" },
     path: { type: "string" },
     "max-payload": { type: "string" },
     "max-buffered": { type: "string" },
     policy: { type: "string" },
     compression: { type: "string" },
-    "idle-timeout": { type: "string" },
     "handshake-timeout": { type: "string" },
-    "max-connections": { type: "string" },
-    grace: { type: "string" },
-    quiet: { type: "boolean" },
     redis: { type: "string" },
     workers: { type: "string" },
     // Internal: set by --workers on the processes it starts.
     "worker-id": { type: "string" },
   });
-  const hostname = flags.hostname ?? "127.0.0.1";
-  const port = portFlag(flags.port, 8080);
+  const ops = serverOptions(flags, 8080);
+  const { hostname, port } = ops;
+  const metricsAt = flags.metrics === undefined ? undefined : metricsAddress(flags.metrics);
+  const trustProxy = flags["trust-proxy"] ?? [];
+  for (const cidr of trustProxy) {
+    try {
+      new CidrSet([cidr]);
+    } catch (err) {
+      throw new UsageError(`--trust-proxy: ${describeError(err)}`);
+    }
+  }
   const mode = choiceFlag(flags.mode, "mode", ["broadcast", "echo"], "broadcast");
   const path = flags.path ?? "/";
   if (!path.startsWith("/")) throw new UsageError(`--path must start with "/", got "${path}"`);
@@ -308,16 +337,9 @@ export async function main(args: string[]): Promise<number> {
     ["off", "shared", "dedicated"],
     "off",
   );
-  const idleTimeout = secondsFlag(flags["idle-timeout"], "idle-timeout", 0);
+  const { idleTimeout, maxConnections, gracePeriod } = ops;
   const handshakeTimeout = secondsFlag(flags["handshake-timeout"], "handshake-timeout", 10);
-  const maxConnections = intFlag(flags["max-connections"], "max-connections", 0, { min: 1 }) ||
-    Infinity;
-  const gracePeriod = secondsFlag(flags.grace, "grace", 5);
-  if ((flags.cert === undefined) !== (flags.key === undefined)) {
-    throw new UsageError(
-      flags.cert === undefined ? "--key needs --cert as well" : "--cert needs --key as well",
-    );
-  }
+  const certificates = certificateFlags(flags);
   if (handshakeTimeout <= 0) throw new UsageError("--handshake-timeout must be more than 0");
   const redis = flags.redis;
   if (redis !== undefined) {
@@ -340,8 +362,12 @@ export async function main(args: string[]): Promise<number> {
     ? undefined
     : intFlag(flags["worker-id"], "worker-id", 0, { min: 1 });
   if (workerId !== undefined) program = `${PROGRAM}[${workerId}]`;
-  const cert = flags.cert === undefined ? undefined : await readPemFile(flags.cert, "cert");
-  const key = flags.key === undefined ? undefined : await readPemFile(flags.key, "key");
+  // Read once here for the program's own messages (a missing file: run
+  // `deno task certs`); the library reads them again, and on every SIGHUP.
+  for (const { certFile, keyFile } of certificates) {
+    await readPemFile(certFile, "cert");
+    await readPemFile(keyFile, "key");
+  }
   const quiet = flags.quiet ?? false;
 
   if (workers > 0 && workerId === undefined) {
@@ -353,6 +379,7 @@ export async function main(args: string[]): Promise<number> {
       maxPayload,
       gracePeriod,
       quiet,
+      metrics: metricsAt,
     });
   }
 
@@ -394,8 +421,7 @@ export async function main(args: string[]): Promise<number> {
       hostname,
       port,
       reusePort: workerId !== undefined,
-      cert,
-      key,
+      certificates: certificates.length > 0 ? certificates : undefined,
       path,
       maxPayload,
       maxBuffered,
@@ -404,6 +430,10 @@ export async function main(args: string[]): Promise<number> {
       idleTimeout,
       handshakeTimeout,
       maxConnections,
+      maxConnectionsPerIp: ops.maxConnectionsPerIp,
+      acceptRate: ops.acceptRate,
+      proxyProtocol: ops.proxyProtocol && { ...ops.proxyProtocol, timeout: handshakeTimeout },
+      trustProxy,
       gracePeriod,
       signal,
       bus,
@@ -414,6 +444,12 @@ export async function main(args: string[]): Promise<number> {
     await bus?.close();
     throw err;
   }
+  const stopReloading = server.secure ? reloadOnSighup(program, server) : () => {};
+  await using _metrics = metricsAt === undefined ? undefined : serveMetrics(
+    metricsAt,
+    server,
+    (url) => log(program, `metrics on ${url}metrics, live page on ${url}`, { event: "metrics" }),
+  );
   console.log(listeningLine(server.secure ? "wss" : "ws", server.addr));
   if (!quiet) {
     log(
@@ -424,6 +460,7 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   await server.finished;
+  stopReloading();
   await bus?.close();
   return 0;
 }

@@ -94,7 +94,7 @@ export interface ServerOptions {
    * limits, logs and metrics use it. Only sources in `from` (CIDRs; default
    * loopback) may send one; others are closed. A header that is missing,
    * malformed, truncated or not complete within `timeout` ms (default
-   * 10000) costs that connection only.
+   * 10000; 0: no limit) costs that connection only.
    */
   proxyProtocol?: boolean | { from?: string[]; timeout?: number };
 }
@@ -172,18 +172,24 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     bytesWritten: 0,
   };
 
+  #defer: ((hostname: string) => boolean) | undefined;
+
   /**
-   * @param refuse Says something to a connection refused by a per-address
-   *   limit before it is closed (the WebSocket server's 429).
+   * @param hooks `refuse` says something to a connection refused by a
+   *   per-address limit before it is closed (the WebSocket server's 429);
+   *   `deferAdmission` picks direct peers whose client address comes later
+   *   (a trusted proxy's X-Forwarded-For): the wrapper calls
+   *   {@linkcode StreamServer.admitLater} for them.
    */
   constructor(
     listener: Deno.Listener,
     wrap: Wrap,
     handler: ConnHandler<C>,
     options: ServerOptions,
-    refuse?: Refuse,
+    hooks: { refuse?: Refuse; deferAdmission?: (hostname: string) => boolean } = {},
   ) {
-    this.#refuse = refuse;
+    this.#refuse = hooks.refuse;
+    this.#defer = hooks.deferAdmission;
     if ((options.maxConnectionsPerIp ?? Infinity) < Infinity || (options.acceptRate ?? 0) > 0) {
       this.#admission = new AdmissionControl({
         maxConnectionsPerIp: options.maxConnectionsPerIp,
@@ -331,11 +337,29 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     );
   }
 
+  /**
+   * Per-address limits for a client address learnt after accept (from a
+   * trusted proxy's X-Forwarded-For): a release to call when the connection
+   * ends, or the reason it is refused (counted and reported; answering and
+   * closing are the caller's).
+   */
+  admitLater(hostname: string, remoteAddr: Addr): { release: () => void } | {
+    refused: "per-ip" | "rate";
+  } {
+    if (this.#admission === undefined) return { release: () => {} };
+    const admission = this.#admission.admit(hostname);
+    if (admission.ok) return { release: admission.release };
+    this.#stats.refused[admission.reason]++;
+    this.#onEvent({ type: "refused", remoteAddr, reason: admission.reason });
+    return { refused: admission.reason };
+  }
+
   /** Per-address limits: a release for the session, or false (refused and closed). */
   #admit(socket: Deno.Conn): (() => void) | undefined | false {
     if (this.#admission === undefined) return undefined;
     const addr = socket.remoteAddr;
     if (!("hostname" in addr)) return undefined; // Unix sockets have no address to limit
+    if (this.#defer?.(addr.hostname)) return undefined; // admitted later, by its real client
     const admission = this.#admission.admit(addr.hostname);
     if (admission.ok) return admission.release;
     this.#refused(socket, admission.reason);
@@ -344,7 +368,9 @@ export class StreamServer<C extends Conn = Conn> implements Server {
 
   /** Reads the PROXY header under its deadline; the socket as the client's, or undefined. */
   async #unwrapProxy(socket: Deno.Conn): Promise<Deno.Conn | undefined> {
-    const timer = setTimeout(() => closeQuietly(socket), this.#proxyTimeout);
+    const timer = this.#proxyTimeout > 0
+      ? setTimeout(() => closeQuietly(socket), this.#proxyTimeout)
+      : undefined;
     try {
       const header = await readProxyHeaderExactly(socket);
       return new ProxiedSocket(socket, header);

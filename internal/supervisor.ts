@@ -140,6 +140,11 @@ export class Supervisor {
     }
   }
 
+  /** Passes a signal on to every worker (SIGHUP: each reloads its own certificates). */
+  signal(signal: Deno.Signal): void {
+    for (const worker of this.#workers.values()) if (!worker.exited) kill(worker.child, signal);
+  }
+
   /** SIGTERM to every worker; SIGKILL to those still there after the grace period. */
   async stop(): Promise<void> {
     this.#stopping = true;

@@ -13,7 +13,8 @@ const found = new Map<string, string | undefined>();
 
 /**
  * The full path of the executable `name` on the `PATH` (or `name` itself when
- * it is a path to an executable), or `undefined` when there is none. Cached.
+ * it is a path to an executable), or `undefined` when there is none — Deno
+ * standing in for it (its `node` shim) does not count. Cached.
  *
  * @example
  * ```ts
@@ -36,16 +37,26 @@ export function findTool(name: string): string | undefined {
     try {
       const info = Deno.statSync(candidate);
       // Windows has no mode bits: a file is enough there.
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) {
-        path = candidate;
-        break;
-      }
+      if (!info.isFile || ((info.mode ?? 0o111) & 0o111) === 0) continue;
+      // Without a real `node`, Deno puts a `node` of its own on the PATH of what
+      // it runs: that is Deno, not the tool a test means to talk to.
+      if (!name.includes("/") && name !== "deno" && isDenoItself(candidate)) continue;
+      path = candidate;
+      break;
     } catch {
       // Not there.
     }
   }
   found.set(name, path);
   return path;
+}
+
+function isDenoItself(path: string): boolean {
+  try {
+    return Deno.realPathSync(path) === Deno.realPathSync(Deno.execPath());
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -88,6 +88,8 @@ export interface WebSocketConnInit<T> {
   hub?: BroadcastHub;
   /** `send()` waits while the backlog is over this. */
   highWaterMark?: number;
+  /** The client's address, when not the socket's (a trusted proxy's X-Forwarded-For). */
+  remoteAddr?: Addr;
 }
 
 /** Options for {@linkcode WebSocketConn.send}. */
@@ -203,8 +205,12 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #busy = false;
 
   /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
+  // The client's address when a trusted proxy named it (X-Forwarded-For).
+  #remote: Addr | undefined;
+
   constructor(init: WebSocketConnInit<T>) {
     this.#engine = init.engine;
+    this.#remote = init.remoteAddr;
     this.protocol = init.protocol ?? "";
     this.extensions = init.extensions ?? "";
     this.url = init.url ?? "";
@@ -237,7 +243,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
 
   /** The peer's address. */
   get remoteAddr(): Addr {
-    return this.#engine.remoteAddr;
+    return this.#remote ?? this.#engine.remoteAddr;
   }
 
   /** Resolves once the connection is closed and its socket released. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Addr, type ConnHandler, formatAddr, type Server } from "../../conn.ts";
+import { type Addr, type ConnHandler, formatAddr, type NetAddr, type Server } from "../../conn.ts";
 import { NetkitError } from "../../errors.ts";
 import {
   guarded,
@@ -15,7 +15,14 @@ import {
 } from "../../internal/stream_server.ts";
 import { SocketConn } from "../../internal/socket_conn.ts";
 import { listenSocket } from "../../tcp/listen.ts";
-import { type Accepting, openAcceptor, type TlsListenOptions } from "../../tls/acceptor.ts";
+import {
+  type Accepting,
+  type Acceptor,
+  openAcceptor,
+  type TlsListenOptions,
+} from "../../tls/acceptor.ts";
+import type { CertificateReload, ServedCertificate } from "../../tls/mod.ts";
+import { CidrSet, parseIp } from "../../internal/cidr.ts";
 import {
   CloseCode,
   DEFAULT_COMPRESSION_THRESHOLD,
@@ -49,7 +56,7 @@ import {
   toPlainResponse,
   withHeaders,
 } from "./_http_front.ts";
-import type { PlainResponse } from "../../internal/http_head.ts";
+import { type PlainResponse, type RequestHead, splitList } from "../../internal/http_head.ts";
 import {
   formatAccept,
   isUpgradeRequest,
@@ -149,6 +156,13 @@ export interface ServeOptions<T = unknown>
     Omit<ServerOptions, "idleTimeout" | "onEvent"> {
   /** Only this path upgrades (and reaches `onRequest`); others get 404. Default: every path. */
   path?: string;
+  /**
+   * Proxies (CIDRs) whose `X-Forwarded-For` is believed: when the direct
+   * peer is in one, the client's address is the right-most entry not in
+   * them — it becomes `ws.remoteAddr`, and `maxConnectionsPerIp` /
+   * `acceptRate` apply to it (over them: 429). Default: none.
+   */
+  trustProxy?: string[];
   /**
    * The subprotocols the server speaks, preferred first; the first the client
    * also offers is agreed on unless `upgrade` picks one. @default {[]}
@@ -339,6 +353,8 @@ export class WebSocketServer<T = unknown> implements Server {
   #tlsHandshake: ((socket: Deno.Conn) => Accepting) | undefined;
   #compression: ServerCompression | undefined;
   #onAbort = () => void this.close();
+  #trustProxy: CidrSet | undefined;
+  #acceptor: Acceptor | undefined;
 
   /** Made by {@linkcode serve}. */
   constructor(
@@ -346,8 +362,11 @@ export class WebSocketServer<T = unknown> implements Server {
     options: ServeOptions<T>,
     handler: ServeHandler<T>,
     tlsHandshake?: (socket: Deno.Conn) => Accepting,
+    acceptor?: Acceptor,
   ) {
     this.#tlsHandshake = tlsHandshake;
+    this.#acceptor = acceptor;
+    this.#trustProxy = options.trustProxy?.length ? new CidrSet(options.trustProxy) : undefined;
     this.#options = options;
     this.#handler = handler;
     this.#upgrade = typeof handler === "function"
@@ -377,8 +396,13 @@ export class WebSocketServer<T = unknown> implements Server {
         acceptRate: options.acceptRate,
         proxyProtocol: options.proxyProtocol,
       },
-      // Over a per-address limit, a plain ws:// client is told so in HTTP.
-      tlsHandshake === undefined ? tooManyRequests : undefined,
+      {
+        // Over a per-address limit, a plain ws:// client is told so in HTTP.
+        refuse: tlsHandshake === undefined ? tooManyRequests : undefined,
+        // Behind a trusted proxy the client is named in X-Forwarded-For: the
+        // limits wait for the request head.
+        deferAdmission: this.#trustProxy && ((host) => this.#trustProxy!.has(host)),
+      },
     );
     this.addr = this.#stream.addr;
     this.finished = this.#stream.finished.then(() => {
@@ -393,6 +417,23 @@ export class WebSocketServer<T = unknown> implements Server {
   /** How many WebSocket connections are open. */
   get connections(): number {
     return this.#open.size;
+  }
+
+  /** `wss://`: the certificates being served (see `tls.serve`); empty for `ws://`. */
+  get certificates(): ServedCertificate[] {
+    return this.#acceptor?.certificates ?? [];
+  }
+
+  /**
+   * `wss://`: re-reads the certificate files and swaps them in for new
+   * handshakes, all or nothing (see `tls.serve`'s `reloadCertificates`).
+   * @throws {TypeError} A `ws://` server has no certificates.
+   */
+  reloadCertificates(): Promise<CertificateReload> {
+    if (this.#acceptor === undefined) {
+      return Promise.reject(new TypeError("a ws:// server has no certificates to reload"));
+    }
+    return this.#acceptor.reloadCertificates();
   }
 
   /** Connection counters so far (as `tcp.serve`'s), plus open WebSocket connections. */
@@ -515,8 +556,54 @@ export class WebSocketServer<T = unknown> implements Server {
   async #handshake(conn: SocketConn): Promise<WebSocketConn<T>> {
     const options = this.#options;
     const head = await readRequestHead(conn, options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE);
+    const client = this.#forwardedClient(conn.remoteAddr, head.headers);
+    let release = () => {};
+    if (client !== undefined) {
+      const admitted = this.#stream.admitLater(client.hostname, client);
+      if ("refused" in admitted) {
+        const body = "too many connections from your address: retry later\n";
+        await answer(conn, { status: 429, headers: { "retry-after": "1" }, body }, head.method);
+        throw new AnsweredRequest(head.method, head.target, 429);
+      }
+      release = admitted.release;
+    }
+    try {
+      return await this.#open101(conn, head, client, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /**
+   * The client's address from `X-Forwarded-For`, when the direct peer is a
+   * trusted proxy: the right-most entry that is not one of them.
+   */
+  #forwardedClient(peer: Addr, headers: Headers): NetAddr | undefined {
+    const trusted = this.#trustProxy;
+    if (trusted === undefined || !("hostname" in peer) || !trusted.has(peer.hostname)) {
+      return undefined;
+    }
+    const hops = splitList(headers.get("x-forwarded-for"));
+    let client = peer.hostname;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i].replace(/^\[(.*)\](:\d+)?$/, "$1");
+      if (!isIp(hop)) break; // garbage stops the walk: keep the last good hop
+      client = hop;
+      if (!trusted.has(hop)) break;
+    }
+    return { transport: "tcp", hostname: client, port: 0 };
+  }
+
+  async #open101(
+    conn: SocketConn,
+    head: RequestHead,
+    client: NetAddr | undefined,
+    release: () => void,
+  ): Promise<WebSocketConn<T>> {
+    const options = this.#options;
     const info: UpgradeInfo = {
-      remoteAddr: conn.remoteAddr,
+      remoteAddr: client ?? conn.remoteAddr,
       localAddr: conn.localAddr,
       secure: this.secure,
     };
@@ -604,7 +691,7 @@ export class WebSocketServer<T = unknown> implements Server {
         new HandshakeError("ERR_WS_HANDSHAKE", "the server is shutting down", 503),
       );
     }
-    const remoteAddr = conn.remoteAddr;
+    const remoteAddr = client ?? conn.remoteAddr;
     let negotiated: { response: string; deflate: EngineDeflate } | null = null;
     if (this.#compression !== undefined) {
       try {
@@ -647,9 +734,13 @@ export class WebSocketServer<T = unknown> implements Server {
       data: accepted.data,
       hub: this.hub,
       highWaterMark: options.highWaterMark,
+      remoteAddr: client,
     });
     this.#open.add(ws);
-    ws.closed.then(() => this.#open.delete(ws));
+    ws.closed.then(() => {
+      this.#open.delete(ws);
+      release();
+    });
     return ws;
   }
 
@@ -789,7 +880,8 @@ export function serve<T = unknown>(
   const hostname = options.hostname ?? "127.0.0.1";
   const port = options.port ?? 0;
   const tls = options.cert !== undefined || options.key !== undefined ||
-    options.certFile !== undefined || options.keyFile !== undefined;
+    options.certFile !== undefined || options.keyFile !== undefined ||
+    options.certificates !== undefined;
   if (!tls) {
     return new WebSocketServer(
       listenSocket({ hostname, port, reusePort: options.reusePort }),
@@ -806,11 +898,22 @@ export function serve<T = unknown>(
     key: options.key,
     certFile: options.certFile,
     keyFile: options.keyFile,
+    certificates: options.certificates,
+    onCertificateReload: options.onCertificateReload,
     clientCaCerts: options.clientCaCerts,
     alpnProtocols: options.alpnProtocols,
     engine: options.engine,
     // The TLS handshake runs inside the upgrade's own deadline.
     handshakeTimeout: 0,
   });
-  return new WebSocketServer(acceptor.listener, options, handler, acceptor.handshake);
+  return new WebSocketServer(acceptor.listener, options, handler, acceptor.handshake, acceptor);
+}
+
+function isIp(text: string): boolean {
+  try {
+    parseIp(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
