@@ -110,9 +110,12 @@ Deno.test("stop() SIGKILLs a program that ignores SIGTERM once its timeout passe
 
 Deno.test("waitForStderr() rejects when stderr ends without a matching line", async () => {
   await using program = await startProgram({ args: server("listening on tls://127.0.0.1:1") });
-  const never = program.waitForStderr(/never logged/);
+  const never = assert.rejects(
+    program.waitForStderr(/never logged/),
+    /stderr ended without a line matching \/never logged\//,
+  );
   await program.stop();
-  await assert.rejects(never, /stderr ended without a line matching \/never logged\//);
+  await never;
 });
 
 Deno.test("an aborted signal takes a started program down", async () => {
