@@ -1,5 +1,7 @@
 // Writing received bytes to stdout exactly as they came, plus a final
 // newline on a terminal so the shell prompt does not glue on.
+import type { Conn } from "../conn.ts";
+import { relay } from "../relay.ts";
 
 /** A writable to stdout that remembers whether the last byte was a newline. */
 export function stdoutSink(): { writable: WritableStream<Uint8Array>; finish(): Promise<void> } {
@@ -20,4 +22,24 @@ export function stdoutSink(): { writable: WritableStream<Uint8Array>; finish(): 
       }
     },
   };
+}
+
+/**
+ * What `tcp-client` and `tls-client` do once connected: send `message` (or,
+ * without one and with stdin not a terminal, stdin: netcat style), half-close,
+ * and print everything the server sends until it closes. `timeout` (ms, 0 =
+ * none) bounds the wait for the reply; netcat mode waits as long as stdin.
+ */
+export async function sendAndPrint(
+  conn: Conn,
+  message: string | undefined,
+  timeout: number,
+): Promise<void> {
+  const netcat = message === undefined && !Deno.stdin.isTerminal();
+  const input = netcat
+    ? Deno.stdin.readable
+    : ReadableStream.from([new TextEncoder().encode(message ?? "Hello, server!")]);
+  const out = stdoutSink();
+  await relay(conn, input, out.writable, { timeout: netcat ? 0 : timeout });
+  await out.finish();
 }

@@ -9,7 +9,6 @@
  *
  * @module
  */
-import { relay } from "../relay.ts";
 import { connect } from "../tcp/connect.ts";
 import {
   parseFlags,
@@ -21,7 +20,7 @@ import {
   secondsFlag,
 } from "./_common.ts";
 import { hostPort } from "../internal/host.ts";
-import { stdoutSink } from "./_stdout.ts";
+import { sendAndPrint } from "./_stdout.ts";
 
 const USAGE = `
 tcp-client: send a message to a TCP server and print the reply
@@ -41,8 +40,6 @@ The reply is printed to stdout as it arrives; the client half-closes after
 sending and exits 0 when the server closes.
 `;
 
-const encoder = new TextEncoder();
-
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
@@ -55,15 +52,9 @@ export async function main(args: string[]): Promise<number> {
   const hostname = flags.hostname ?? "127.0.0.1";
   const port = portFlag(flags.port, 7000);
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
-  const netcat = flags.message === undefined && !Deno.stdin.isTerminal();
   const proxy = proxyFlag(flags, `tcp://${hostPort(hostname, port)}`);
   await using conn = await connect({ hostname, port, timeout, proxy });
-  const input = netcat
-    ? Deno.stdin.readable
-    : ReadableStream.from([encoder.encode(flags.message ?? "Hello, server!")]);
-  const out = stdoutSink();
-  await relay(conn, input, out.writable, { timeout: netcat ? 0 : timeout });
-  await out.finish();
+  await sendAndPrint(conn, flags.message, timeout);
   return 0;
 }
 

@@ -11,10 +11,9 @@
  *
  * @module
  */
-import { relay } from "../relay.ts";
 import { connect } from "../tls/connect.ts";
 import { parseFlags, portFlag, runMain, secondsFlag } from "./_common.ts";
-import { stdoutSink } from "./_stdout.ts";
+import { sendAndPrint } from "./_stdout.ts";
 import { clientCaCerts } from "./_pem.ts";
 import { log, PROXY_FLAGS, proxyFlag, proxyHelp, TRUNCATION_WARNING } from "./_common.ts";
 import { hostPort } from "../internal/host.ts";
@@ -48,7 +47,6 @@ sending and exits 0 when the server closes.
 `;
 
 const PROGRAM = "tls-client";
-const encoder = new TextEncoder();
 
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -66,7 +64,6 @@ export async function main(args: string[]): Promise<number> {
   const port = portFlag(flags.port, 7443);
   const timeout = secondsFlag(flags.timeout, "timeout", 10);
   const caCerts = await clientCaCerts(flags.ca);
-  const netcat = flags.message === undefined && !Deno.stdin.isTerminal();
   await using conn = await connect({
     hostname,
     port,
@@ -76,12 +73,7 @@ export async function main(args: string[]): Promise<number> {
     requireCloseNotify: flags["require-close-notify"] ?? false,
     proxy: proxyFlag(flags, `tls://${hostPort(hostname, port)}`),
   });
-  const input = netcat
-    ? Deno.stdin.readable
-    : ReadableStream.from([encoder.encode(flags.message ?? "Hello, server!")]);
-  const out = stdoutSink();
-  await relay(conn, input, out.writable, { timeout: netcat ? 0 : timeout });
-  await out.finish();
+  await sendAndPrint(conn, flags.message, timeout);
   if (conn.truncated) log(PROGRAM, TRUNCATION_WARNING);
   return 0;
 }

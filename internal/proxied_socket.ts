@@ -12,6 +12,7 @@ import {
   readProxyHeader,
   type ReadProxyHeaderOptions,
 } from "./proxy_protocol.ts";
+import { SocketWrapper } from "./socket_wrapper.ts";
 
 const V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
 // "PROXY UNKNOWN\r\n", the shortest header there is: safe to read at once.
@@ -75,8 +76,7 @@ function startsWith(buf: Uint8Array, text: string): boolean {
  * A `Deno.Conn` seen through a PROXY header: `remoteAddr` (and `localAddr`)
  * are the ones the balancer reported; everything else is the socket's.
  */
-export class ProxiedSocket implements Deno.Conn {
-  readonly #socket: Deno.Conn;
+export class ProxiedSocket extends SocketWrapper {
   readonly #remote: Deno.NetAddr;
   readonly #local: Deno.Addr;
 
@@ -85,7 +85,7 @@ export class ProxiedSocket implements Deno.Conn {
    * @param header The header; without a `source` (LOCAL, UNKNOWN) the socket's addresses stay.
    */
   constructor(socket: Deno.Conn, header: ProxyHeader) {
-    this.#socket = socket;
+    super(socket);
     const { source, destination } = header;
     this.#remote = source
       ? { transport: "tcp", hostname: source.hostname, port: source.port }
@@ -95,45 +95,11 @@ export class ProxiedSocket implements Deno.Conn {
       : socket.localAddr;
   }
 
-  get remoteAddr(): Deno.NetAddr {
+  override get remoteAddr(): Deno.NetAddr {
     return this.#remote;
   }
-  get localAddr(): Deno.Addr {
+  override get localAddr(): Deno.Addr {
     return this.#local;
-  }
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#socket.readable;
-  }
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#socket.writable;
-  }
-  read(p: Uint8Array): Promise<number | null> {
-    return this.#socket.read(p);
-  }
-  write(p: Uint8Array): Promise<number> {
-    return this.#socket.write(p);
-  }
-  closeWrite(): Promise<void> {
-    return this.#socket.closeWrite();
-  }
-  close(): void {
-    this.#socket.close();
-  }
-  ref(): void {
-    this.#socket.ref();
-  }
-  unref(): void {
-    this.#socket.unref();
-  }
-  /** Forwards `setNoDelay` and `setKeepAlive` when the socket is TCP. */
-  setNoDelay(noDelay?: boolean): void {
-    (this.#socket as Deno.TcpConn).setNoDelay?.(noDelay);
-  }
-  setKeepAlive(keepAlive?: boolean): void {
-    (this.#socket as Deno.TcpConn).setKeepAlive?.(keepAlive);
-  }
-  [Symbol.dispose](): void {
-    this.#socket.close();
   }
 }
 

@@ -18,3 +18,15 @@ export function closeQuietly(closable: { close(): void }): void {
     // Already closed.
   }
 }
+
+/** Yields `accept()`'s connections until the listener is closed (BadResource ends it). */
+export async function* acceptAll<C>(accept: () => Promise<C>): AsyncGenerator<C, void, void> {
+  for (;;) {
+    try {
+      yield await accept();
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource) return;
+      throw err;
+    }
+  }
+}

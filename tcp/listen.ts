@@ -1,6 +1,7 @@
 import type { Addr, Conn } from "../conn.ts";
 import { SocketConn } from "../internal/socket_conn.ts";
 import { toAddr } from "../internal/addr.ts";
+import { acceptAll } from "../internal/socket.ts";
 import { listenError } from "./errors.ts";
 
 /** Where to listen: a TCP address, or a Unix socket path. */
@@ -76,15 +77,8 @@ export class Listener implements AsyncIterable<Conn>, AsyncDisposable {
   }
 
   /** Yields each accepted connection until the listener is closed. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Conn> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (err) {
-        if (err instanceof Deno.errors.BadResource) return;
-        throw err;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<Conn> {
+    return acceptAll(() => this.accept());
   }
 
   /** Closes the listener, as `close()`. */

@@ -3,6 +3,7 @@
 // certificates), plus what the handshake agreed. Internal: users see TlsConn.
 import type { Conn } from "../conn.ts";
 import { SocketConn } from "../internal/socket_conn.ts";
+import { SocketWrapper } from "../internal/socket_wrapper.ts";
 import { TlsError } from "./errors.ts";
 
 /** A client certificate a server asked for and verified. */
@@ -89,35 +90,18 @@ function readError(err: unknown): unknown {
  * A TLS socket whose reads report a missing close_notify as a
  * {@linkcode TlsError} (`ERR_TLS_TRUNCATED`) instead of Deno's bare error.
  */
-class TruncationAware implements Deno.Conn {
-  #socket: Deno.Conn;
+class TruncationAware extends SocketWrapper {
   #strict: boolean;
   truncated = false;
 
   constructor(socket: Deno.Conn, strict: boolean) {
-    this.#socket = socket;
+    // Deno.startTls leaves `transport` unset on the addresses: toAddr() copes.
+    super(socket);
     this.#strict = strict;
   }
 
-  get localAddr(): Deno.Addr {
-    // Deno.startTls leaves `transport` unset: toAddr() copes.
-    return this.#socket.localAddr;
-  }
-
-  get remoteAddr(): Deno.Addr {
-    return this.#socket.remoteAddr;
-  }
-
-  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
-    return this.#socket.readable;
-  }
-
-  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
-    return this.#socket.writable;
-  }
-
-  read(p: Uint8Array): Promise<number | null> {
-    return this.#socket.read(p).catch((err) => {
+  override read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p).catch((err) => {
       const typed = readError(err);
       if (
         !this.#strict && typed instanceof TlsError && typed.code === "ERR_TLS_TRUNCATED"
@@ -129,29 +113,5 @@ class TruncationAware implements Deno.Conn {
       }
       return Promise.reject(typed);
     });
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    return this.#socket.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#socket.closeWrite();
-  }
-
-  close(): void {
-    this.#socket.close();
-  }
-
-  ref(): void {
-    this.#socket.ref();
-  }
-
-  unref(): void {
-    this.#socket.unref();
-  }
-
-  [Symbol.dispose](): void {
-    this.#socket[Symbol.dispose]();
   }
 }

@@ -10,7 +10,7 @@ import {
   type TlsReloadable,
 } from "./acceptor.ts";
 import type { TlsConn } from "./_tls_conn.ts";
-import { closeQuietly } from "../internal/socket.ts";
+import { acceptAll, closeQuietly } from "../internal/socket.ts";
 
 /** Options for {@linkcode listen}. */
 export interface ListenOptions extends TlsListenOptions {
@@ -172,15 +172,8 @@ export class TlsListener implements AsyncIterable<TlsConn>, AsyncDisposable, Tls
   }
 
   /** Yields each connection once its handshake is done, until the listener is closed. */
-  async *[Symbol.asyncIterator](): AsyncIterator<TlsConn> {
-    for (;;) {
-      try {
-        yield await this.accept();
-      } catch (err) {
-        if (err instanceof Deno.errors.BadResource) return;
-        throw err;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<TlsConn> {
+    return acceptAll(() => this.accept());
   }
 
   /** Closes the listener, as `close()`. */
