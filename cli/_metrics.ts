@@ -58,6 +58,12 @@ export function serveMetrics(
   });
   const refusedChildren = REASONS.map((reason) => refused.labels({ reason }));
   const refusedLast = REASONS.map(() => 0);
+  const failures = registry.counter({
+    name: "netkit_handshake_failures_total",
+    help: "Connections whose PROXY header, TLS handshake or WebSocket upgrade failed, by cause.",
+    labelNames: ["cause"],
+  });
+  const failuresLast = new Map<string, number>();
   registry.gauge({
     name: "netkit_connections_open",
     help: "Connections open now (setups in progress included).",
@@ -69,11 +75,6 @@ export function serveMetrics(
       "netkit_connections_idle_closed_total",
       "Connections the idle timeout closed.",
       () => stats.idleClosed,
-    ),
-    counter(
-      "netkit_setup_failures_total",
-      "Connections whose PROXY header, TLS handshake or upgrade failed.",
-      () => stats.failedSetups,
     ),
     counter("netkit_received_bytes_total", "Bytes received.", () => stats.bytesRead),
     counter("netkit_sent_bytes_total", "Bytes sent.", () => stats.bytesWritten),
@@ -98,6 +99,11 @@ export function serveMetrics(
     stats = source.stats();
     hub = source.hub?.stats();
     for (const sync of syncs) sync();
+    for (const [cause, count] of Object.entries(stats.failedSetupsByCause)) {
+      const last = failuresLast.get(cause) ?? 0;
+      if (count > last) failures.labels({ cause }).inc(count - last);
+      failuresLast.set(cause, count);
+    }
     REASONS.forEach((reason, i) => {
       const now = stats.refused[reason];
       if (now > refusedLast[i]) refusedChildren[i].inc(now - refusedLast[i]);

@@ -42,6 +42,12 @@ export interface ServerStats {
   idleClosed: number;
   /** Connections whose setup (PROXY header, TLS handshake, upgrade) failed. */
   failedSetups: number;
+  /**
+   * The same, by cause: the error's stable `code` (`ERR_TLS_HANDSHAKE_TIMEOUT`,
+   * `ERR_TLS_NOT_TLS`, `ERR_TLS_CERT_UNTRUSTED`, `ERR_WS_HANDSHAKE`,
+   * `ERR_PROXY_PROTOCOL`, …), or `"other"`.
+   */
+  failedSetupsByCause: Record<string, number>;
   /** Client addresses (IPv6 by /64) tracked for per-address limits. */
   trackedAddresses: number;
   /** Bytes received, by connections closed and open. */
@@ -98,6 +104,13 @@ export interface ServerOptions {
    */
   proxyProtocol?: boolean | { from?: string[]; timeout?: number };
 }
+
+/**
+ * A setup that ended on purpose without a connection (the WebSocket server
+ * answered a plain HTTP request): reported by its wrapper, not counted as a
+ * failure.
+ */
+export class Answered extends Error {}
 
 /** Writes a last word to a connection refused by a per-address limit (e.g. HTTP 429). */
 export type Refuse = (socket: Deno.Conn, reason: "per-ip" | "rate") => Promise<void> | undefined;
@@ -168,6 +181,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     refused: { "max-connections": 0, "per-ip": 0, rate: 0, "proxy-source": 0, "proxy-header": 0 },
     idleClosed: 0,
     failedSetups: 0,
+    failedSetupsByCause: {} as Record<string, number>,
     bytesRead: 0,
     bytesWritten: 0,
   };
@@ -244,6 +258,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       refused: { ...s.refused },
       idleClosed: s.idleClosed,
       failedSetups: s.failedSetups,
+      failedSetupsByCause: { ...s.failedSetupsByCause },
       trackedAddresses: this.#admission?.stats().keys ?? 0,
     };
   }
@@ -321,6 +336,13 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     }
   }
 
+  #failedSetup(error: unknown): void {
+    const code = (error as { code?: unknown })?.code;
+    const cause = typeof code === "string" ? code : "other";
+    this.#stats.failedSetups++;
+    this.#stats.failedSetupsByCause[cause] = (this.#stats.failedSetupsByCause[cause] ?? 0) + 1;
+  }
+
   /** Closes a connection at once, says why. */
   #refused(socket: Deno.Conn, reason: RefusalReason, error?: unknown): void {
     const remoteAddr = toAddr(socket.remoteAddr);
@@ -375,7 +397,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       const header = await readProxyHeaderExactly(socket);
       return new ProxiedSocket(socket, header);
     } catch (error) {
-      this.#stats.failedSetups++;
+      this.#failedSetup(error);
       this.#refused(socket, "proxy-header", error);
       return undefined;
     } finally {
@@ -419,7 +441,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       conn = await this.#wrap(socket);
     } catch (error) {
       closeQuietly(socket);
-      this.#stats.failedSetups++;
+      if (!this.#forced && !(error instanceof Answered)) this.#failedSetup(error);
       if (!this.#forced) this.#onEvent({ type: "error", remoteAddr, error });
       return;
     } finally {

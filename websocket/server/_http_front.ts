@@ -16,11 +16,12 @@ import {
 import { hostPort } from "../../internal/host.ts";
 import { closeQuietly, writeFull } from "../../internal/socket.ts";
 import type { SocketConn } from "../../internal/socket_conn.ts";
+import { Answered } from "../../internal/stream_server.ts";
 import { parseRequestHead } from "../codec/handshake.ts";
 import { HandshakeError } from "../errors.ts";
 
 /** A request answered without an upgrade: not an error, reported as a `request` event. */
-export class AnsweredRequest extends Error {
+export class AnsweredRequest extends Answered {
   constructor(readonly method: string, readonly target: string, readonly status: number) {
     super(`answered ${method} ${target} with ${status}`);
   }
