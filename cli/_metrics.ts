@@ -16,6 +16,10 @@ export interface MetricsSource {
 /** A running metrics listener. */
 export interface MetricsServer extends AsyncDisposable {
   readonly addr: { hostname: string; port: number };
+  /** Records a ping's round trip (WebSocket servers). */
+  roundTrip(ms: number): void;
+  /** Counts a slow consumer closed by its policy (WebSocket servers). */
+  slowClosed(): void;
   close(): Promise<void>;
 }
 
@@ -79,6 +83,19 @@ export function serveMetrics(
     counter("netkit_received_bytes_total", "Bytes received.", () => stats.bytesRead),
     counter("netkit_sent_bytes_total", "Bytes sent.", () => stats.bytesWritten),
   ];
+  const rtt = source.hub
+    ? registry.histogram({
+      name: "netkit_websocket_ping_rtt_seconds",
+      help: "Round trips of pings answered by a pong.",
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    })
+    : undefined;
+  const slow = source.hub
+    ? registry.counter({
+      name: "netkit_slow_consumer_closes_total",
+      help: "Clients closed for falling behind by more than --max-buffered.",
+    })
+    : undefined;
   if (source.hub) {
     registry.gauge({
       name: "netkit_websocket_connections_open",
@@ -167,6 +184,8 @@ export function serveMetrics(
     })();
   return {
     addr: { hostname: server.addr.hostname, port: server.addr.port },
+    roundTrip: (ms) => rtt?.observe(ms / 1000),
+    slowClosed: () => slow?.inc(),
     close,
     [Symbol.asyncDispose]: close,
   };

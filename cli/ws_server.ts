@@ -46,7 +46,7 @@ import {
   UsageError,
 } from "./_common.ts";
 import { eventLogger } from "./_log.ts";
-import { metricsAddress, serveMetrics } from "./_metrics.ts";
+import { metricsAddress, type MetricsServer, serveMetrics } from "./_metrics.ts";
 import { CidrSet } from "../internal/cidr.ts";
 import { readPemFile } from "./_pem.ts";
 
@@ -54,6 +54,8 @@ const PROGRAM = "ws-server";
 const TOPIC = "broadcast";
 // The program's name in its log lines: "ws-server", or "ws-server[2]" in worker 2.
 let program = PROGRAM;
+// The metrics listener, when --metrics is given: the event log feeds it pings and slow closes.
+let metrics: MetricsServer | undefined;
 
 const USAGE = `
 ws-server: a WebSocket server (broadcast chat or echo)
@@ -122,9 +124,13 @@ function logEvents(quiet: boolean): (event: WebSocketServerEvent) => void {
           );
         }
         break;
+      case "ping":
+        metrics?.roundTrip(event.roundTrip);
+        break;
       case "slow": {
         const who = formatAddr(event.remoteAddr);
         if (event.action === "closed") {
+          metrics?.slowClosed();
           log(program, `closed slow client ${who} (1008): its backlog passed --max-buffered`);
         } else if (event.action === "dropping") {
           log(
@@ -445,7 +451,7 @@ export async function main(args: string[]): Promise<number> {
     throw err;
   }
   const stopReloading = server.secure ? reloadOnSighup(program, server) : () => {};
-  await using _metrics = metricsAt === undefined ? undefined : serveMetrics(
+  await using _metrics = metrics = metricsAt === undefined ? undefined : serveMetrics(
     metricsAt,
     server,
     (url) => log(program, `metrics on ${url}metrics, live page on ${url}`, { event: "metrics" }),

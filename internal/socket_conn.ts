@@ -2,7 +2,7 @@
 // reader and a writable whose pipes and writeAll reach the socket directly.
 // Internal: users see the Conn interface.
 import type { Addr, Conn } from "../conn.ts";
-import { BufferedReader } from "../io/buffered_reader.ts";
+import { BufferedReader, type ByteSource } from "../io/buffered_reader.ts";
 import { RawWritableStream } from "./raw_writable.ts";
 import { writeFull } from "./socket.ts";
 import { toAddr } from "./addr.ts";
@@ -21,15 +21,23 @@ export interface ManagedConn extends Conn {
 
 /** Options for {@linkcode SocketConn}. */
 export interface SocketConnOptions {
-  /** The first read buffer's size. @default {16384} */
+  /**
+   * The read buffer of a quiet connection, in bytes: it grows to 64 KiB
+   * while reads fill it and goes back to this size after a short read (see
+   * `BufferedReaderOptions.bufferSize`). @default {1024}
+   */
   bufferSize?: number;
 }
+
+// Everything a SocketConn holds is paid once per open connection, and a
+// server may hold 100,000 of them: fields are plain values, the promise and
+// streams are made on first use, and nothing is a per-instance closure.
+const RESOLVED = Promise.resolve();
 
 /** A netkit {@linkcode Conn} over a `Deno.Conn` (TCP, TLS or Unix). */
 export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn {
   readonly localAddr: Addr;
   readonly remoteAddr: Addr;
-  readonly closed: Promise<void>;
 
   #activity = 0;
   // The connection that took the socket over (a TLS upgrade), if any.
@@ -44,31 +52,37 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
   #writeShut: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #released = false;
-  #resolveClosed!: () => void;
+  // Made when someone asks for `closed` before the connection is released.
+  #closed: Promise<void> | undefined;
+  #resolveClosed: (() => void) | undefined;
+  #bytesIn = 0;
+  #bytesOut = 0;
 
   constructor(socket: S, options: SocketConnOptions = {}) {
     this.#socket = socket;
     this.localAddr = toAddr(socket.localAddr);
     this.remoteAddr = toAddr(socket.remoteAddr);
-    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.#reader = new BufferedReader({
-      read: (p) => {
-        this.#activity++;
-        return this.#socket.read(p).then(this.#countIn);
-      },
-    }, { bufferSize: options.bufferSize });
+    this.#reader = new BufferedReader(new SocketSource(this), { bufferSize: options.bufferSize });
   }
 
-  #bytesIn = 0;
-  #bytesOut = 0;
-  #countIn = (n: number | null) => {
-    if (n !== null) this.#bytesIn += n;
-    return n;
-  };
-  #countOut = (n: number) => {
-    this.#bytesOut += n;
-    return n;
-  };
+  /** Resolves once the connection is closed (or handed over with {@linkcode detach}). */
+  get closed(): Promise<void> {
+    if (this.#closed === undefined) {
+      this.#closed = this.#released
+        ? RESOLVED
+        : new Promise((resolve) => (this.#resolveClosed = resolve));
+    }
+    return this.#closed;
+  }
+
+  /** One read from the socket, counted. Internal: the reader's source. */
+  readSocket(p: Uint8Array): Promise<number | null> {
+    this.#activity++;
+    return this.#socket.read(p).then((n) => {
+      if (n !== null) this.#bytesIn += n;
+      return n;
+    });
+  }
 
   /** Bytes received so far, the successor's (after STARTTLS) included. */
   get bytesRead(): number {
@@ -104,7 +118,11 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
       write: (chunk) => this.#write(chunk),
       close: () => this.#shutdownWrite(),
       abort: () => Promise.resolve(this.destroy()),
-      writeSome: (chunk) => this.#socket.write(chunk).then(this.#countOut),
+      writeSome: (chunk) =>
+        this.#socket.write(chunk).then((n) => {
+          this.#bytesOut += n;
+          return n;
+        }),
     });
   }
 
@@ -167,8 +185,8 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
     } catch {
       // Already closed by Deno (e.g. after a TLS upgrade took it over).
     }
-    this.#closing ??= Promise.resolve();
-    this.#resolveClosed();
+    this.#closing ??= RESOLVED;
+    this.#resolveClosed?.();
   }
 
   /**
@@ -178,8 +196,8 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
   detach(): S {
     if (this.#released) throw new TypeError("the connection is closed");
     this.#released = true;
-    this.#closing ??= Promise.resolve();
-    this.#resolveClosed();
+    this.#closing ??= RESOLVED;
+    this.#resolveClosed?.();
     return this.#socket;
   }
 
@@ -197,5 +215,16 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** The reader's byte source: a prototype method, not a closure per connection. */
+class SocketSource implements ByteSource {
+  #conn: SocketConn;
+  constructor(conn: SocketConn) {
+    this.#conn = conn;
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#conn.readSocket(p);
   }
 }

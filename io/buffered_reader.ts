@@ -11,10 +11,13 @@ export interface ByteSource {
 /** Options for {@linkcode BufferedReader}. */
 export interface BufferedReaderOptions {
   /**
-   * The size of the first read buffer, in bytes. The buffer doubles, up to
-   * 64 KiB, while reads keep filling it, so bulk transfers read big and
-   * thousands of idle chatty connections stay small.
-   * @default {16384}
+   * The size of the read buffer of a quiet connection, in bytes (at least
+   * 64): the first read, and every read after one that emptied the source
+   * (a short read), go into a buffer this small. Reads that fill the buffer
+   * make it grow, fourfold up to 64 KiB, so bulk transfers read 64 KiB at a
+   * time; the first short read lets the big buffer go again. A read that
+   * waits on a silent peer, perhaps for hours, holds only this much.
+   * @default {1024}
    */
   bufferSize?: number;
   /** Called once when the reader (or its `readable`) is cancelled. */
@@ -35,10 +38,55 @@ export interface ReadUntilOptions {
 /** The default of {@linkcode ReadUntilOptions.maxBytes}: 64 KiB. */
 export const DEFAULT_MAX_BYTES = 64 * 1024;
 
+/** The default of {@linkcode BufferedReaderOptions.bufferSize}: 1 KiB. */
+export const DEFAULT_BUFFER_SIZE = 1024;
+
 const MAX_READ_SIZE = 64 * 1024;
+const MIN_READ_SIZE = 64;
 const MIN_FREE = 4096;
+
+/**
+ * How big the next read buffer should be, from what the reads before it
+ * brought (as Netty's adaptive receive buffer): a quiet connection reads
+ * into `idle` bytes; reads that fill the buffer grow it fourfold up to
+ * 64 KiB; the first short read — the source had no more for now — makes
+ * the next one small again, so the big buffer is let go while the
+ * connection waits. A busy connection whose reads fill it keeps 64 KiB;
+ * one that comes back from quiet returns to the size it had earned after
+ * one full small read.
+ */
+class ReadSizes {
+  readonly idle: number;
+  /** The size earned by full reads; used while they keep coming. */
+  #bulk: number;
+  #quiet = true;
+
+  constructor(idle: number) {
+    this.idle = idle;
+    this.#bulk = idle;
+  }
+
+  /** The size for a read into an empty buffer. */
+  get next(): number {
+    return this.#quiet ? this.idle : this.#bulk;
+  }
+
+  /** Records a read of `n` bytes into a buffer with `room` bytes free, of `size` in all. */
+  record(n: number, room: number, size: number): void {
+    if (n < room) {
+      this.#quiet = true;
+      // A big buffer that a read filled to a quarter or less was too big:
+      // chatty messages a little over `idle` should not cost 64 KiB each.
+      if (size >= this.#bulk && n * 4 <= size) this.#bulk = Math.max(this.idle, size / 4);
+      return;
+    }
+    this.#quiet = false;
+    if (size >= this.#bulk) this.#bulk = Math.min(size * 4, MAX_READ_SIZE);
+  }
+}
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
+const kIdleSize = Symbol("netkit.idleReadSize");
 
 /**
  * A reader that owns its buffer, as Go's `bufio.Reader`: it reads a byte
@@ -85,7 +133,7 @@ export class BufferedReader {
   #start = 0;
   #end = 0;
   #owned = false;
-  #readSize: number;
+  #sizes: ReadSizes;
   #eof = false;
   #readable: BufferedReadableStream | undefined;
   #pending = false; // a read from the source is under way
@@ -103,7 +151,8 @@ export class BufferedReader {
   ) {
     if (source instanceof ReadableStream) this.#stream = source;
     else this.#raw = source;
-    this.#readSize = Math.min(Math.max(options.bufferSize ?? 16384, 64), MAX_READ_SIZE);
+    const idle = options.bufferSize ?? DEFAULT_BUFFER_SIZE;
+    this.#sizes = new ReadSizes(Math.min(Math.max(idle, MIN_READ_SIZE), MAX_READ_SIZE));
     this.#onCancel = options.onCancel;
   }
 
@@ -347,6 +396,11 @@ export class BufferedReader {
     this.#eof = true;
   }
 
+  /** The quiet read size, for a pipe that reads the source itself. Internal to io. */
+  get [kIdleSize](): number {
+    return this.#sizes.idle;
+  }
+
   #limitError(delim: Uint8Array, maxBytes: number): LimitExceededError {
     return new LimitExceededError(
       "maxBytes",
@@ -388,8 +442,7 @@ export class BufferedReader {
           return false;
         }
         this.#end += n;
-        // Reads that fill the buffer ask for a bigger one next time.
-        if (n === tail.length && this.#readSize < MAX_READ_SIZE) this.#readSize *= 2;
+        this.#sizes.record(n, tail.length, this.#buf.length);
         return true;
       }
       for (;;) {
@@ -412,9 +465,19 @@ export class BufferedReader {
   #room(want: number): Uint8Array {
     const have = this.#end - this.#start;
     const need = Math.max(Math.min(want, MAX_READ_SIZE), 1);
-    // An empty buffer smaller than the read size earned by earlier full
-    // reads is replaced, so bulk transfers move 64 KiB per read.
-    if (this.#owned && !(have === 0 && this.#buf.length < this.#readSize)) {
+    if (have === 0) {
+      // An empty buffer is sized by what the reads before brought: small
+      // while the connection is quiet (the big one is let go), big while
+      // reads fill it. The read may then wait for a long time.
+      const size = Math.max(this.#sizes.next, need);
+      if (!this.#owned || this.#buf.length !== size) {
+        this.#buf = new Uint8Array(size);
+        this.#owned = true;
+      }
+      this.#start = this.#end = 0;
+      return this.#buf;
+    }
+    if (this.#owned) {
       const free = this.#buf.length - this.#end;
       if (free >= need && (free >= MIN_FREE || free >= want)) {
         return this.#buf.subarray(this.#end);
@@ -426,7 +489,7 @@ export class BufferedReader {
         return this.#buf.subarray(this.#end);
       }
     }
-    const size = Math.max(this.#readSize, have + need, have * 2);
+    const size = Math.max(this.#sizes.next, have + need, have * 2);
     const buf = new Uint8Array(size);
     buf.set(this.#buf.subarray(this.#start, this.#end));
     this.#buf = buf;
@@ -564,9 +627,6 @@ async function fastPipe(
   }
 }
 
-const MIN_PIPE_BUFFER = 16 * 1024;
-const MAX_PIPE_BUFFER = 64 * 1024;
-
 async function directLoop(
   source: ByteSource,
   writeSome: (chunk: Uint8Array) => Promise<number>,
@@ -575,9 +635,10 @@ async function directLoop(
   writer: WritableStreamDefaultWriter<Uint8Array>,
   { preventAbort = false, preventCancel = false }: StreamPipeOptions,
 ): Promise<void> {
-  // Start small and double while reads fill the buffer: bulk transfers
-  // reach 64 KiB reads, thousands of chatty connections stay at 16 KiB.
-  let buf = new Uint8Array(MIN_PIPE_BUFFER);
+  // Sized as the reader's own buffer: small while the connection is quiet
+  // (an idle pipe's pending read holds only that), 64 KiB while reads fill it.
+  const sizes = new ReadSizes(buffered[kIdleSize]);
+  let buf = new Uint8Array(sizes.next);
   for (;;) {
     let n: number | null;
     try {
@@ -598,7 +659,8 @@ async function directLoop(
       if (!preventCancel) await reader.cancel(err).catch(() => {});
       throw err;
     }
-    if (n === buf.length && buf.length < MAX_PIPE_BUFFER) buf = new Uint8Array(buf.length * 2);
+    sizes.record(n, buf.length, buf.length);
+    if (sizes.next !== buf.length) buf = new Uint8Array(sizes.next);
   }
 }
 

@@ -92,12 +92,14 @@ Deno.test("ws-server serves two certificates by SNI and reloads them on SIGHUP",
   }
 });
 
-Deno.test("ws-server --metrics counts publishes and deliveries", async () => {
+Deno.test("ws-server --metrics counts publishes, deliveries and ping round trips", async () => {
   await using server = await startServer("cli/ws_server.ts", [
     "--port",
     "0",
     "--metrics",
     "127.0.0.1:0",
+    "--idle-timeout",
+    "0.3",
   ]);
   const line = await server.waitForStderr(/metrics on http:/);
   const url = /http:\/\/127\.0\.0\.1:\d+\//.exec(line)![0];
@@ -108,7 +110,12 @@ Deno.test("ws-server --metrics counts publishes and deliveries", async () => {
   await a.send("hello");
   assert.equal(await a.receive(), "hello");
   assert.equal(await b.receive(), "hello");
+  await delay(400); // silent for half the idle timeout: each client is pinged, and answers
   const metrics = await (await fetch(`${url}metrics`)).text();
+  assert.match(metrics, /^# TYPE netkit_websocket_ping_rtt_seconds histogram$/m);
+  const pings = Number(/^netkit_websocket_ping_rtt_seconds_count (\d+)$/m.exec(metrics)?.[1]);
+  assert.ok(pings >= 2, `pings answered: ${pings}`);
+  assert.match(metrics, /^netkit_slow_consumer_closes_total 0$/m);
   assert.match(metrics, /^netkit_messages_published_total 1$/m);
   assert.match(metrics, /^netkit_deliveries_total 2$/m);
   assert.match(metrics, /^netkit_websocket_connections_open 2$/m);

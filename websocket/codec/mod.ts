@@ -6,6 +6,8 @@
  * permessage-deflate (RFC 7692): the `Sec-WebSocket-Extensions`
  * negotiation on both sides and {@linkcode DeflateContext}, the message
  * compressor. `@netkit/netkit/websocket` builds its servers and clients from these.
+ * And netkit's own subprotocol, `netkit.v1` (positions and resume, see
+ * docs/netkit-v1.md): its envelopes both ways and the resume URL.
  *
  * @example A frame round trip
  * ```ts
@@ -60,3 +62,15 @@ export {
   negotiateDeflate,
   parseExtensions,
 } from "./permessage_deflate.ts";
+export {
+  decodeClientEnvelope,
+  decodeServerMessage,
+  encodeClientEnvelope,
+  encodeServerEnvelope,
+  formatResumeUrl,
+  NETKIT_V1,
+  NETKIT_V1_SINCE,
+  type NetkitV1Event,
+  type NetkitV1Position,
+  parseResumeUrl,
+} from "./netkit_v1.ts";

@@ -79,6 +79,8 @@ interface Hooks {
   onSlow?: (event: SlowEvent, dropped: number) => void;
   /** The idle timeout closed the connection. */
   onIdle?: () => void;
+  /** A pong answered a ping after `ms` milliseconds. */
+  onRoundTrip?: (ms: number) => void;
 }
 
 interface PendingPing {
@@ -479,6 +481,7 @@ export class FramedEngine implements WebSocketEngine {
     while (this.#pings.length > 0 && this.#pings[0].id <= id) {
       const ping = this.#pings.shift()!;
       ping.resolve(now - ping.start);
+      this.#hooks.onRoundTrip?.(now - ping.start);
     }
   }
 

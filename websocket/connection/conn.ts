@@ -127,6 +127,8 @@ export const kDiscard: unique symbol = Symbol("netkit.ws.discard");
 export const kServe: unique symbol = Symbol("netkit.ws.serve");
 /** Internal: the drain callback of a handler object. */
 export const kOnDrain: unique symbol = Symbol("netkit.ws.onDrain");
+/** Internal: what `send` and `writable` queue goes through it (a `netkit.v1` envelope). */
+export const kWrap: unique symbol = Symbol("netkit.ws.wrap");
 
 /**
  * One WebSocket connection. It is a netkit {@linkcode Conn} — each message
@@ -197,6 +199,8 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #received = 0;
   /** Internal: the handler object's `drain`. */
   [kOnDrain]: ((ws: WebSocketConn<T>) => void) | undefined;
+  /** Internal: wraps each message `send` and `writable` queue (`netkit.v1`). */
+  [kWrap]: ((data: Message, binary: boolean) => Message) | undefined;
   // Set by [kServe]: messages go straight to it, not through the inbox.
   #direct: ((data: Message) => void | Promise<void>) | undefined;
   #directDone: (() => void) | undefined;
@@ -204,10 +208,10 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   // socket is still read, so a pong or a close the handler awaits arrives).
   #busy = false;
 
-  /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
   // The client's address when a trusted proxy named it (X-Forwarded-For).
   #remote: Addr | undefined;
 
+  /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
   constructor(init: WebSocketConnInit<T>) {
     this.#engine = init.engine;
     this.#remote = init.remoteAddr;
@@ -340,6 +344,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    */
   send(data: Message, options?: SendOptions): Promise<boolean> {
     const binary = options?.binary ?? typeof data !== "string";
+    if (this[kWrap] !== undefined) data = this[kWrap](data, binary);
     if (this.#engine.sendData(data, binary) !== "sent") return FALSE;
     if (this.#engine.bufferedAmount <= this.#hwm) return TRUE;
     return this.#engine.waitBelow(this.#hwm).then(() => true);
@@ -419,7 +424,8 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   get writable(): WritableStream<Uint8Array> {
     return this.#writable ??= new RawWritableStream({
       write: async (chunk) => {
-        if (this.#engine.sendData(chunk, true) === "closed") {
+        const data = this[kWrap]?.(chunk, true) ?? chunk;
+        if (this.#engine.sendData(data, true) === "closed") {
           throw new WebSocketError("ERR_WS_CLOSED", "the WebSocket is closing: cannot write");
         }
         if (this.#engine.bufferedAmount > this.#hwm) await this.#engine.waitBelow(this.#hwm);

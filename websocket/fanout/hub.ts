@@ -7,6 +7,8 @@
  */
 import type { BroadcastBus, BusListener } from "./bus.ts";
 import { PreparedMessage } from "./prepared_message.ts";
+import { History, type LogEntry, type TopicLog } from "./history.ts";
+import { formatSubscribed, type NetkitV1Position } from "../codec/netkit_v1.ts";
 
 /** What happened to a message sent to one connection. Internal: public signatures spell it out. */
 export type SendStatus = "sent" | "dropped" | "closed";
@@ -16,6 +18,40 @@ export interface Subscriber {
   /** Queues a prepared message; says whether it was queued, dropped (slow consumer) or the connection is closing. */
   sendPrepared(message: PreparedMessage): "sent" | "dropped" | "closed";
 }
+
+/**
+ * A `netkit.v1` connection, as the hub sees it: where to send envelopes,
+ * its backlog, and the positions it asked to resume from. Internal: made by
+ * the server for each connection that agreed on `netkit.v1`.
+ */
+export interface ResumeLink {
+  /** Queues a message as it is (an envelope or an answer): the connection's `sendPrepared`. */
+  send(message: PreparedMessage): SendStatus;
+  /** The connection's unsent backlog, in bytes. */
+  readonly bufferedAmount: number;
+  /** Resolves once the backlog is at most `bytes` (or the connection is gone). */
+  waitBelow(bytes: number): Promise<void>;
+  /** A replay keeps the backlog under this many bytes (below `maxBuffered`). */
+  readonly window: number;
+  /** Ends the connection: it cannot be told what it needs to know (a `sub` dropped). */
+  fail(reason: string): void;
+  /** Positions asked for in the upgrade URL, by topic; each is used by the first subscribe to it. */
+  readonly since: Map<string, NetkitV1Position>;
+}
+
+/** A `netkit.v1` connection's state in a hub. */
+interface Session {
+  link: ResumeLink;
+  /**
+   * Topics this connection is being fed from the log rather than live (a
+   * resume, or catching up after messages were dropped), each with the
+   * offsets to send as positions only (its own, without `includeSelf`).
+   */
+  replaying: Map<string, Set<number>>;
+}
+
+/** Registers a `netkit.v1` connection with a hub. Internal: the server's. */
+export let attachResume: (hub: BroadcastHub, conn: Subscriber, link: ResumeLink) => void;
 
 /** How a publish went: how many subscribers got the message queued, and how many were skipped. */
 export interface PublishResult {
@@ -40,7 +76,18 @@ export interface PublishResult {
  *
  * With a `bus`, publishes also reach the subscribers of every other hub on
  * the bus (other servers, other processes), each exactly once; the hub
- * subscribes a topic on the bus while it has local subscribers to it.
+ * subscribes a topic on the bus while it has local subscribers to it (and,
+ * with history, while it keeps the topic's log).
+ *
+ * With `historySize`, the hub keeps a log per topic: every message published
+ * (here or through the bus) gets a position — the log's epoch and an offset
+ * — and clients that speak the `netkit.v1` subprotocol (serve() agrees on it
+ * when its hub keeps history) get each message with its position, and resume
+ * after a reconnect from the last one they saw: replayed from the log, then
+ * live, with no duplicate and no gap; or told `recovered: false` when the
+ * log no longer covers it. See docs/netkit-v1.md. Other clients see no
+ * difference. The log keeps the published message itself (the object every
+ * subscriber shares) and, once a `netkit.v1` client needs it, its envelope.
  *
  * @example
  * ```ts
@@ -68,19 +115,66 @@ export class BroadcastHub {
   #delivered = 0;
   #dropped = 0;
   #detach: (() => void) | undefined;
-  #fromBus: BusListener = (topic, message) => void this.#fanOut(topic, message, undefined);
+  #fromBus: BusListener = (topic, message) =>
+    void this.#fanOut(topic, message, undefined, this.#record(topic, message));
+  // Topics subscribed on the bus (released when neither subscribers nor a log need them).
+  #onBus = new Set<string>();
+  #history: History | undefined;
+  #sessions = new Map<Subscriber, Session>();
+
+  static {
+    attachResume = (hub, conn, link) => {
+      if (hub.#history !== undefined) hub.#sessions.set(conn, { link, replaying: new Map() });
+    };
+  }
 
   /**
-   * Makes a hub, attached to `options.bus` if given.
+   * Makes a hub, attached to `options.bus` if given, keeping history if
+   * `options.historySize` is more than 0.
    *
    * @param options `bus` carries publishes beyond this hub (an `InProcessBus`
    *   or a `RedisBus`): what this hub publishes goes to the bus too, and what
    *   comes through the bus from elsewhere reaches this hub's subscribers.
    *   Default: none.
+   *
+   *   `historySize`: messages kept per topic for `netkit.v1` clients that
+   *   resume; 0 keeps none and turns `netkit.v1` off. @default {0}
+   *
+   *   `historyTtl`: milliseconds a message is kept; 0 = no age limit (then
+   *   a topic's log is never forgotten: use it with few topics). A topic's
+   *   log is forgotten once it has had no subscriber for this long.
+   *   @default {300000}
+   *
+   *   `maxHistoryBytes`: payload bytes kept per topic (the oldest messages
+   *   go first). @default {16777216}
+   * @throws {RangeError} A bound that is not a number in range.
    */
-  constructor(options: { bus?: BroadcastBus | undefined } = {}) {
+  constructor(
+    options: {
+      bus?: BroadcastBus | undefined;
+      historySize?: number | undefined;
+      historyTtl?: number | undefined;
+      maxHistoryBytes?: number | undefined;
+    } = {},
+  ) {
+    if ((options.historySize ?? 0) !== 0) this.#history = new History(options);
     this.#bus = options.bus;
     this.#detach = this.#bus?.attach(this.#fromBus);
+  }
+
+  /** Whether the hub keeps history (and so speaks `netkit.v1`). */
+  get keepsHistory(): boolean {
+    return this.#history !== undefined;
+  }
+
+  /**
+   * The position of `topic`'s log: its epoch and the offset of the last
+   * message published on it, and the oldest offset still kept; `undefined`
+   * without history or before the topic's first publish or subscribe.
+   */
+  position(topic: string): { epoch: string; offset: number; oldest: number } | undefined {
+    const log = this.#history?.get(topic);
+    return log && { epoch: log.epoch, offset: log.head, oldest: log.first };
   }
 
   /** The bus this hub publishes to and hears from, if any. */
@@ -97,7 +191,8 @@ export class BroadcastHub {
     if (bus === undefined) return;
     this.#bus = undefined;
     this.#detach?.();
-    for (const topic of this.#topics.keys()) bus.unsubscribe(topic);
+    for (const topic of this.#onBus) bus.unsubscribe(topic);
+    this.#onBus.clear();
   }
 
   /** Subscribes `conn` to `topic`; `false` if it already was. */
@@ -105,13 +200,18 @@ export class BroadcastHub {
     let subs = this.#topics.get(topic);
     if (subs === undefined) {
       this.#topics.set(topic, subs = new Set());
-      this.#bus?.subscribe(topic).catch(() => {});
+      if (this.#bus !== undefined && !this.#onBus.has(topic)) {
+        this.#onBus.add(topic);
+        this.#bus.subscribe(topic).catch(() => {});
+      }
     }
     if (subs.has(conn)) return false;
     subs.add(conn);
     let topics = this.#byConn.get(conn);
     if (topics === undefined) this.#byConn.set(conn, topics = new Set());
     topics.add(topic);
+    const session = this.#sessions.get(conn);
+    if (session !== undefined) this.#start(conn, session, topic);
     return true;
   }
 
@@ -128,6 +228,7 @@ export class BroadcastHub {
 
   /** Unsubscribes `conn` from every topic (done for you when a connection closes). */
   unsubscribeAll(conn: Subscriber): void {
+    this.#sessions.delete(conn);
     const topics = this.#byConn.get(conn);
     if (topics === undefined) return;
     for (const topic of topics) {
@@ -140,7 +241,15 @@ export class BroadcastHub {
 
   #dropTopic(topic: string): void {
     this.#topics.delete(topic);
-    this.#bus?.unsubscribe(topic);
+    const log = this.#history?.get(topic);
+    // The log goes on recording what comes through the bus, for whoever
+    // resumes: the bus subscription ends when the log is forgotten.
+    if (log !== undefined) log.lastLeft = performance.now();
+    else this.#leaveBus(topic);
+  }
+
+  #leaveBus(topic: string): void {
+    if (this.#bus !== undefined && this.#onBus.delete(topic)) this.#bus.unsubscribe(topic);
   }
 
   /** Whether `conn` is subscribed to `topic`. */
@@ -180,12 +289,14 @@ export class BroadcastHub {
     options: { except?: Subscriber | undefined; binary?: boolean | undefined } = {},
   ): PublishResult {
     const bus = this.#bus;
-    if (bus === undefined && !this.#topics.has(topic)) return { delivered: 0, dropped: 0 };
+    if (bus === undefined && this.#history === undefined && !this.#topics.has(topic)) {
+      return { delivered: 0, dropped: 0 };
+    }
     const prepared = message instanceof PreparedMessage
       ? message
       : new PreparedMessage(message, options.binary);
     this.#published++;
-    const result = this.#fanOut(topic, prepared, options.except);
+    const result = this.#fanOut(topic, prepared, options.except, this.#record(topic, prepared));
     bus?.publish(topic, prepared, this.#fromBus);
     return result;
   }
@@ -199,13 +310,44 @@ export class BroadcastHub {
     return { published: this.#published, delivered: this.#delivered, dropped: this.#dropped };
   }
 
-  #fanOut(topic: string, prepared: PreparedMessage, except: Subscriber | undefined): PublishResult {
+  /**
+   * What the history keeps: topics with a log, messages and their payload
+   * bytes (all zero without history).
+   */
+  historyStats(): { topics: number; messages: number; bytes: number } {
+    return this.#history?.stats() ?? { topics: 0, messages: 0, bytes: 0 };
+  }
+
+  /** Appends a publish to its topic's log (with history), sweeping now and then. */
+  #record(topic: string, prepared: PreparedMessage): LogEntry | undefined {
+    const history = this.#history;
+    if (history === undefined) return undefined;
+    const now = performance.now();
+    const entry = history.append(topic, prepared, now);
+    history.maybeSweep(now, (t) => this.#topics.has(t), (t) => this.#leaveBus(t));
+    return entry;
+  }
+
+  #fanOut(
+    topic: string,
+    prepared: PreparedMessage,
+    except: Subscriber | undefined,
+    entry: LogEntry | undefined,
+  ): PublishResult {
     const result: PublishResult = { delivered: 0, dropped: 0 };
     const subs = this.#topics.get(topic);
     if (subs === undefined) return result;
+    const sessions = entry !== undefined && this.#sessions.size > 0 ? this.#sessions : undefined;
     // A subscriber closed by its policy may unsubscribe during the loop,
     // which a Set's iteration allows.
     for (const conn of subs) {
+      const session = sessions?.get(conn);
+      if (session !== undefined) {
+        const status = this.#sendEntry(conn, session, topic, entry!, conn === except);
+        if (status === "sent") result.delivered++;
+        else if (status !== undefined) result.dropped++;
+        continue;
+      }
       if (conn === except) continue;
       if (conn.sendPrepared(prepared) === "sent") result.delivered++;
       else result.dropped++;
@@ -213,5 +355,128 @@ export class BroadcastHub {
     this.#delivered += result.delivered;
     this.#dropped += result.dropped;
     return result;
+  }
+
+  /**
+   * A live message to a `netkit.v1` connection: its envelope (or its
+   * position alone, to the publisher without `includeSelf`); nothing while
+   * the topic is being replayed to it (the replay will get there from the
+   * log). A message dropped (`policy: "drop"`) switches the topic to a
+   * replay from the log, so the connection catches up once it drains.
+   */
+  #sendEntry(
+    conn: Subscriber,
+    session: Session,
+    topic: string,
+    entry: LogEntry,
+    own: boolean,
+  ): SendStatus | undefined {
+    const skips = session.replaying.get(topic);
+    if (skips !== undefined) {
+      if (own) skips.add(entry.offset);
+      return undefined;
+    }
+    const status = session.link.send(own ? entry.skip() : entry.envelope());
+    if (status === "dropped") {
+      const log = this.#history!.get(topic)!;
+      session.replaying.set(topic, new Set(own ? [entry.offset] : []));
+      void this.#replay(conn, session, log, entry.offset - 1);
+    }
+    return own ? undefined : status;
+  }
+
+  /**
+   * A `netkit.v1` connection has just been subscribed to `topic`: tells it
+   * its position there, and resumes it if it asked to (the answer first,
+   * then the replay, then live).
+   */
+  #start(conn: Subscriber, session: Session, topic: string): void {
+    const log = this.#history!.open(topic);
+    const asked = session.link.since.get(topic);
+    session.link.since.delete(topic);
+    let answer: string;
+    let from = -1;
+    if (asked === undefined) {
+      answer = formatSubscribed(topic, log.epoch, log.head);
+    } else if (asked.epoch !== log.epoch || asked.offset > log.head) {
+      answer = formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason: "epoch" });
+    } else if (asked.offset < log.first - 1) {
+      answer = formatSubscribed(topic, log.epoch, log.head, {
+        recovered: false,
+        reason: "trimmed",
+      });
+    } else {
+      answer = formatSubscribed(topic, log.epoch, asked.offset, { recovered: true });
+      from = asked.offset;
+    }
+    if (!this.#tell(session, answer)) return;
+    if (from >= 0 && from < log.head) {
+      session.replaying.set(topic, new Set());
+      void this.#replay(conn, session, log, from);
+    }
+  }
+
+  /** Sends an answer the client must not miss; a connection that cannot take it is ended. */
+  #tell(session: Session, text: string): boolean {
+    const status = session.link.send(new PreparedMessage(text));
+    if (status === "dropped") {
+      session.link.fail("netkit.v1: too far behind to be told its position");
+    }
+    return status === "sent";
+  }
+
+  /**
+   * Feeds a `netkit.v1` connection `log`'s messages after `cursor`, keeping
+   * its backlog under the link's window, until it has them all — then, in
+   * the same turn (no publish can come between), it is live again. If the
+   * log is trimmed past the cursor meanwhile (a client slower than the
+   * history is long), it is told `recovered: false` and goes live from the
+   * head: never a silent gap.
+   */
+  async #replay(conn: Subscriber, session: Session, log: TopicLog, cursor: number): Promise<void> {
+    const { topic } = log;
+    const skips = session.replaying.get(topic)!;
+    const link = session.link;
+    let drops = 0;
+    try {
+      for (;;) {
+        if (this.#sessions.get(conn) !== session || !this.isSubscribed(conn, topic)) return;
+        log.trim(performance.now(), this.#history!.bounds);
+        if (cursor < log.first - 1) {
+          this.#tell(
+            session,
+            formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason: "trimmed" }),
+          );
+          return;
+        }
+        let wait = -1;
+        while (cursor < log.head) {
+          const entry = log.at(cursor + 1)!;
+          const message = skips.has(entry.offset) ? entry.skip() : entry.envelope();
+          const size = message.frame.length;
+          const buffered = link.bufferedAmount;
+          if (buffered > 0 && buffered + size > link.window) {
+            wait = Math.max(0, link.window - size);
+            break;
+          }
+          const status = link.send(message);
+          if (status === "closed") return;
+          if (status === "dropped") {
+            // Dropping ends once the backlog has drained; if it does not, give up.
+            if (++drops > 3) return link.fail("netkit.v1: cannot catch up");
+            wait = 0;
+            break;
+          }
+          drops = 0;
+          skips.delete(entry.offset);
+          cursor++;
+        }
+        if (cursor >= log.head) return;
+        await link.waitBelow(wait);
+      }
+    } finally {
+      // Synchronously after the last check: the next publish goes out live.
+      if (session.replaying.get(topic) === skips) session.replaying.delete(topic);
+    }
   }
 }

@@ -19,6 +19,12 @@ const encoder = new TextEncoder();
 export const kDeflatedFrame: unique symbol = Symbol("netkit.ws.deflatedFrame");
 
 /**
+ * Internal: a message made from its payload bytes whose payload is a view of
+ * its frame — one buffer kept, not two (the envelopes a history keeps).
+ */
+export let preparedFromPayload: (payload: Uint8Array, binary: boolean) => PreparedMessage;
+
+/**
  * A message encoded once for many connections: its payload bytes and its
  * unmasked (server) frame are computed on first use and shared — and, on a
  * server with `compression: "shared"`, its compressed frame too, for every
@@ -48,6 +54,15 @@ export class PreparedMessage {
   #deflatedBy: DeflateContext | undefined;
   #deflated: Uint8Array | undefined;
   #moreDeflated: Map<DeflateContext, Uint8Array> | undefined;
+
+  static {
+    preparedFromPayload = (payload, binary) => {
+      const frame = encodeFrame(binary ? Opcode.Binary : Opcode.Text, payload);
+      const message = new PreparedMessage(frame.subarray(frame.length - payload.length), binary);
+      message.#frame = frame;
+      return message;
+    };
+  }
 
   /**
    * Wraps a message; nothing is encoded until a connection needs it.

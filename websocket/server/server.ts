@@ -27,6 +27,7 @@ import {
   CloseCode,
   DEFAULT_COMPRESSION_THRESHOLD,
   DEFAULT_HANDSHAKE_TIMEOUT,
+  DEFAULT_MAX_BUFFERED,
   DEFAULT_MAX_HEAD_SIZE,
 } from "../codec/constants.ts";
 import {
@@ -40,6 +41,7 @@ import {
   kOnDrain,
   kServe,
   kStart,
+  kWrap,
   type Message,
   WebSocketConn,
 } from "../connection/conn.ts";
@@ -64,7 +66,13 @@ import {
   type UpgradeRequest,
   validateUpgrade,
 } from "../codec/handshake.ts";
-import { BroadcastHub, type PublishResult } from "../fanout/hub.ts";
+import { attachResume, BroadcastHub, type PublishResult } from "../fanout/hub.ts";
+import {
+  decodeClientEnvelope,
+  encodeServerEnvelope,
+  NETKIT_V1,
+  parseResumeUrl,
+} from "../codec/netkit_v1.ts";
 import type { PreparedMessage } from "../fanout/prepared_message.ts";
 import type { BroadcastBus } from "../fanout/bus.ts";
 import { hostPort } from "../../internal/host.ts";
@@ -134,6 +142,12 @@ export type WebSocketServerEvent =
     status: number;
   }
   | {
+    /** A pong answered a ping (`ws.ping()` or the idle timeout's) after `roundTrip` ms. */
+    type: "ping";
+    remoteAddr: Addr;
+    roundTrip: number;
+  }
+  | {
     /** A slow consumer over `maxBuffered`: closed, skipped from now on, or caught up after `dropped` messages. */
     type: "slow";
     remoteAddr: Addr;
@@ -194,6 +208,24 @@ export interface ServeOptions<T = unknown>
   /** The hub for topics; share one between servers. Default: a new one. */
   hub?: BroadcastHub;
   /**
+   * For the server's own hub (when `hub` is not given): messages kept per
+   * topic, so that clients speaking the `netkit.v1` subprotocol resume
+   * after a reconnect with nothing lost or are told they cannot (see
+   * `BroadcastHub` and docs/netkit-v1.md). With history the server agrees
+   * on `netkit.v1` for a handler object when the client offers it (and
+   * neither `protocols` nor the `upgrade` hook picked another); other
+   * clients see no difference. 0: no history, no `netkit.v1`.
+   * @default {0}
+   */
+  historySize?: number;
+  /**
+   * With `historySize`: milliseconds a message is kept; 0 = no age limit.
+   * @default {300000}
+   */
+  historyTtl?: number;
+  /** With `historySize`: payload bytes kept per topic. @default {16777216} */
+  maxHistoryBytes?: number;
+  /**
    * The bus for the server's own hub (when `hub` is not given): publishes
    * reach the subscribers of every server on the bus — in this process
    * (`InProcessBus`) or in every process sharing a Redis (`RedisBus`). The
@@ -235,6 +267,8 @@ export interface ServeOptions<T = unknown>
 }
 
 const COMPRESSION_MODES = ["off", "shared", "dedicated"];
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /**
  * permessage-deflate for one server: the negotiation of each upgrade and,
@@ -381,7 +415,12 @@ export class WebSocketServer<T = unknown> implements Server {
       );
     }
     const ownHub = options.hub === undefined;
-    this.hub = options.hub ?? new BroadcastHub({ bus: options.bus });
+    this.hub = options.hub ?? new BroadcastHub({
+      bus: options.bus,
+      historySize: options.historySize,
+      historyTtl: options.historyTtl,
+      maxHistoryBytes: options.maxHistoryBytes,
+    });
     this.secure = tlsHandshake !== undefined;
     this.#stream = new StreamServer<WebSocketConn<T>>(
       listener,
@@ -675,8 +714,12 @@ export class WebSocketServer<T = unknown> implements Server {
       throw new AnsweredRequest(head.method, head.target, response.status);
     }
     const accepted = typeof decision === "object" && decision !== null ? decision : {};
+    // netkit.v1 needs a hub with history and a handler object (it wraps and
+    // unwraps messages: a plain Conn handler would see the envelopes).
+    const v1 = this.hub.keepsHistory && typeof this.#handler !== "function" &&
+      valid.protocols.includes(NETKIT_V1);
     const protocol = accepted.protocol ??
-      valid.protocols.find((p) => options.protocols?.includes(p)) ?? "";
+      valid.protocols.find((p) => options.protocols?.includes(p)) ?? (v1 ? NETKIT_V1 : "");
     if (protocol !== "" && !valid.protocols.includes(protocol)) {
       await answer(conn, { status: 500, body: "internal error\n" }, head.method);
       throw new NetkitError(
@@ -722,6 +765,7 @@ export class WebSocketServer<T = unknown> implements Server {
       {
         onSlow: (action, dropped) => this.#emit({ type: "slow", remoteAddr, action, dropped }),
         onIdle: () => this.#emit({ type: "idle", remoteAddr }),
+        onRoundTrip: (roundTrip) => this.#emit({ type: "ping", remoteAddr, roundTrip }),
       },
       negotiated?.deflate,
     );
@@ -736,12 +780,38 @@ export class WebSocketServer<T = unknown> implements Server {
       highWaterMark: options.highWaterMark,
       remoteAddr: client,
     });
+    if (protocol === NETKIT_V1 && v1) this.#speakV1(ws, engine, url);
     this.#open.add(ws);
     ws.closed.then(() => {
       this.#open.delete(ws);
       release();
     });
     return ws;
+  }
+
+  /**
+   * A `netkit.v1` connection: the hub sends it envelopes and resumes it from
+   * the positions in its URL; what the application sends it directly goes
+   * in an envelope too (its messages are unwrapped in #run).
+   */
+  #speakV1(ws: WebSocketConn<T>, engine: FramedEngine, url: URL): void {
+    const maxBuffered = this.#options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
+    ws[kWrap] = (data, binary) => {
+      if (binary) {
+        return encodeServerEnvelope(typeof data === "string" ? encoder.encode(data) : data);
+      }
+      return encodeServerEnvelope(typeof data === "string" ? data : decoder.decode(data));
+    };
+    attachResume(this.hub, ws, {
+      send: (message) => ws.sendPrepared(message),
+      get bufferedAmount() {
+        return ws.bufferedAmount;
+      },
+      waitBelow: (bytes) => engine.waitBelow(bytes),
+      window: Math.max(1, Math.min(256 * 1024, Math.floor(maxBuffered / 2))),
+      fail: (reason) => void ws.close(CloseCode.PolicyViolation, reason).catch(() => {}),
+      since: parseResumeUrl(url),
+    });
   }
 
   #engineOptions(): ConnectionOptions {
@@ -800,8 +870,23 @@ export class WebSocketServer<T = unknown> implements Server {
         ws[kDiscard]();
         ws.close(CloseCode.InternalError, "internal error").catch(() => {});
       };
+      const v1 = ws[kWrap] !== undefined;
       await ws[kServe]((data) => {
         if (onMessage === undefined || failed) return;
+        if (v1) {
+          // A netkit.v1 client's message comes in an envelope; anything else
+          // is a broken client: closed with 1008, reported.
+          try {
+            data = decodeClientEnvelope(data).data;
+          } catch (error) {
+            failed = true;
+            this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+            ws[kDiscard]();
+            const reason = "netkit.v1: expected an envelope";
+            ws.close(CloseCode.PolicyViolation, reason).catch(() => {});
+            return;
+          }
+        }
         let pending: void | Promise<void>;
         try {
           pending = onMessage.call(handler, ws, data, typeof data !== "string");
