@@ -1,6 +1,10 @@
 // The chat page ws-server serves on a plain GET of its path in broadcast
 // mode: one small file, no framework, no external assets. It connects back
-// to the server it came from (ws: or wss: after the page's own scheme).
+// to the server it came from (ws: or wss: after the page's own scheme),
+// offering the netkit.v1 subprotocol (docs/netkit-v1.md): when the server
+// keeps history, a dropped connection resumes from the last line shown with
+// nothing lost, and a server that cannot cover the gap (it restarted, or the
+// history is too short) is said so on the page.
 
 /** The page, as HTML. */
 export const CHAT_PAGE = `<!doctype html>
@@ -50,7 +54,9 @@ export const CHAT_PAGE = `<!doctype html>
   const text = document.getElementById("text");
   const send = document.getElementById("send");
   const mine = [];
-  let ws, delay = 500;
+  // netkit.v1: the last position seen per topic, sent back on every reconnect.
+  const positions = {};
+  let ws, v1 = false, opened = 0, delay = 500;
 
   function add(line, kind) {
     const li = document.createElement("li");
@@ -67,16 +73,61 @@ export const CHAT_PAGE = `<!doctype html>
     send.disabled = !on;
   }
 
+  function show(data) {
+    if (typeof data !== "string") return add("[binary message, " + data.byteLength + " bytes]", "note");
+    const i = mine.indexOf(data);
+    if (i >= 0) mine.splice(i, 1);
+    add(data, i >= 0 ? "self" : "");
+  }
+
+  // A position on a topic: true to go on, false for a duplicate (already
+  // shown), null for a gap (reconnect and resume).
+  function advance(t, e, o) {
+    const p = positions[t];
+    if (p && p.e === e && o <= p.o) return false;
+    if (p && (p.e !== e || o !== p.o + 1)) return null;
+    positions[t] = { e, o };
+    return true;
+  }
+
+  function receive(data) {
+    let m, payload;
+    if (typeof data === "string") {
+      m = JSON.parse(data);
+      payload = m.d;
+    } else {
+      const n = new DataView(data).getUint32(0);
+      m = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, n)));
+      payload = data.slice(4 + n);
+    }
+    if (typeof m.sub === "string") {
+      positions[m.sub] = { e: m.e, o: m.o };
+      if (m.recovered === true) add("reconnected: nothing was missed", "note");
+      if (m.recovered === false) {
+        add("reconnected, but messages sent meanwhile are lost: " + (m.reason === "epoch"
+          ? "the server restarted" : "the server's history does not reach back that far"), "note");
+      }
+      return;
+    }
+    if (typeof m.t === "string") {
+      const go = advance(m.t, m.e, m.o);
+      if (go === null) return ws.close(4000, "out of sequence: resuming");
+      if (!go) return;
+    }
+    if (payload !== undefined) show(payload);
+  }
+
   function open() {
-    ws = new WebSocket(url);
+    const since = Object.keys(positions).map((t) =>
+      "netkit.since=" + encodeURIComponent(positions[t].e + ":" + positions[t].o + ":" + t));
+    ws = new WebSocket(since.length ? url + "?" + since.join("&") : url, ["netkit.v1"]);
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => { delay = 500; setStatus(true, "connected"); };
-    ws.onmessage = (e) => {
-      if (typeof e.data !== "string") return add("[binary message, " + e.data.byteLength + " bytes]", "note");
-      const i = mine.indexOf(e.data);
-      if (i >= 0) mine.splice(i, 1);
-      add(e.data, i >= 0 ? "self" : "");
+    ws.onopen = () => {
+      v1 = ws.protocol === "netkit.v1";
+      delay = 500;
+      setStatus(true, opened++ && !v1 ? "reconnected (messages sent meanwhile are lost)" : "connected");
     };
+    ws.onmessage = (e) => (v1 ? receive(e.data) : show(e.data));
     ws.onclose = (e) => {
       setStatus(false, "disconnected (" + e.code + (e.reason ? " " + e.reason : "") + "), retrying…");
       setTimeout(open, delay);
@@ -89,7 +140,7 @@ export const CHAT_PAGE = `<!doctype html>
     const line = text.value.trim();
     if (!line || !ws || ws.readyState !== WebSocket.OPEN) return;
     mine.push(line);
-    ws.send(line);
+    ws.send(v1 ? JSON.stringify({ d: line }) : line);
     text.value = "";
   });
 

@@ -95,6 +95,13 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           reaches the clients of all of them, exactly once
   --workers N             run N server processes on the one port (Linux reusePort),
                           sharing broadcasts through --redis (required)
+  --history N             broadcast mode: keep the last N messages (default 1000) so
+                          that clients speaking the netkit.v1 subprotocol resume after
+                          a reconnect with nothing lost, or are told they cannot; other
+                          clients see no difference; 0 = off. In memory, per process:
+                          a restart (or another worker) answers "recovered: false"
+  --history-ttl S         keep each message at most S seconds (default 300; 0 = no
+                          age limit)
   --trust-proxy CIDR      take the client's address from X-Forwarded-For when the
                           direct peer is in CIDR (repeatable)
   --quiet                 log errors only, not every connection
@@ -317,6 +324,8 @@ export async function main(args: string[]): Promise<number> {
     "handshake-timeout": { type: "string" },
     redis: { type: "string" },
     workers: { type: "string" },
+    history: { type: "string" },
+    "history-ttl": { type: "string" },
     // Internal: set by --workers on the processes it starts.
     "worker-id": { type: "string" },
   });
@@ -358,6 +367,11 @@ export async function main(args: string[]): Promise<number> {
       throw new UsageError("--redis shares broadcasts: it has no use with --mode echo");
     }
   }
+  if (mode === "echo" && flags.history !== undefined && flags.history !== "0") {
+    throw new UsageError("--history keeps broadcasts: it has no use with --mode echo");
+  }
+  const history = mode === "echo" ? 0 : intFlag(flags.history, "history", 1000, { min: 0 });
+  const historyTtl = secondsFlag(flags["history-ttl"], "history-ttl", 300);
   const workers = intFlag(flags.workers, "workers", 0, { min: 1, max: 256 });
   if (flags.workers !== undefined && redis === undefined) {
     throw new UsageError(
@@ -443,6 +457,8 @@ export async function main(args: string[]): Promise<number> {
       gracePeriod,
       signal,
       bus,
+      historySize: history,
+      historyTtl,
       onEvent: logEvents(quiet),
       onRequest: mode === "broadcast" ? chatPage : undefined,
     }, handler);
@@ -462,6 +478,12 @@ export async function main(args: string[]): Promise<number> {
       program,
       `mode ${mode}, path ${path}${
         compression === "off" ? "" : `, compression ${compression} (permessage-deflate)`
+      }${
+        history > 0
+          ? `, history ${plural(history, "message")}${
+            historyTtl > 0 ? ` up to ${historyTtl / 1000}s` : ""
+          } (netkit.v1)`
+          : ""
       }${bus ? `, broadcasts shared through ${bus.url}` : ""}`,
     );
   }

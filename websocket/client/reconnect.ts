@@ -6,11 +6,34 @@
  */
 import { connect, type ConnectOptions } from "./client.ts";
 import type { Message, SendOptions, WebSocketConn } from "../connection/conn.ts";
+import { CloseCode, DEFAULT_MAX_PAYLOAD } from "../codec/constants.ts";
+import {
+  decodeServerMessage,
+  encodeClientEnvelope,
+  formatResumeUrl,
+  NETKIT_V1,
+  type NetkitV1Position,
+} from "../codec/netkit_v1.ts";
 
 type RetryPolicy = NonNullable<ReconnectingOptions["reconnect"]>;
 
-/** Options for {@linkcode ReconnectingWebSocket}: those of `connect()`, plus `reconnect`. */
+/** Options for {@linkcode ReconnectingWebSocket}: those of `connect()`, plus `reconnect` and `resume`. */
 export interface ReconnectingOptions extends ConnectOptions {
+  /**
+   * Speak `netkit.v1` (docs/netkit-v1.md) so that nothing is lost across a
+   * reconnect: `netkit.v1` is offered first among `protocols`; when the
+   * server agrees (a netkit server with history), every message is
+   * unwrapped from its envelope, the last position seen is kept per topic,
+   * and every reconnect asks the server for what came after it. The
+   * application then sees each message of a topic exactly once, in order,
+   * or is told through `reconnect.onRecovered` that the server could not
+   * cover the gap. `true`, or the positions to start from (saved from
+   * {@linkcode ReconnectingWebSocket.positions} by an earlier run). A
+   * server that does not agree is spoken to plainly. With it, `maxPayload`
+   * defaults to 2 MiB + 1 KiB, room for a 1 MiB message and its envelope.
+   * @default {false}
+   */
+  resume?: boolean | Record<string, { epoch: string; offset: number }>;
   /** The retry policy. Times are milliseconds. */
   reconnect?: {
     /** The first delay after a disconnect (and after a failed attempt). @default {500} */
@@ -30,6 +53,14 @@ export interface ReconnectingOptions extends ConnectOptions {
     /** Called when a connection ends (before the delay), with its close code and reason. */
     onDisconnect?: (code: number, reason: string) => void;
     /**
+     * With `resume`: called for each topic the server answered a resume
+     * for, before its replayed messages. `recovered: false` means messages
+     * were missed — `reason` `"trimmed"` (the history no longer reached
+     * back) or `"epoch"` (the log was lost, e.g. the server restarted) —
+     * and the application should reload its state; what follows is live.
+     */
+    onRecovered?: (event: { topic: string; recovered: boolean; reason?: string }) => void;
+    /**
      * Decides whether to try again after a close (`code`) or a failed
      * attempt (`error`). Default: always.
      */
@@ -48,6 +79,10 @@ export interface ReconnectingOptions extends ConnectOptions {
  * in order. `send()` goes to the current connection and resolves to `false`
  * while there is none — nothing is queued across a reconnect; wait with
  * `ready()`, and resend state from `onReconnect`.
+ *
+ * With `resume`, broadcasts are not lost either: against a netkit server
+ * with history, each reconnect resumes every topic from the last message
+ * seen (see `resume` and `reconnect.onRecovered`).
  *
  * @example
  * ```ts
@@ -83,6 +118,9 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
   #readers: (() => void)[] = [];
   #room: (() => void) | undefined;
   #onUserAbort = () => void this.close();
+  #resume: boolean;
+  #positions = new Map<string, NetkitV1Position>();
+  #v1 = false;
 
   /**
    * Starts connecting at once.
@@ -91,8 +129,21 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
    * @param options `connect()` options and the `reconnect` policy.
    */
   constructor(url: string | URL, options: ReconnectingOptions = {}) {
-    const { reconnect = {}, signal, ...connectOptions } = options;
+    const { reconnect = {}, signal, resume = false, ...connectOptions } = options;
     this.#url = url;
+    this.#resume = resume !== false;
+    if (typeof resume === "object") {
+      for (const [topic, { epoch, offset }] of Object.entries(resume)) {
+        this.#positions.set(topic, { epoch, offset });
+      }
+    }
+    if (this.#resume) {
+      const offered = typeof connectOptions.protocols === "string"
+        ? [connectOptions.protocols]
+        : connectOptions.protocols ?? [];
+      connectOptions.protocols = [NETKIT_V1, ...offered.filter((p) => p !== NETKIT_V1)];
+      connectOptions.maxPayload ??= 2 * DEFAULT_MAX_PAYLOAD + 1024;
+    }
     this.#options = connectOptions;
     this.#hooks = reconnect;
     this.#policy = {
@@ -114,6 +165,16 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
   /** The open connection, or `undefined` while (re)connecting. */
   get current(): WebSocketConn | undefined {
     return this.#current;
+  }
+
+  /**
+   * With `resume`: the last position seen per topic — save it to resume
+   * from there in a later run (the `resume` option).
+   */
+  get positions(): Record<string, { epoch: string; offset: number }> {
+    const out: Record<string, { epoch: string; offset: number }> = {};
+    for (const [topic, { epoch, offset }] of this.#positions) out[topic] = { epoch, offset };
+    return out;
   }
 
   /** How many times it has reconnected (connections after the first). */
@@ -138,9 +199,16 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
     return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
-  /** Sends on the current connection; `false` when there is none (or it dropped the message). */
+  /**
+   * Sends on the current connection; `false` when there is none (or it
+   * dropped the message). Over `netkit.v1`, in its envelope.
+   */
   send(data: Message, options?: SendOptions): Promise<boolean> {
-    return this.#current?.send(data, options) ?? Promise.resolve(false);
+    const ws = this.#current;
+    if (ws === undefined) return Promise.resolve(false);
+    if (!this.#v1) return ws.send(data, options);
+    const binary = options?.binary ?? typeof data !== "string";
+    return ws.send(encodeClientEnvelope(asType(data, binary)));
   }
 
   /** The next message from any connection, or `null` once closed. */
@@ -207,7 +275,10 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
       while (!stop.aborted) {
         let ws: WebSocketConn;
         try {
-          ws = await connect(this.#url, { ...this.#options, signal: stop });
+          const url = this.#resume && this.#positions.size > 0
+            ? formatResumeUrl(this.#url, this.#positions)
+            : this.#url;
+          ws = await connect(url, { ...this.#options, signal: stop });
         } catch (error) {
           if (stop.aborted) break;
           failures++;
@@ -227,6 +298,7 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
         }
         failures = 0;
         step = 0;
+        this.#v1 = ws.protocol === NETKIT_V1;
         this.#current = ws;
         this.#connections++;
         for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve(ws);
@@ -237,8 +309,23 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
             // A failing hook must not stop the client.
           }
         }
+        let broken = false;
         for await (const msg of ws) {
-          this.#inbox.push(msg);
+          if (broken) continue;
+          let data: Message | undefined = msg;
+          if (this.#v1) {
+            const unwrapped = this.#unwrap(msg);
+            if (unwrapped === false) {
+              // A gap or garbage: end this connection, resume on the next.
+              broken = true;
+              ws.close(CloseCode.PolicyViolation, "netkit.v1: out of sequence, resuming")
+                .catch(() => ws.destroy());
+              continue;
+            }
+            data = unwrapped;
+          }
+          if (data === undefined) continue;
+          this.#inbox.push(data);
           this.#readers.shift()?.();
           if (this.#inbox.length >= 16 && !stop.aborted) {
             await new Promise<void>((r) => (this.#room = r));
@@ -262,6 +349,54 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
     }
   }
 
+  /**
+   * A `netkit.v1` message: the application's data (`undefined` when there
+   * is none for it), or `false` when the connection must be dropped and
+   * resumed (a gap in a topic's offsets, or not an envelope). A message at
+   * or before the position already seen is a duplicate: skipped.
+   */
+  #unwrap(msg: Message): Message | undefined | false {
+    let event;
+    try {
+      event = decodeServerMessage(msg);
+    } catch {
+      return false;
+    }
+    if (event === null) return undefined;
+    switch (event.type) {
+      case "subscribed": {
+        this.#positions.set(event.topic, { epoch: event.epoch, offset: event.offset });
+        if (event.recovered !== undefined) {
+          try {
+            this.#hooks.onRecovered?.({
+              topic: event.topic,
+              recovered: event.recovered,
+              ...(event.reason === undefined ? {} : { reason: event.reason }),
+            });
+          } catch {
+            // A failing hook must not stop the client.
+          }
+        }
+        return undefined;
+      }
+      case "ack":
+        return undefined;
+      case "skip":
+      case "message": {
+        if (event.topic === undefined) return event.type === "message" ? event.data : undefined;
+        const seen = this.#positions.get(event.topic);
+        if (seen !== undefined && seen.epoch === event.epoch) {
+          if (event.offset! <= seen.offset) return undefined;
+          if (event.offset! !== seen.offset + 1) return false;
+        } else if (seen !== undefined) {
+          return false;
+        }
+        this.#positions.set(event.topic, { epoch: event.epoch!, offset: event.offset! });
+        return event.type === "message" ? event.data : undefined;
+      }
+    }
+  }
+
   #releaseRoom(): void {
     const room = this.#room;
     this.#room = undefined;
@@ -281,4 +416,13 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
       stop.addEventListener("abort", done, { once: true });
     });
   }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** `data` as the type it is sent as: a string for text, bytes for binary. */
+function asType(data: Message, binary: boolean): Message {
+  if (binary) return typeof data === "string" ? encoder.encode(data) : data;
+  return typeof data === "string" ? data : decoder.decode(data);
 }

@@ -210,6 +210,9 @@ export class BroadcastHub {
     let topics = this.#byConn.get(conn);
     if (topics === undefined) this.#byConn.set(conn, topics = new Set());
     topics.add(topic);
+    // With history a subscribed topic has a log (from the first subscriber
+    // on, a client that drops can resume).
+    this.#history?.open(topic);
     const session = this.#sessions.get(conn);
     if (session !== undefined) this.#start(conn, session, topic);
     return true;
