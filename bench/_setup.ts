@@ -42,7 +42,8 @@ export async function makeCert(dir: string): Promise<Ctx> {
   return { certFile, keyFile, caFile: certFile, serverName: "localhost" };
 }
 
-const NODE_WS = "ws@8";
+// Pinned, as deno.json pins the ws the tests use.
+const NODE_WS = "ws@8.18.3";
 
 /**
  * Node and its `ws` package for the Node broadcast server: `ws` is installed
@@ -94,7 +95,7 @@ export async function ensureBun(): Promise<{ path: string } | { problem: string 
   };
   for (const path of ["bun", local]) if (await works(path)) return { path };
   await Deno.mkdir(`${ROOT}/bench/.build`, { recursive: true });
-  const args = ["install", "--prefix", "bench/.build", "bun", "--no-audit", "--no-fund"];
+  const args = ["install", "--prefix", "bench/.build", "bun@1.4.5", "--no-audit", "--no-fund"];
   console.error(`installing Bun: npm ${args.join(" ")}`);
   let out;
   try {
