@@ -2,12 +2,7 @@
 // topic, the bounds (count, bytes, age), and what the log keeps alive (the
 // bus subscription of a topic someone may resume).
 import assert from "node:assert/strict";
-import {
-  BroadcastHub,
-  InProcessBus,
-  PreparedMessage,
-  type Subscriber,
-} from "../websocket/mod.ts";
+import { BroadcastHub, InProcessBus, PreparedMessage, type Subscriber } from "../websocket/mod.ts";
 import { delay } from "./_helpers.ts";
 
 function collector(): Subscriber & { got: string[] } {
@@ -74,7 +69,7 @@ Deno.test("history is bounded by historySize and maxHistoryBytes: the oldest mes
     offset: 10,
     oldest: 8,
   });
-  assert.deepEqual(counted.historyStats(), { topics: 1, messages: 3, bytes: 6 });
+  assert.deepEqual(counted.historyStats(), { topics: 1, messages: 3, bytes: 7 }); // m8 m9 m10
 
   const sized = new BroadcastHub({ historySize: 1000, maxHistoryBytes: 250 });
   for (let i = 0; i < 10; i++) sized.publish("t", "x".repeat(100));
@@ -136,5 +131,8 @@ Deno.test("history bounds that are not numbers in range are refused", () => {
   assert.throws(() => new BroadcastHub({ historySize: 1.5 }), RangeError);
   assert.throws(() => new BroadcastHub({ historySize: -1 }), RangeError);
   assert.throws(() => new BroadcastHub({ historySize: 10, historyTtl: -1 }), RangeError);
-  assert.throws(() => new BroadcastHub({ historySize: 10, maxHistoryBytes: Number.NaN }), RangeError);
+  assert.throws(
+    () => new BroadcastHub({ historySize: 10, maxHistoryBytes: Number.NaN }),
+    RangeError,
+  );
 });

@@ -119,6 +119,9 @@ Deno.test("ws-server --metrics counts publishes, deliveries and ping round trips
   assert.match(metrics, /^netkit_messages_published_total 1$/m);
   assert.match(metrics, /^netkit_deliveries_total 2$/m);
   assert.match(metrics, /^netkit_websocket_connections_open 2$/m);
+  // Each client got one 7-byte frame ("hello") after its 101 response; pings are counted too.
+  const sent = Number(/^netkit_sent_bytes_total (\d+)$/m.exec(metrics)?.[1]);
+  assert.ok(sent > 2 * 129 + 2 * 7, `bytes sent: ${sent}`);
   assert.match(metrics, /^netkit_connections_open 2$/m);
   await a.close();
   await b.close();

@@ -46,7 +46,9 @@ export function secureContext(
   });
 }
 
-const MIN_READ = 16 * 1024;
+// A quiet connection's pending read holds MIN_READ bytes; reads that fill
+// their buffer grow it fourfold up to MAX_READ (as netkit's BufferedReader).
+const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 
 /** Watches a Duplex over a socket: its reads and writes, and its end. */
@@ -58,7 +60,8 @@ interface DuplexWatch {
 /** A node Duplex over a Deno.Conn; `watch` sees every read and write, and the end. */
 function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
   let reading = false;
-  let size = MIN_READ;
+  let size = MIN_READ; // the next read's buffer
+  let bulk = MIN_READ; // the size full reads have earned
   return new Duplex({
     allowHalfOpen: true,
     read() {
@@ -74,10 +77,19 @@ function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
             watch.onEof?.();
             return;
           }
-          // Reads that fill the buffer ask for a bigger one next time; a
-          // small read is copied out rather than pinning a big buffer.
-          if (n === size && size < MAX_READ) size *= 2;
-          this.push(n < size / 4 ? Buffer.from(buf.subarray(0, n)) : Buffer.from(buf.buffer, 0, n));
+          // A read that fills the buffer asks for a bigger one next time; a
+          // short one (nothing more for now) makes the next small again, so
+          // the read that waits on a quiet peer does not pin 64 KiB. A small
+          // read is copied out rather than pinning a big buffer.
+          if (n === buf.length) {
+            if (buf.length >= bulk) bulk = Math.min(buf.length * 4, MAX_READ);
+            size = bulk;
+          } else {
+            size = MIN_READ;
+          }
+          this.push(
+            n < buf.length / 4 ? Buffer.from(buf.subarray(0, n)) : Buffer.from(buf.buffer, 0, n),
+          );
         },
         (err) => {
           reading = false;

@@ -96,6 +96,7 @@ export class FramedEngine implements WebSocketEngine {
 
   #conn: SocketConn;
   #socket: Deno.Conn;
+  #written = 0;
   #server: boolean;
   #receiver: Receiver;
   #maxBuffered: number;
@@ -200,7 +201,8 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   get bytesWritten(): number {
-    return this.#conn.bytesWritten;
+    // Frames go straight to the socket, past the Conn's own counter.
+    return this.#conn.bytesWritten + this.#written;
   }
 
   get truncated(): boolean {
@@ -574,6 +576,7 @@ export class FramedEngine implements WebSocketEngine {
         let off = 0;
         while (off < chunk.length) off += await this.#socket.write(chunk.subarray(off));
         this.#activity++;
+        this.#written += chunk.length;
         if (this.#destroyed) break;
         this.#queued -= chunk.length;
         this.#notify();

@@ -155,7 +155,8 @@ export class TopicLog {
 
 /**
  * Every topic's log of one hub. Logs are made on the first publish or
- * subscribe, and forgotten once they have had no subscriber for a TTL.
+ * subscribe, and forgotten once every message in them has expired and they
+ * have had no subscriber for a TTL.
  * Expiry is checked as messages are published and replayed (no timer): an
  * idle hub keeps what it has until its next publish.
  */
@@ -209,8 +210,8 @@ export class History {
 
   /**
    * Every so often (a tenth of the TTL): trims every log to its age and
-   * forgets those without subscribers (`inUse`) for a TTL; calls `forgot`
-   * with each topic forgotten.
+   * forgets those left empty that have had no subscriber (`inUse`) for a
+   * TTL; calls `forgot` with each topic forgotten.
    */
   maybeSweep(now: number, inUse: (topic: string) => boolean, forgot: (topic: string) => void) {
     if (now - this.#lastSweep < this.#sweepEvery) return;
@@ -218,7 +219,7 @@ export class History {
     const ttl = this.bounds.historyTtl;
     for (const [topic, log] of this.#logs) {
       log.trim(now, this.bounds);
-      if (!inUse(topic) && now - log.lastLeft >= ttl) {
+      if (log.length === 0 && !inUse(topic) && now - log.lastLeft >= ttl) {
         this.#logs.delete(topic);
         forgot(topic);
       }
