@@ -260,22 +260,9 @@ export interface RunRecord {
 
 /** The whole report, as markdown. */
 export function renderReport(record: RunRecord): string {
-  const {
-    opts,
-    cmd,
-    elapsed,
-    model,
-    load0,
-    load1,
-    cpusAllowed,
-    families,
-    scenarios,
-    servers,
-    skipped,
-    samples,
-    pin,
-    ctx,
-  } = record;
+  // The run and its machine, then what ran.
+  const { opts, cmd, elapsed, model, load0, load1, cpusAllowed, pin, ctx } = record;
+  const { families, scenarios, servers, skipped, samples } = record;
   const notes = [...record.notes];
   const out: string[] = [];
   out.push(`## netkit bench`);

@@ -7,6 +7,7 @@
  */
 
 import { ProgramStartError, startProgram } from "../tests/support/process.ts";
+import { pseudoRandomBytes } from "../tests/support/bytes.ts";
 
 // Shared with the hostile-peer tests: byte equality, and the first flight of a
 // real TLS client (a slowloris peer trickles it).
@@ -167,15 +168,9 @@ export class Samples {
 
 /** Deterministic bytes for `seed`: what an echo must give back, checkable without keeping a copy. */
 export function patternBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
+  // The tests' xorshift32, its seed spread by Knuth's multiplicative hash so
+  // that neighbouring seeds start far apart.
+  return pseudoRandomBytes(n, seed * 2654435761);
 }
 
 /** Reads exactly `buf.length` bytes into `buf`; false if the connection ended first. */

@@ -13,26 +13,9 @@
 // Prints `listening on ws://HOST:PORT` like the other servers.
 /* global Bun */
 import process from "node:process";
+import { parsePeerFlags } from "./_peer_flags.mjs";
 
-let hostname = "127.0.0.1";
-let port = 0;
-let compression = "off";
-const args = process.argv.slice(2);
-for (let i = 0; i < args.length; i++) {
-  const [flag, inline] = args[i].split(/=(.*)/s, 2);
-  const value = inline ?? args[++i];
-  if (flag === "--hostname" && value !== undefined) hostname = value;
-  else if (flag === "--port" && /^\d+$/.test(value ?? "") && Number(value) < 65536) {
-    port = Number(value);
-  } else if (flag === "--compression" && (value === "off" || value === "shared")) {
-    compression = value;
-  } else {
-    console.error(
-      `bad flag or value: ${flag} (flags: --hostname H --port N --compression off|shared)`,
-    );
-    process.exit(2);
-  }
-}
+const { hostname, port, compression } = parsePeerFlags(process.argv.slice(2), ["off", "shared"]);
 
 const TOPIC = "broadcast";
 const compress = compression === "shared";

@@ -23,6 +23,9 @@
  *   check   every connection proves it is alive: tcp/tls send one byte and
  *           wait for its echo, ws/wss send a masked ping and wait for the
  *           pong. Prints a JSON line with alive/dead counts.
+ *   publish K   (ws/wss) connection 0 sends K 32-byte text messages and every
+ *           connection waits until it has received them all, as from a
+ *           broadcast server. Prints how many connections did.
  *   quit    (or end of input) closes everything and exits 0.
  * Server data on an idle connection is read and dropped (ws pings are
  * answered); a connection the server closes counts as dropped.
@@ -31,6 +34,7 @@
  *   {"event":"ready","mode":"ws","conns":N,"connected":N,"errors":0,
  *    "setup_s":1.23,"first_error":""}
  *   {"event":"checked","alive":N,"dead":0,"dropped":0,"check_s":0.4}
+ *   {"event":"published","messages":1,"received_all":N,"missing":0,...}
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -78,6 +82,7 @@ typedef struct {
   int hlen;
   uint64_t skip;
   int op;
+  int got; /* ws data frames received */
 } Conn;
 
 static int mode = M_TCP;
@@ -98,6 +103,7 @@ static int count; /* this process's connections */
 static int first; /* global index of this process's first connection */
 static int ep;
 static int in_setup, next_conn, connected, errors, dropped;
+static int published; /* ws messages every connection should have received */
 static char first_error[200];
 
 static double now(void) {
@@ -141,7 +147,11 @@ static void expected_accept(const char *key, char out[32]) {
 }
 
 static void conn_free(Conn *c) {
-  if (c->ssl) SSL_free(c->ssl);
+  if (c->ssl) {
+    /* close_notify (non-blocking, best effort), so the server sees a clean end */
+    if (c->state == S_IDLE || c->state == S_CHECK) SSL_shutdown(c->ssl);
+    SSL_free(c->ssl);
+  }
   c->ssl = NULL;
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
@@ -374,6 +384,7 @@ static int frame_done(Conn *c, int op) {
     static const unsigned char pong[6] = {0x8A, 0x80, 9, 9, 9, 9};
     io_write(c, pong, 6);
   }
+  if (op == 0x1 || op == 0x2) c->got++;
   return op == 0xA;
 }
 
@@ -422,6 +433,9 @@ static int drain(Conn *c) {
   return done;
 }
 
+static int count_conns(void) { return count; }
+static int count_ok(int i) { return i < count && conns[i].state == S_IDLE; }
+
 static int run_check(void) {
   int waiting = 0;
   for (int i = 0; i < count; i++) {
@@ -462,6 +476,50 @@ static int run_check(void) {
     if (conns[i].checked) alive++;
   }
   return alive;
+}
+
+/*
+ * ws: connection 0 (in the child that has it) sends `count` 32-byte text
+ * messages; then every connection waits until it has received them all (a
+ * broadcast server sends each to every client, the sender included).
+ * Returns how many connections did, within 30 s.
+ */
+static int run_publish(int count, int *target) {
+  if (first == 0 && count_ok(0)) {
+    Conn *c = &conns[0];
+    for (int i = 0; i < count; i++) {
+      unsigned char frame[2 + 4 + 32];
+      frame[0] = 0x81;
+      frame[1] = 0x80 | 32;
+      unsigned char mask[4] = {0x12, 0x34, 0x56, 0x78};
+      memcpy(frame + 2, mask, 4);
+      char text[33];
+      snprintf(text, sizeof text, "conn_holder broadcast %010d", i);
+      for (int k = 0; k < 32; k++) frame[6 + k] = (unsigned char)text[k] ^ mask[k & 3];
+      if (io_write(c, frame, sizeof frame) != (int)sizeof frame) {
+        fail(c, "publish write failed");
+        break;
+      }
+    }
+  }
+  *target += count;
+  double deadline = now() + 30;
+  struct epoll_event evs[256];
+  for (;;) {
+    int waiting = 0;
+    for (int i = 0; i < count_conns(); i++)
+      if (conns[i].state == S_IDLE && conns[i].got < *target) waiting++;
+    if (waiting == 0 || now() >= deadline) break;
+    int n = epoll_wait(ep, evs, 256, 200);
+    for (int i = 0; i < n; i++) {
+      Conn *c = evs[i].data.ptr;
+      if (c->state != S_DEAD) drain(c);
+    }
+  }
+  int reached = 0;
+  for (int i = 0; i < count_conns(); i++)
+    if (conns[i].state == S_IDLE && conns[i].got >= *target) reached++;
+  return reached;
 }
 
 /* A child: sets up its share, reports, then serves commands from the parent. */
@@ -510,6 +568,10 @@ static void child(int cmd_fd, int out_fd) {
       double t1 = now();
       int alive = run_check();
       dprintf(out_fd, "%d %d %.3f\n", alive, dropped, now() - t1);
+    } else if (strncmp(line, "publish", 7) == 0) {
+      double t1 = now();
+      int reached = run_publish(atoi(line + 7), &published);
+      dprintf(out_fd, "%d %d %.3f\n", reached, dropped, now() - t1);
     }
   }
   for (int i = 0; i < count; i++) conn_free(&conns[i]);
@@ -558,9 +620,10 @@ int main(int argc, char **argv) {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   }
-  int (*cmd)[2] = calloc(procs, sizeof *cmd);
-  int (*out)[2] = calloc(procs, sizeof *out);
-  pid_t *pids = calloc(procs, sizeof *pids);
+  size_t np = procs > 0 ? (size_t)procs : 1;
+  int (*cmd)[2] = calloc(np, sizeof *cmd);
+  int (*out)[2] = calloc(np, sizeof *out);
+  pid_t *pids = calloc(np, sizeof *pids);
   for (int p = 0; p < procs; p++) {
     if (pipe(cmd[p]) < 0 || pipe(out[p]) < 0) die("pipe: %s", strerror(errno));
     int lo = (int)((long long)nconns * p / procs);
@@ -583,7 +646,7 @@ int main(int argc, char **argv) {
     close(cmd[p][0]);
     close(out[p][1]);
   }
-  FILE **from = calloc(procs, sizeof *from);
+  FILE **from = calloc(np, sizeof *from);
   int total_conn = 0, total_err = 0, total_drop = 0;
   double setup = 0;
   char err_text[220] = "";
@@ -621,6 +684,25 @@ int main(int argc, char **argv) {
       }
       printf("{\"event\":\"checked\",\"alive\":%d,\"dead\":%d,\"dropped\":%d,\"check_s\":%.3f}\n",
              alive, total_conn - alive, drop, took);
+      fflush(stdout);
+    } else if (strncmp(line, "publish", 7) == 0 && (mode == M_WS || mode == M_WSS)) {
+      int n = atoi(line + 7);
+      if (n < 1) n = 1;
+      for (int p = 0; p < procs; p++) dprintf(cmd[p][1], "publish %d\n", n);
+      int reached = 0, drop = 0;
+      double took = 0;
+      for (int p = 0; p < procs; p++) {
+        char reply[128];
+        if (!fgets(reply, sizeof reply, from[p])) die("a holder process died during a publish");
+        int r, d;
+        double s;
+        sscanf(reply, "%d %d %lf", &r, &d, &s);
+        reached += r, drop += d;
+        if (s > took) took = s;
+      }
+      printf("{\"event\":\"published\",\"messages\":%d,\"received_all\":%d,\"missing\":%d,"
+             "\"dropped\":%d,\"publish_s\":%.3f}\n",
+             n, reached, total_conn - reached, drop, took);
       fflush(stdout);
     } else if (strncmp(line, "quit", 4) == 0) {
       break;

@@ -10,6 +10,7 @@
 // Prints `listening on ws://HOST:PORT` like the other servers.
 import { createRequire } from "node:module";
 import process from "node:process";
+import { parsePeerFlags } from "./_peer_flags.mjs";
 
 const require = createRequire(new URL("./.build/package.json", import.meta.url));
 let ws;
@@ -20,20 +21,7 @@ try {
   process.exit(1);
 }
 
-let hostname = "127.0.0.1";
-let port = 0;
-const args = process.argv.slice(2);
-for (let i = 0; i < args.length; i++) {
-  const [flag, inline] = args[i].split(/=(.*)/s, 2);
-  const value = inline ?? args[++i];
-  if (flag === "--hostname" && value !== undefined) hostname = value;
-  else if (flag === "--port" && /^\d+$/.test(value ?? "") && Number(value) < 65536) {
-    port = Number(value);
-  } else {
-    console.error(`bad flag or value: ${flag} (flags: --hostname H --port N)`);
-    process.exit(2);
-  }
-}
+const { hostname, port } = parsePeerFlags(process.argv.slice(2));
 
 const wss = new ws.WebSocketServer({ host: hostname, port, perMessageDeflate: false });
 wss.on("listening", () => {

@@ -3,9 +3,9 @@
  * WebSocket broadcast, Node with `ws`), in one run, with one external load
  * client (bench/loadgen.c, compiled on demand).
  *
- *   deno task bench [--quick] [--only tcp|tls|ws] [--rounds N] [--duration S]
+ *   deno task bench [--quick] [--only tcp|tls|ws|conns] [--rounds N] [--duration S]
  *                   [--warmup S] [--pin] [--procs N] [--verify] [--ws-binary]
- *                   [--servers a,b] [--json FILE]
+ *                   [--servers a,b] [--json FILE] [--connections N] [--workers N]
  *
  * Every (scenario, server) pair runs once per round against a fresh server
  * process; within a round the servers take turns in a rotated order. The
@@ -41,6 +41,13 @@ import { killAll, run, startServer, stopServer, useBun } from "./_processes.ts";
 import { int, metricOf, ms, renderReport, unitOf, writeJson } from "./_report.ts";
 import { ensureBun, ensureNodeWs, fdLimits, makeCert } from "./_setup.ts";
 import { groupOf, SCENARIOS, SERVERS } from "./scenarios/mod.ts";
+import { CONN_SERVERS, FANOUT_10K_GROUP } from "./scenarios/connections.ts";
+import {
+  type ConnOptions,
+  killConnections,
+  renderConnections,
+  runConnections,
+} from "./_connections.ts";
 import {
   type Ctx,
   FAMILIES,
@@ -73,7 +80,7 @@ function wrapIds(ids: string[], indent: number, width: number): string {
 
 const USAGE = `usage: deno task bench [flags]
   --quick          one short round (0.5 s warm-up + 1 s per server)
-  --only tcp|tls|ws  only these scenarios (comma-separated; default all three)
+  --only tcp|tls|ws|conns  only these scenarios (comma-separated; default all four)
   --rounds N       rounds, results are medians (default 5)
   --duration S     measured seconds per run (default 1.5)
   --warmup S       warm-up before a server's first run (default 1; later runs 0.3)
@@ -84,14 +91,21 @@ ${wrapIds(SERVERS.map((s) => s.id), 19, 100)}
   --verify         TLS: the load client verifies the server against the generated CA
   --ws-binary      WebSocket scenarios send binary messages (default: text)
   --window N       fan-out: most messages outstanding (default 32)
-  --json FILE      also write every sample as JSON`;
+  --json FILE      also write every sample as JSON
+  --connections N  conns: idle connections held per server (default 10000)
+  --workers N      conns: ws-server worker processes (default: 0 up to 16,000
+                   connections, else one per 17,000); memory ids:
+${wrapIds(CONN_SERVERS.map((s) => s.id), 19, 100)}`;
+
+/** \`--only conns\`: the connections-and-memory scenario and the 10,000-subscriber fan-out. */
+const CONNS = "conns";
 
 function usage(message: string): never {
   console.error(`${message}\n${USAGE}`);
   Deno.exit(2);
 }
 
-function parseOptions(args: string[]): Options {
+function parseOptions(args: string[]): Options & { conns?: ConnOptions } {
   let values;
   try {
     values = parseArgs({
@@ -111,6 +125,8 @@ function parseOptions(args: string[]): Options {
         "ws-binary": { type: "boolean" },
         window: { type: "string" },
         json: { type: "string" },
+        connections: { type: "string" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -128,14 +144,30 @@ function parseOptions(args: string[]): Options {
     return n;
   };
   const quick = values.quick ?? false;
-  const families = (values.only ?? FAMILIES.join(",")).split(",").map((f) => f.trim());
-  for (const f of families) {
-    if (!FAMILIES.includes(f as Family)) usage(`--only takes tcp, tls and/or ws, got "${f}"`);
+  const only = (values.only ?? [...FAMILIES, CONNS].join(",")).split(",").map((f) => f.trim());
+  for (const f of only) {
+    if (!FAMILIES.includes(f as Family) && f !== CONNS) {
+      usage(`--only takes tcp, tls, ws and/or conns, got "${f}"`);
+    }
   }
+  const families = only.filter((f) => f !== CONNS);
   const servers = values.servers?.split(",").map((s) => s.trim());
   for (const s of servers ?? []) {
-    if (!SERVERS.some((d) => d.id === s)) usage(`unknown server "${s}" in --servers`);
+    if (!SERVERS.some((d) => d.id === s) && !CONN_SERVERS.some((d) => d.id === s)) {
+      usage(`unknown server "${s}" in --servers`);
+    }
   }
+  const connections = Math.round(num(values.connections, "connections", 10_000, 1));
+  const conns: ConnOptions | undefined = only.includes(CONNS)
+    ? {
+      connections,
+      workers: values.workers === undefined
+        ? connections > 16_000 ? Math.ceil(connections / 17_000) : 0
+        : Math.round(num(values.workers, "workers", 0, 0)),
+      servers: servers?.filter((s) => CONN_SERVERS.some((d) => d.id === s)),
+    }
+    : undefined;
+  if (conns?.servers?.length === 0) conns.servers = undefined;
   return {
     rounds: Math.round(num(values.rounds, "rounds", quick ? 1 : 5, 1)),
     duration: num(values.duration, "duration", quick ? 1 : 1.5, 0.1),
@@ -150,6 +182,7 @@ function parseOptions(args: string[]): Options {
       ? undefined
       : Math.round(num(values.window, "window", 32, 1)),
     json: values.json,
+    conns,
   };
 }
 
@@ -234,11 +267,13 @@ async function runScenario(
 
 async function main() {
   const opts = parseOptions(Deno.args);
-  const bail = (code: number) => () =>
-    killAll()
+  const bail = (code: number) => () => {
+    killConnections();
+    return killAll()
       .then(() => tmpDir ? Deno.remove(tmpDir, { recursive: true }) : undefined)
       .catch(() => {})
       .finally(() => Deno.exit(code));
+  };
   Deno.addSignalListener("SIGINT", bail(130));
   Deno.addSignalListener("SIGTERM", bail(143));
 
@@ -261,23 +296,26 @@ async function main() {
   try {
     let ctx: Ctx = { certFile: "", keyFile: "", caFile: "", serverName: "localhost" };
     const families = [...opts.families];
-    if (families.includes("tls")) {
+    if (families.includes("tls") || opts.conns) {
       try {
         ctx = await makeCert(tmp);
       } catch (err) {
         notes.push(`TLS skipped: no certificate (${(err as Error).message})`);
-        families.splice(families.indexOf("tls"), 1);
+        if (families.includes("tls")) families.splice(families.indexOf("tls"), 1);
       }
     }
 
-    const scenarios = SCENARIOS.filter((s) => families.includes(s.family));
+    // The 10,000-subscriber fan-out belongs to `conns`, not to `ws`.
+    const selected = (x: { family: Family; group?: string }) =>
+      x.group === FANOUT_10K_GROUP ? opts.conns !== undefined : families.includes(x.family);
+    const scenarios = SCENARIOS.filter(selected);
     const servers: ServerDef[] = [];
     /** server id -> why its rows are skipped */
     const skipped = new Map<string, string>();
     let nodeProblem: string | undefined | null = null; // null: not checked yet
     let bun: { path: string } | { problem: string } | undefined; // undefined: not checked yet
     for (const def of SERVERS) {
-      if (!families.includes(def.family)) continue;
+      if (!selected(def)) continue;
       if (opts.servers ? !opts.servers.includes(def.id) : def.onRequest) continue;
       try {
         await Deno.stat(`${ROOT}/${def.script}`);
@@ -350,6 +388,42 @@ async function main() {
       });
       samples.push(...got);
     }
+    let connReport: string | undefined;
+    if (opts.conns) {
+      let bunPath: string | undefined;
+      const wantsBun = CONN_SERVERS.some((d) =>
+        d.runtime === "bun" && (opts.conns!.servers?.includes(d.id) ?? true)
+      );
+      if (wantsBun && opts.conns.workers === 0) {
+        bun ??= await ensureBun();
+        if ("path" in bun) bunPath = bun.path;
+      }
+      if (nodeProblem === null) nodeProblem = await ensureNodeWs();
+      const { samples: connSamples, notes: connNotes } = await runConnections(
+        ctx,
+        opts.conns,
+        { node: !nodeProblem, bun: bunPath },
+        (s) => {
+          const per = s.base && s.after && s.connected
+            ? ((s.after.rss.reduce((a, b) => a + b, 0) - s.base.rss.reduce((a, b) => a + b, 0)) /
+              s.connected / 1024).toFixed(1)
+            : "?";
+          console.error(
+            `[conns] ${s.proto} ${s.server}: ` +
+              (s.ok
+                ? `${s.connected} connected in ${s.setupS?.toFixed(1)} s, ${per} KiB/conn`
+                : `FAILED ${s.error}`),
+          );
+        },
+      );
+      connReport = renderConnections(connSamples, opts.conns, connNotes);
+      if (opts.json) {
+        await Deno.writeTextFile(
+          opts.json.replace(/(\.json)?$/, ".connections.json"),
+          JSON.stringify({ opts: opts.conns, samples: connSamples }, null, 2),
+        );
+      }
+    }
     const elapsed = (Date.now() - started) / 1000;
     const load1 = await loadAverage();
 
@@ -371,9 +445,12 @@ async function main() {
       pin,
       ctx,
     };
-    console.log(renderReport(record));
-    if (opts.json) await writeJson(opts.json, record);
+    if (scenarios.length > 0) console.log(renderReport(record));
+    else console.log(`## netkit bench\n\ncommand: \`${cmd}\` (${elapsed.toFixed(0)} s)`);
+    if (connReport !== undefined) console.log(`\n${connReport}`);
+    if (opts.json && scenarios.length > 0) await writeJson(opts.json, record);
   } finally {
+    killConnections();
     await killAll();
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }

@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { NetkitError } from "../errors.ts";
 import { hostPort } from "../internal/host.ts";
 import { CidrSet } from "../internal/cidr.ts";
+import { raiseOpenFilesLimit } from "../internal/rlimit.ts";
 import { bypassesProxy, proxyForUrl } from "../proxy/env.ts";
 
 /** A bad flag or flag value: the program prints it and exits with code 2. */
@@ -147,8 +148,15 @@ export function log(program: string, message: string, fields: LogFields = {}): v
  * before printing the listening line, so a script that signals right after
  * reading the line never kills the process mid-start. A second signal exits
  * at once with code 130 — the user asked twice.
+ *
+ * Every server program calls it first, so it also prepares the process to
+ * hold many connections: the open-files soft limit is raised to the hard
+ * limit (as nginx and Go do; best effort, see `internal/rlimit.ts`).
+ * `ws-server --workers` calls it in the primary before it starts the
+ * workers, and a child process inherits its parent's limits.
  */
 export function shutdownSignal(program: string): AbortSignal {
+  raiseOpenFilesLimit();
   const controller = new AbortController();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const sig of signals) {
@@ -157,8 +165,10 @@ export function shutdownSignal(program: string): AbortSignal {
         log(program, `${sig} again: exiting now`);
         Deno.exit(130);
       }
-      log(program, `${sig}: shutting down`);
+      // Stop accepting first (the servers close their listeners on abort),
+      // then say so: whoever reads the line finds the port closed.
       controller.abort();
+      log(program, `${sig}: shutting down`);
     });
   }
   return controller.signal;

@@ -6,7 +6,9 @@
  * a plain GET of the path. Mode `echo`: each message back to its sender.
  * TLS (`wss://`) with `--cert` and `--key`. With `--redis`, every server
  * sharing that Redis shares the broadcast; `--workers N` runs N processes
- * on one port that way.
+ * on one port that way. `--history N` (default 1000) keeps the last
+ * messages so that `netkit.v1` clients (the chat page) resume after a
+ * reconnect with nothing lost (docs/netkit-v1.md).
  *
  * ```sh
  * deno run -A jsr:@netkit/netkit/ws-server --port 8080

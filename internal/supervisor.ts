@@ -177,8 +177,9 @@ export function workerShutdownSignal(onStop: (why: string) => void): AbortSignal
   const controller = new AbortController();
   const stop = (why: string) => {
     if (controller.signal.aborted) return;
-    onStop(why);
+    // Stop accepting first, then say so.
     controller.abort();
+    onStop(why);
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(sig, () => stop(sig));

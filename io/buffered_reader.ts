@@ -39,7 +39,7 @@ export interface ReadUntilOptions {
 export const DEFAULT_MAX_BYTES = 64 * 1024;
 
 /** The default of {@linkcode BufferedReaderOptions.bufferSize}: 1 KiB. */
-export const DEFAULT_BUFFER_SIZE = 1024;
+const DEFAULT_BUFFER_SIZE = 1024;
 
 const MAX_READ_SIZE = 64 * 1024;
 const MIN_READ_SIZE = 64;
@@ -60,6 +60,8 @@ class ReadSizes {
   /** The size earned by full reads; used while they keep coming. */
   #bulk: number;
   #quiet = true;
+  /** Reads in a row into a `bulk` buffer that filled a quarter of it or less. */
+  #sparse = 0;
 
   constructor(idle: number) {
     this.idle = idle;
@@ -75,13 +77,20 @@ class ReadSizes {
   record(n: number, room: number, size: number): void {
     if (n < room) {
       this.#quiet = true;
-      // A big buffer that a read filled to a quarter or less was too big:
-      // chatty messages a little over `idle` should not cost 64 KiB each.
-      if (size >= this.#bulk && n * 4 <= size) this.#bulk = Math.max(this.idle, size / 4);
+      // Twice in a row a big buffer was filled to a quarter or less: it is
+      // too big for what comes (messages a little over `idle` should not
+      // cost 64 KiB each), so it shrinks. Once is the tail of a transfer.
+      if (size >= this.#bulk && n * 4 <= size && ++this.#sparse >= 2) {
+        this.#bulk = Math.max(this.idle, size / 4);
+        this.#sparse = 0;
+      }
       return;
     }
     this.#quiet = false;
-    if (size >= this.#bulk) this.#bulk = Math.min(size * 4, MAX_READ_SIZE);
+    if (size >= this.#bulk) {
+      this.#bulk = Math.min(size * 4, MAX_READ_SIZE);
+      this.#sparse = 0;
+    }
   }
 }
 const EMPTY = new Uint8Array(0);
@@ -137,6 +146,10 @@ export class BufferedReader {
   #eof = false;
   #readable: BufferedReadableStream | undefined;
   #pending = false; // a read from the source is under way
+  // readChunk's raw read: the room it offered, and its callbacks (made once).
+  #tailLength = 0;
+  #onChunkRead: ((n: number | null) => Uint8Array | null) | undefined;
+  #onReadError: ((err: unknown) => never) | undefined;
 
   /**
    * Wraps a byte stream (or a socket) in a reader that owns its buffer.
@@ -253,9 +266,51 @@ export class BufferedReader {
    * the next chunk from the source. `null` at the end. Bytes still inside a
    * chunk a stream source gave are passed on uncopied, as a pipe would.
    */
-  async readChunk(): Promise<Uint8Array | null> {
-    this.#checkIdle();
-    if (this.#end === this.#start && !(await this.#fill())) return null;
+  readChunk(): Promise<Uint8Array | null> {
+    try {
+      this.#checkIdle();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#end > this.#start) return Promise.resolve(this.#chunk());
+    if (this.#raw === null) return this.#fill().then((ok) => ok ? this.#chunk() : null);
+    if (this.#eof) return Promise.resolve(null);
+    // A socket with nothing buffered: one read and one callback, no async
+    // function frames kept alive while it waits — a connection may wait for
+    // hours, and a server may hold 100,000 of them.
+    const tail = this.#room(1);
+    this.#tailLength = tail.length;
+    this.#pending = true;
+    let read: Promise<number | null>;
+    try {
+      read = this.#raw.read(tail);
+    } catch (err) {
+      this.#pending = false;
+      return Promise.reject(err);
+    }
+    return read.then(
+      this.#onChunkRead ??= (n) => this.#chunkRead(n),
+      this.#onReadError ??= (err) => {
+        this.#pending = false;
+        throw err;
+      },
+    );
+  }
+
+  /** Bookkeeping after a raw read for {@linkcode readChunk}. */
+  #chunkRead(n: number | null): Uint8Array | null {
+    this.#pending = false;
+    if (n === null) {
+      this.#eof = true;
+      return null;
+    }
+    this.#end += n;
+    this.#sizes.record(n, this.#tailLength, this.#buf.length);
+    return this.#chunk();
+  }
+
+  /** Everything buffered, consumed: a copy of owned bytes, a view of a stream's chunk. */
+  #chunk(): Uint8Array {
     if (this.#owned) return this.#take(this.#end - this.#start);
     const view = this.#buf.subarray(this.#start, this.#end);
     this.#consume(view.length);

@@ -12,13 +12,21 @@ export { delay } from "./support/time.ts";
 export function runProgram(
   script: string,
   args: string[],
-  { stdin, env, timeout = 30_000 }: {
+  { stdin, holdStdinUntil, env, timeout = 30_000 }: {
     stdin?: Uint8Array | string;
+    /** Keep stdin open until stdout shows this (see {@linkcode runCommand}). */
+    holdStdinUntil?: string;
     env?: Record<string, string>;
     timeout?: number;
   } = {},
 ): Promise<RunResult> {
-  return runCommand({ args: ["run", "-A", "--quiet", script, ...args], stdin, env, timeout });
+  return runCommand({
+    args: ["run", "-A", "--quiet", script, ...args],
+    stdin,
+    holdStdinUntil,
+    env,
+    timeout,
+  });
 }
 
 /** A server program running in the background (see {@linkcode Program}). */

@@ -44,6 +44,9 @@ const HAS_IPV6 = hasIPv6Loopback();
 // that only read them.
 const dev = await createDevCerts();
 
+/** How rustls refuses a certificate that does not cover the name asked for. */
+const NOT_VALID_FOR_NAME = /NotValidForName|not valid for/i;
+
 async function readFull(conn: Deno.Conn, size: number): Promise<string> {
   const buf = new Uint8Array(size);
   let filled = 0;
@@ -70,20 +73,18 @@ async function readAll(conn: Deno.Conn): Promise<string> {
  * the same address, starts TLS verifying `servername` against `caCerts`,
  * sends "ping" and reads the server's "pong". Returns what the client read;
  * rejects as the client's handshake does. Every resource is closed.
+ * Unless told otherwise: the shared development certificates (`dev`), trusted
+ * by their CA, on 127.0.0.1.
  */
 async function pingPong(opts: {
-  cert: string;
-  key: string;
-  caCerts: string[];
-  listen: string;
+  cert?: string;
+  key?: string;
+  caCerts?: string[];
+  listen?: string;
   servername: string;
 }): Promise<string> {
-  using listener = Deno.listenTls({
-    hostname: opts.listen,
-    port: 0,
-    cert: opts.cert,
-    key: opts.key,
-  });
+  const { cert = dev.cert, key = dev.key, caCerts = [dev.ca], listen = "127.0.0.1" } = opts;
+  using listener = Deno.listenTls({ hostname: listen, port: 0, cert, key });
   const serverSide = (async () => {
     using conn = await listener.accept();
     await conn.handshake();
@@ -91,8 +92,8 @@ async function pingPong(opts: {
     await conn.write(encoder.encode("pong"));
   })();
   try {
-    const tcp = await Deno.connect({ hostname: opts.listen, port: listener.addr.port });
-    using tls = await Deno.startTls(tcp, { hostname: opts.servername, caCerts: opts.caCerts });
+    const tcp = await Deno.connect({ hostname: listen, port: listener.addr.port });
+    using tls = await Deno.startTls(tcp, { hostname: opts.servername, caCerts });
     await tls.handshake();
     await tls.write(encoder.encode("ping"));
     return await readFull(tls, 4);
@@ -103,24 +104,12 @@ async function pingPong(opts: {
 }
 
 Deno.test("createDevCerts: TLS to 127.0.0.1 verifying the name localhost", async () => {
-  const reply = await pingPong({
-    cert: dev.cert,
-    key: dev.key,
-    caCerts: [dev.ca],
-    listen: "127.0.0.1",
-    servername: "localhost",
-  });
+  const reply = await pingPong({ servername: "localhost" });
   assert.equal(reply, "pong");
 });
 
 Deno.test("createDevCerts: TLS verifying the address 127.0.0.1", async () => {
-  const reply = await pingPong({
-    cert: dev.cert,
-    key: dev.key,
-    caCerts: [dev.ca],
-    listen: "127.0.0.1",
-    servername: "127.0.0.1",
-  });
+  const reply = await pingPong({ servername: "127.0.0.1" });
   assert.equal(reply, "pong");
 });
 
@@ -128,13 +117,7 @@ Deno.test({
   name: "createDevCerts: TLS on [::1] verifying the address ::1",
   ignore: !HAS_IPV6,
   async fn() {
-    const reply = await pingPong({
-      cert: dev.cert,
-      key: dev.key,
-      caCerts: [dev.ca],
-      listen: "::1",
-      servername: "::1",
-    });
+    const reply = await pingPong({ listen: "::1", servername: "::1" });
     assert.equal(reply, "pong");
   },
 });
@@ -157,39 +140,15 @@ Deno.test("createDevCerts: Deno.connectTls by name trusts caCerts", async () => 
 });
 
 Deno.test("createDevCerts: a name not in the certificate is refused", async () => {
-  await assert.rejects(
-    pingPong({
-      cert: dev.cert,
-      key: dev.key,
-      caCerts: [dev.ca],
-      listen: "127.0.0.1",
-      servername: "example.com",
-    }),
-    /NotValidForName|not valid for/i,
-  );
+  await assert.rejects(pingPong({ servername: "example.com" }), NOT_VALID_FOR_NAME);
   // Nor an address it does not list.
-  await assert.rejects(
-    pingPong({
-      cert: dev.cert,
-      key: dev.key,
-      caCerts: [dev.ca],
-      listen: "127.0.0.1",
-      servername: "127.0.0.2",
-    }),
-    /NotValidForName|not valid for/i,
-  );
+  await assert.rejects(pingPong({ servername: "127.0.0.2" }), NOT_VALID_FOR_NAME);
 });
 
 Deno.test("createDevCerts: a client trusting another CA refuses the server", async () => {
   const other = await createCA({ commonName: "some other CA" });
   await assert.rejects(
-    pingPong({
-      cert: dev.cert,
-      key: dev.key,
-      caCerts: [other.cert],
-      listen: "127.0.0.1",
-      servername: "localhost",
-    }),
+    pingPong({ caCerts: [other.cert], servername: "localhost" }),
     /UnknownIssuer|unknown issuer/i,
   );
 });
@@ -200,7 +159,6 @@ Deno.test("createDevCerts: RSA 2048 certificates work too", async () => {
     cert: rsa.cert,
     key: rsa.key,
     caCerts: [rsa.ca],
-    listen: "127.0.0.1",
     servername: "localhost",
   });
   assert.equal(reply, "pong");
@@ -214,26 +172,11 @@ Deno.test("createServerCert: custom hosts, wildcard, and a CA read back from PEM
     hosts: ["app.example.test", "*.svc.example.test", "127.0.0.1"],
     days: 1,
   });
+  const trusted = { cert: server.cert, key: server.key, caCerts: [ca.cert] };
   for (const servername of ["app.example.test", "api.svc.example.test", "127.0.0.1"]) {
-    const reply = await pingPong({
-      cert: server.cert,
-      key: server.key,
-      caCerts: [ca.cert],
-      listen: "127.0.0.1",
-      servername,
-    });
-    assert.equal(reply, "pong", servername);
+    assert.equal(await pingPong({ ...trusted, servername }), "pong", servername);
   }
-  await assert.rejects(
-    pingPong({
-      cert: server.cert,
-      key: server.key,
-      caCerts: [ca.cert],
-      listen: "127.0.0.1",
-      servername: "localhost",
-    }),
-    /NotValidForName|not valid for/i,
-  );
+  await assert.rejects(pingPong({ ...trusted, servername: "localhost" }), NOT_VALID_FOR_NAME);
 });
 
 Deno.test("certificates: PEM shapes, positive random serials, validity", async () => {
@@ -602,7 +545,6 @@ Deno.test("writeDevCerts: writes four files, refuses to overwrite, force overwri
       cert: await Deno.readTextFile(written.files.cert),
       key: await Deno.readTextFile(written.files.key),
       caCerts: [await Deno.readTextFile(written.files.ca)],
-      listen: "127.0.0.1",
       servername: "localhost",
     });
     assert.equal(reply, "pong");

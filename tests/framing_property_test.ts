@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   BufferedReader,
-  type ByteSource,
   DelimiterStream,
   encodeLengthPrefixed,
   LengthPrefixedDecoderStream,
@@ -19,39 +18,12 @@ import { encodeFrame } from "../websocket/codec/sender.ts";
 import { type ReceivedFrame, Receiver } from "../websocket/codec/receiver.ts";
 import { WebSocketError } from "../websocket/errors.ts";
 import { concat } from "./support/bytes.ts";
+import { byteSource, chunk } from "./support/chunks.ts";
 
 // Raise for a deeper search: IO_PROPERTY_RUNS=5000 deno test -A …
 const NUM_RUNS = Number(Deno.env.get("IO_PROPERTY_RUNS") ?? 150);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Cuts `data` at the given positions (modulo its length + 1), empty chunks included. */
-function chunk(data: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = cuts.map((c) => c % (data.length + 1)).sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of points) {
-    out.push(data.slice(prev, p));
-    prev = p;
-  }
-  out.push(data.slice(prev));
-  return out;
-}
-
-function byteSource(chunks: Uint8Array[]): ByteSource {
-  const queue = chunks.filter((c) => c.length > 0);
-  return {
-    read(p) {
-      const head = queue[0];
-      if (head === undefined) return Promise.resolve(null);
-      const n = Math.min(p.length, head.length);
-      p.set(head.subarray(0, n));
-      if (n === head.length) queue.shift();
-      else queue[0] = head.subarray(n);
-      return Promise.resolve(n);
-    },
-  };
-}
 
 const cutsArb = fc.array(fc.nat(), { maxLength: 16 });
 

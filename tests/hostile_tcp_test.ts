@@ -6,32 +6,22 @@
 import assert from "node:assert/strict";
 import {
   byteAttacks,
-  captureClientHello,
   frameAttacks,
-  launch,
-  makeCertFiles,
-  type Outcome,
-  printMatrix,
-  runMatrix,
+  survives,
   upgradeAttacks,
   wsBytesToEchoServer,
 } from "./support/hostile/mod.ts";
 
 Deno.test("tcp-server survives the hostile-peer matrix", async (t) => {
-  const certs = await makeCertFiles();
-  const rows: Outcome[] = [];
-  try {
-    const hello = await captureClientHello();
-    await using target = await launch("tcp", certs, ["--idle-timeout", "0.5"]);
-    await runMatrix(t, target, "tcp", byteAttacks(hello), rows);
-    // The WebSocket attacks' bytes are bytes like any other to an echo server.
-    await runMatrix(t, target, "tcp", [
+  const { code } = await survives(t, {
+    kind: "tcp",
+    args: ["--idle-timeout", "0.5"],
+    attacks: (hello) => [
+      ...byteAttacks(hello),
+      // The WebSocket attacks' bytes are bytes like any other to an echo server.
       wsBytesToEchoServer([...upgradeAttacks(), ...frameAttacks(65536)]),
-    ], rows);
-    const { code } = await target.stop();
-    assert.equal(code, 0);
-  } finally {
-    printMatrix("tcp-server: hostile peers", rows);
-    await Deno.remove(certs.dir, { recursive: true });
-  }
+    ],
+    title: "tcp-server: hostile peers",
+  });
+  assert.equal(code, 0);
 });

@@ -14,11 +14,7 @@ import {
   byteAttacks,
   captureClientHello,
   frameAttacks,
-  launch,
-  makeCertFiles,
-  type Outcome,
-  printMatrix,
-  runMatrix,
+  survives,
   upgradeAttacks,
   wsBytesToEchoServer,
 } from "./support/hostile/mod.ts";
@@ -28,21 +24,16 @@ const ARGS = ["--handshake-timeout", "1", "--idle-timeout", "0.5"];
 for (const kind of ["tls", "tls-deno"] as const) {
   const label = kind === "tls" ? "tls-server" : "tls-server --engine deno";
   Deno.test(`${label} survives the hostile-peer matrix`, async (t) => {
-    const certs = await makeCertFiles();
-    const rows: Outcome[] = [];
-    try {
-      const hello = await captureClientHello();
-      await using target = await launch(kind, certs, ARGS);
-      await runMatrix(t, target, kind, [
+    const { code } = await survives(t, {
+      kind,
+      args: ARGS,
+      attacks: (hello) => [
         ...byteAttacks(hello),
         wsBytesToEchoServer([...upgradeAttacks(), ...frameAttacks(65536)]),
-      ], rows);
-      const { code } = await target.stop();
-      assert.equal(code, 0);
-    } finally {
-      printMatrix(`${label}: hostile peers`, rows);
-      await Deno.remove(certs.dir, { recursive: true });
-    }
+      ],
+      title: `${label}: hostile peers`,
+    });
+    assert.equal(code, 0);
   });
 }
 

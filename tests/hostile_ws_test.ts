@@ -9,15 +9,10 @@ import { encodeFrame } from "../websocket/codec/sender.ts";
 import { pseudoRandomBytes } from "./_helpers.ts";
 import {
   byteAttacks,
-  captureClientHello,
   describeFrames,
   frameAttacks,
-  launch,
-  makeCertFiles,
-  type Outcome,
-  printMatrix,
   RawPeer,
-  runMatrix,
+  survives,
   type Target,
   upgradeAttacks,
 } from "./support/hostile/mod.ts";
@@ -34,23 +29,16 @@ const ARGS = [
 
 for (const kind of ["ws", "wss"] as const) {
   Deno.test(`${kind === "ws" ? "ws-server" : "ws-server --cert/--key (wss)"} survives the hostile-peer matrix`, async (t) => {
-    const certs = await makeCertFiles();
-    const rows: Outcome[] = [];
-    try {
-      const hello = await captureClientHello();
-      await using target = await launch(kind, certs, ARGS);
-      await runMatrix(t, target, kind, [
-        ...byteAttacks(hello),
-        ...upgradeAttacks(),
-        ...frameAttacks(MAX_PAYLOAD),
-      ], rows);
-      const { code, ms } = await target.stop();
-      assert.equal(code, 0, "SIGTERM: exit 0");
-      assert.ok(ms < 6000, `exited in ${ms} ms`);
-    } finally {
-      printMatrix(`${kind}-server: hostile peers`, rows);
-      await Deno.remove(certs.dir, { recursive: true });
-    }
+    const { code, ms } = await survives(t, {
+      kind,
+      args: ARGS,
+      attacks: (
+        hello,
+      ) => [...byteAttacks(hello), ...upgradeAttacks(), ...frameAttacks(MAX_PAYLOAD)],
+      title: `${kind}-server: hostile peers`,
+    });
+    assert.equal(code, 0, "SIGTERM: exit 0");
+    assert.ok(ms < 6000, `exited in ${ms} ms`);
   });
 }
 

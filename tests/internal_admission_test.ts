@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Admission, AdmissionControl } from "../internal/admission.ts";
+import { type Admission, AdmissionControl, type AdmissionOptions } from "../internal/admission.ts";
 
 function reason(a: Admission): string {
   return a.ok ? "ok" : a.reason;
@@ -14,6 +14,12 @@ function manualClock(start = 1_000) {
       now += ms;
     },
   };
+}
+
+/** An AdmissionControl with `options`, its time read from a clock the test moves by hand. */
+function onManualClock(options: Omit<AdmissionOptions, "now">) {
+  const clock = manualClock();
+  return { clock, admission: new AdmissionControl({ ...options, now: clock.now }) };
 }
 
 Deno.test("maxConnectionsPerIp admits under and at the limit, refuses over it", () => {
@@ -73,8 +79,7 @@ Deno.test("IPv6 addresses in one /64 share a limit; another /64 has its own", ()
 });
 
 Deno.test("acceptRate: the burst is admitted, the next is refused, tokens refill with time", () => {
-  const clock = manualClock();
-  const admission = new AdmissionControl({ acceptRate: 4, burst: 2, now: clock.now });
+  const { clock, admission } = onManualClock({ acceptRate: 4, burst: 2 });
   assert.equal(reason(admission.admit("192.0.2.9")), "ok");
   assert.equal(reason(admission.admit("192.0.2.9")), "ok", "at the burst");
   assert.equal(reason(admission.admit("192.0.2.9")), "rate", "over the burst");
@@ -105,8 +110,7 @@ Deno.test("acceptRate: the default burst is one second's worth, at least 1", () 
 });
 
 Deno.test("acceptRate holds a sustained flood to the rate", () => {
-  const clock = manualClock();
-  const admission = new AdmissionControl({ acceptRate: 10, burst: 10, now: clock.now });
+  const { clock, admission } = onManualClock({ acceptRate: 10, burst: 10 });
   let admitted = 0;
   // 100 attempts per second for 10 seconds.
   for (let i = 0; i < 1000; i++) {
@@ -122,13 +126,7 @@ Deno.test("acceptRate holds a sustained flood to the rate", () => {
 });
 
 Deno.test("both limits: rate is checked first and a refused attempt still takes a token", () => {
-  const clock = manualClock();
-  const admission = new AdmissionControl({
-    maxConnectionsPerIp: 1,
-    acceptRate: 1,
-    burst: 3,
-    now: clock.now,
-  });
+  const { clock, admission } = onManualClock({ maxConnectionsPerIp: 1, acceptRate: 1, burst: 3 });
   const first = admission.admit("192.0.2.1");
   assert.equal(reason(first), "ok");
   assert.equal(reason(admission.admit("192.0.2.1")), "per-ip"); // token 2
@@ -173,12 +171,10 @@ Deno.test("an address is forgotten once it has no connection and a full bucket",
 });
 
 Deno.test("a flood of distinct addresses never grows the table past maxKeys", () => {
-  const clock = manualClock();
-  const admission = new AdmissionControl({
+  const { clock, admission } = onManualClock({
     maxConnectionsPerIp: 2,
     acceptRate: 1,
     maxKeys: 1000,
-    now: clock.now,
   });
   // A client with open connections is never forgotten, however big the flood.
   const steady = admission.admit("198.51.100.7");
@@ -206,8 +202,7 @@ Deno.test("a flood of distinct addresses never grows the table past maxKeys", ()
 });
 
 Deno.test("at the cap the least recently seen idle address is the one forgotten", () => {
-  const clock = manualClock();
-  const admission = new AdmissionControl({ acceptRate: 1, burst: 1, maxKeys: 3, now: clock.now });
+  const { admission } = onManualClock({ acceptRate: 1, burst: 1, maxKeys: 3 });
   const once = (address: string) => {
     const a = admission.admit(address);
     if (a.ok) a.release();

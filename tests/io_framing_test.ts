@@ -13,6 +13,7 @@ import {
 } from "../io/mod.ts";
 import { NetkitError } from "../errors.ts";
 import { concat } from "./support/bytes.ts";
+import { collect as run } from "./support/chunks.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -30,22 +31,6 @@ function split(data: Uint8Array, size: number): Uint8Array[] {
   const out = [];
   for (let i = 0; i < data.length; i += size) out.push(data.subarray(i, i + size));
   return out;
-}
-
-/** Runs `chunks` through `transform`; returns the frames and the error, if any. */
-async function run(
-  transform: TransformStream<Uint8Array, Uint8Array>,
-  chunks: Uint8Array[],
-): Promise<{ frames: Uint8Array[]; error?: unknown }> {
-  const frames: Uint8Array[] = [];
-  try {
-    for await (const f of ReadableStream.from(chunks).pipeThrough(transform)) {
-      frames.push(f.slice());
-    }
-    return { frames };
-  } catch (error) {
-    return { frames, error };
-  }
 }
 
 function delimited(

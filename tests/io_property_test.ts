@@ -5,7 +5,6 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   BufferedReader,
-  type ByteSource,
   DelimiterStream,
   encodeLengthPrefixed,
   LengthPrefixedDecoderStream,
@@ -15,24 +14,12 @@ import {
   UnexpectedEofError,
 } from "../io/mod.ts";
 import { concat } from "./support/bytes.ts";
+import { byteSource, chunk, collect } from "./support/chunks.ts";
 
 // Modest by default; raise for a deeper search: IO_PROPERTY_RUNS=5000 deno test -A …
 const NUM_RUNS = Number(Deno.env.get("IO_PROPERTY_RUNS") ?? 200);
 
 // --- helpers -----------------------------------------------------------------
-
-/** Cuts `data` at the given positions (taken modulo its length + 1), empty chunks included. */
-function chunk(data: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = cuts.map((c) => c % (data.length + 1)).sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of points) {
-    out.push(data.slice(prev, p));
-    prev = p;
-  }
-  out.push(data.slice(prev));
-  return out;
-}
 
 /** The first index of `needle` in `hay` at or after `from`, the slow obvious way. */
 function naiveIndexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
@@ -54,37 +41,6 @@ function referenceSplit(
     records.push(data.slice(pos, at + delim.length));
   }
   return { records, tail: data.slice(pos) };
-}
-
-/** A ByteSource (as Deno.Conn) that fills the caller's buffer from a queue of chunks. */
-function byteSource(chunks: Uint8Array[]): ByteSource {
-  const queue = chunks.filter((c) => c.length > 0);
-  return {
-    read(p) {
-      const head = queue[0];
-      if (head === undefined) return Promise.resolve(null);
-      const n = Math.min(p.length, head.length);
-      p.set(head.subarray(0, n));
-      if (n === head.length) queue.shift();
-      else queue[0] = head.subarray(n);
-      return Promise.resolve(n);
-    },
-  };
-}
-
-async function collect(
-  transform: TransformStream<Uint8Array, Uint8Array>,
-  chunks: Uint8Array[],
-): Promise<{ frames: Uint8Array[]; error?: unknown }> {
-  const frames: Uint8Array[] = [];
-  try {
-    for await (const f of ReadableStream.from(chunks).pipeThrough(transform)) {
-      frames.push(f.slice());
-    }
-    return { frames };
-  } catch (error) {
-    return { frames, error };
-  }
 }
 
 /** Reads records until null or an error, with `read`. */

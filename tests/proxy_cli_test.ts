@@ -1,8 +1,8 @@
 // Every client program through real proxies: --proxy, the curl-style
 // environment variables, --no-proxy, and one clear line when the proxy says no.
 import assert from "node:assert/strict";
-import { createDevCerts } from "../certs/mod.ts";
 import { runProgram, startServer } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
 import {
   freePort,
   hasMicrosocks,
@@ -11,12 +11,7 @@ import {
   startTinyproxy,
 } from "./support/proxies.ts";
 
-const certs = await createDevCerts();
-const dir = await Deno.makeTempDir({ prefix: "netkit-proxy-cli-" });
-await Deno.writeTextFile(`${dir}/ca.pem`, certs.ca);
-await Deno.writeTextFile(`${dir}/server.pem`, certs.cert);
-await Deno.writeTextFile(`${dir}/server-key.pem`, certs.key);
-globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+const certs = await tempDevCerts({ prefix: "netkit-proxy-cli-", removeOnUnload: true });
 
 // No proxy variables from the machine running the tests leak in.
 const CLEAN_ENV: Record<string, string> = {
@@ -37,38 +32,13 @@ const CLEAN_ENV: Record<string, string> = {
  * then is lost (README, "Clients through proxies"); this keeps the test to
  * what every proxy does.
  */
-async function netcat(
+function netcat(
   script: string,
   args: string[],
   env: Record<string, string>,
   line: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", script, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(line));
-  let stdout = "";
-  const decoder = new TextDecoder();
-  const reader = child.stdout.getReader();
-  while (!stdout.includes(line)) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += decoder.decode(value, { stream: true });
-  }
-  await writer.close();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += decoder.decode(value, { stream: true });
-  }
-  const { code } = await child.status;
-  return { code, stdout, stderr: await stderr };
+  return runProgram(script, args, { stdin: line, holdStdinUntil: line, env });
 }
 
 Deno.test({
@@ -103,10 +73,7 @@ Deno.test({
     await using server = await startServer("cli/tls_server.ts", [
       "--port",
       "0",
-      "--cert",
-      `${dir}/server.pem`,
-      "--key",
-      `${dir}/server-key.pem`,
+      ...certs.serverArgs,
     ]);
     const run = await netcat(
       "cli/tls_client.ts",
@@ -116,7 +83,7 @@ Deno.test({
         "--port",
         String(server.port),
         "--ca",
-        `${dir}/ca.pem`,
+        certs.files.ca,
       ],
       { ...CLEAN_ENV, ALL_PROXY: `socks5://${proxy.at}` },
       "proxied tls\n",

@@ -12,6 +12,7 @@ import * as tcp from "../tcp/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { createCA, createDevCerts, writeDevCerts } from "../certs/mod.ts";
 import { readAll } from "./_helpers.ts";
+import { runCommand } from "./support/process.ts";
 import { hasTool } from "./support/tools.ts";
 
 const { ca, cert, key } = await createDevCerts();
@@ -80,6 +81,29 @@ async function plaintextExchange(port: number): Promise<Conn> {
   return plain;
 }
 
+/**
+ * The smallest STARTTLS protocol: the client says STARTTLS, the server says
+ * GO, both upgrade. A server on a free port that hands each upgraded
+ * connection to `secured`, with `options` for tcp.serve().
+ */
+function goAheadServer(
+  options: { gracePeriod?: number; idleTimeout?: number; onEvent?: (e: tcp.ServerEvent) => void },
+  secured: (conn: Conn) => Promise<void>,
+) {
+  return tcp.serve({ port: 0, ...options }, async (plain) => {
+    assert.equal(await readLine(plain.readable), "STARTTLS");
+    await writeAll(plain.writable, "GO\n");
+    await secured(await acceptTls(plain, { cert, key }));
+  });
+}
+
+/** The client side of {@linkcode goAheadServer}: STARTTLS, GO, then startTls() verifying localhost. */
+async function startTlsAfterGo(plain: Conn): Promise<Conn> {
+  await writeAll(plain.writable, "STARTTLS\n");
+  assert.equal(await readLine(plain.readable), "GO");
+  return await startTls(plain, { serverName: "localhost", caCerts: [ca] });
+}
+
 Deno.test("startTls() and acceptTls() upgrade one connection after a plaintext exchange", async () => {
   await using server = smtpServer();
   await using plain = await plaintextExchange(server.addr.port);
@@ -91,15 +115,9 @@ Deno.test("startTls() and acceptTls() upgrade one connection after a plaintext e
 });
 
 Deno.test("an upgraded connection is the same Conn: the TCP echo handler serves it", async () => {
-  await using server = tcp.serve({ port: 0 }, async (plain) => {
-    assert.equal(await readLine(plain.readable), "STARTTLS");
-    await writeAll(plain.writable, "GO\n");
-    await echo(await acceptTls(plain, { cert, key }));
-  });
+  await using server = goAheadServer({}, echo);
   await using plain = await tcp.connect({ port: server.addr.port });
-  await writeAll(plain.writable, "STARTTLS\n");
-  assert.equal(await readLine(plain.readable), "GO");
-  await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
+  await using conn = await startTlsAfterGo(plain);
   const data = new Uint8Array(500_000).map((_, i) => i * 7);
   const [, back] = await Promise.all([
     writeAll(conn.writable, data).then(() => conn.closeWrite()),
@@ -226,17 +244,12 @@ Deno.test("acceptTls() closes a client that never finishes its handshake (handsh
 });
 
 Deno.test("a server's shutdown reaches connections upgraded with acceptTls()", async () => {
-  const server = tcp.serve({ port: 0, gracePeriod: 0 }, async (plain) => {
-    assert.equal(await readLine(plain.readable), "STARTTLS");
-    await writeAll(plain.writable, "GO\n");
-    const conn = await acceptTls(plain, { cert, key });
+  const server = goAheadServer({ gracePeriod: 0 }, async (conn) => {
     await writeAll(conn.writable, "secure\n");
     await conn.closed; // Never ends by itself: only the server can close it.
   });
   await using plain = await tcp.connect({ port: server.addr.port });
-  await writeAll(plain.writable, "STARTTLS\n");
-  assert.equal(await readLine(plain.readable), "GO");
-  await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
+  await using conn = await startTlsAfterGo(plain);
   assert.equal(await readLine(conn.readable), "secure");
   await server.close();
   // The upgraded connection was destroyed by the server's forced close.
@@ -245,19 +258,12 @@ Deno.test("a server's shutdown reaches connections upgraded with acceptTls()", a
 
 Deno.test("a server's idle timeout reaches connections upgraded with acceptTls()", async () => {
   const events: string[] = [];
-  await using server = tcp.serve({
-    port: 0,
+  await using server = goAheadServer({
     idleTimeout: 200,
     onEvent: (e) => void events.push(e.type),
-  }, async (plain) => {
-    assert.equal(await readLine(plain.readable), "STARTTLS");
-    await writeAll(plain.writable, "GO\n");
-    await echo(await acceptTls(plain, { cert, key }));
-  });
+  }, echo);
   await using plain = await tcp.connect({ port: server.addr.port });
-  await writeAll(plain.writable, "STARTTLS\n");
-  assert.equal(await readLine(plain.readable), "GO");
-  await using conn = await startTls(plain, { serverName: "localhost", caCerts: [ca] });
+  await using conn = await startTlsAfterGo(plain);
   await writeAll(conn.writable, "echo\n");
   assert.equal(await readLine(conn.readable), "echo");
   // Then silence: the server closes the upgraded connection as idle.
@@ -274,7 +280,10 @@ Deno.test(
       // The CA file openssl trusts, from the certs module (in memory above).
       await Deno.writeTextFile(`${dir}/ca.pem`, ca);
       await using server = smtpServer();
-      const child = new Deno.Command("openssl", {
+      // s_client reads stdin only after the handshake; the server answers and
+      // closes, which ends s_client. Stdin stays open until the answer is in.
+      const { stdout, stderr } = await runCommand({
+        command: "openssl",
         args: [
           "s_client",
           "-starttls",
@@ -288,20 +297,10 @@ Deno.test(
           "-verify_return_error",
           "-crlf",
         ],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-      const writer = child.stdin.getWriter();
-      // s_client reads stdin only after the handshake; the server answers and
-      // closes, which ends s_client. Stdin stays open until then.
-      await writer.write(new TextEncoder().encode("NOOP\n"));
-      const output = await child.output();
-      clearTimeout(killer);
-      await writer.close().catch(() => {});
-      const stdout = new TextDecoder().decode(output.stdout);
-      const stderr = new TextDecoder().decode(output.stderr);
+        stdin: "NOOP\n",
+        holdStdinUntil: "OK over TLS: NOOP",
+        timeout: 20_000,
+      });
       assert.match(stdout, /Verify return code: 0 \(ok\)/, stdout + stderr);
       assert.match(stdout, /250 2\.0\.0 OK over TLS: NOOP/, stdout + stderr);
       assert.match(stdout, /subject=CN ?= ?localhost/);

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { writeDevCerts } from "../certs/mod.ts";
 import { connect as tlsConnect } from "../tls/mod.ts";
 import * as tcp from "../tcp/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { pseudoRandomBytes, readAll, ROOT, runProgram, startServer } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
+import { runCommand } from "./support/process.ts";
+import { trickleClientHello } from "./support/slowloris.ts";
 import { hasTool } from "./support/tools.ts";
 
 const SERVER = "cli/tls_server.ts";
@@ -11,43 +13,37 @@ const CLIENT = "cli/tls_client.ts";
 
 // One set of development certificates for the whole file, made by the certs
 // module into a temporary folder, removed when the test process ends.
-const DIR = await Deno.makeTempDir({ prefix: "netkit-tls-cli-" });
-globalThis.addEventListener("unload", () => Deno.removeSync(DIR, { recursive: true }));
-const FILES = (await writeDevCerts({ out: DIR })).files;
-const CERT_ARGS = ["--cert", FILES.cert, "--key", FILES.key];
-const CA = await Deno.readTextFile(FILES.ca);
+const { dir: DIR, files: FILES, serverArgs: CERT_ARGS, ca: CA } = await tempDevCerts({
+  prefix: "netkit-tls-cli-",
+  removeOnUnload: true,
+});
+
+/** tls-server on a free port with the file's certificates, and `flags`. */
+function tlsServer(...flags: string[]) {
+  return startServer(SERVER, ["--port", "0", ...flags, ...CERT_ARGS]);
+}
+
+/** tls-client to 127.0.0.1:`port` trusting the file's CA (`--ca`), then `args`. */
+function trustingClient(port: number | string, ...args: string[]) {
+  return runProgram(CLIENT, ["--port", String(port), "--ca", FILES.ca, ...args]);
+}
 
 function lines(text: string): string[] {
   return text.trim().split("\n").filter((l) => l !== "");
 }
 
 Deno.test("tls-server prints one listening line; tls-client --ca gets the echo; SIGTERM exits 0", async () => {
-  await using server = await startServer(SERVER, ["--port", "0", ...CERT_ARGS]);
+  await using server = await tlsServer();
   assert.match(server.line, /^listening on tls:\/\/127\.0\.0\.1:\d+$/);
-  const run = await runProgram(CLIENT, [
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--message",
-    "Hello over TLS!",
-  ]);
+  const run = await trustingClient(server.port, "--message", "Hello over TLS!");
   assert.equal(run.code, 0, run.stderr);
   assert.equal(run.stdout, "Hello over TLS!");
   assert.equal(run.stderr, "");
   // By name too: the certificate covers localhost.
-  const byName = await runProgram(CLIENT, [
-    "--hostname",
-    "localhost",
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--message",
-    "by name",
-  ]);
-  assert.equal(byName.code, 0, byName.stderr);
-  assert.equal(byName.stdout, "by name");
+  const byName = ["--hostname", "localhost", "--message", "by name"];
+  const named = await trustingClient(server.port, ...byName);
+  assert.equal(named.code, 0, named.stderr);
+  assert.equal(named.stdout, "by name");
   const { code, stdout, stderr } = await server.stop("SIGTERM");
   assert.equal(code, 0, stderr);
   assert.equal(stdout, "", "nothing but the listening line on stdout");
@@ -56,7 +52,7 @@ Deno.test("tls-server prints one listening line; tls-client --ca gets the echo; 
 });
 
 Deno.test("tls-client in netcat mode relays stdin byte for byte", async () => {
-  await using server = await startServer(SERVER, ["--port", "0", "--quiet", ...CERT_ARGS]);
+  await using server = await tlsServer("--quiet");
   const input = pseudoRandomBytes(200_000, 11);
   const run = await runProgram(CLIENT, ["--port", String(server.port), "--ca", FILES.ca], {
     stdin: input,
@@ -66,7 +62,7 @@ Deno.test("tls-client in netcat mode relays stdin byte for byte", async () => {
 });
 
 Deno.test("tls-client without the CA exits 1 with one line saying to pass --ca", async () => {
-  await using server = await startServer(SERVER, ["--port", "0", ...CERT_ARGS]);
+  await using server = await tlsServer();
   const run = await runProgram(CLIENT, ["--port", String(server.port), "--message", "hi"]);
   assert.equal(run.code, 1);
   assert.equal(run.stdout, "");
@@ -80,15 +76,8 @@ Deno.test("tls-client without the CA exits 1 with one line saying to pass --ca",
 });
 
 Deno.test("tls-client --servername with a name the certificate lacks exits 1 naming both", async () => {
-  await using server = await startServer(SERVER, ["--port", "0", ...CERT_ARGS]);
-  const run = await runProgram(CLIENT, [
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--servername",
-    "example.com",
-  ]);
+  await using server = await tlsServer();
+  const run = await trustingClient(server.port, "--servername", "example.com");
   assert.equal(run.code, 1);
   assert.equal(lines(run.stderr).length, 1, run.stderr);
   assert.match(
@@ -96,23 +85,14 @@ Deno.test("tls-client --servername with a name the certificate lacks exits 1 nam
     /^tls-client: certificate for "localhost", "127\.0\.0\.1", "::1" does not cover "example\.com": .*--servername/,
   );
   // And a name it covers works through --servername while connecting by address.
-  const ok = await runProgram(CLIENT, [
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--servername",
-    "localhost",
-    "--message",
-    "sni",
-  ]);
+  const ok = await trustingClient(server.port, "--servername", "localhost", "--message", "sni");
   assert.equal(ok.code, 0, ok.stderr);
   assert.equal(ok.stdout, "sni");
 });
 
 Deno.test("tls-client against a plaintext server or a closed port exits 1 with one clear line", async () => {
   await using plain = await startServer("cli/tcp_server.ts", ["--port", "0", "--quiet"]);
-  const run = await runProgram(CLIENT, ["--port", String(plain.port), "--ca", FILES.ca]);
+  const run = await trustingClient(plain.port);
   assert.equal(run.code, 1);
   assert.match(
     run.stderr,
@@ -121,7 +101,7 @@ Deno.test("tls-client against a plaintext server or a closed port exits 1 with o
   assert.equal(lines(run.stderr).length, 1);
   const port = plain.port;
   await plain.stop();
-  const refused = await runProgram(CLIENT, ["--port", String(port), "--ca", FILES.ca]);
+  const refused = await trustingClient(port);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /^tls-client: connection refused by 127\.0\.0\.1:\d+/);
 });
@@ -189,7 +169,7 @@ Deno.test("tls-server with missing certificate files exits 1, saying to run deno
 });
 
 Deno.test("a plaintext client and garbage bytes cost tls-server that connection only", async () => {
-  await using server = await startServer(SERVER, ["--port", "0", ...CERT_ARGS]);
+  await using server = await tlsServer();
   {
     await using conn = await tcp.connect({ port: server.port });
     await writeAll(conn.writable, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -200,14 +180,7 @@ Deno.test("a plaintext client and garbage bytes cost tls-server that connection 
     await writeAll(conn.writable, pseudoRandomBytes(10_000, 3));
     await readAll(conn.readable).catch(() => {});
   }
-  const run = await runProgram(CLIENT, [
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--message",
-    "alive",
-  ]);
+  const run = await trustingClient(server.port, "--message", "alive");
   assert.equal(run.code, 0, run.stderr);
   assert.equal(run.stdout, "alive");
   const { code, stderr } = await server.stop();
@@ -219,55 +192,22 @@ Deno.test("a plaintext client and garbage bytes cost tls-server that connection 
 });
 
 Deno.test("tls-server --handshake-timeout closes a slowloris peer that keeps trickling bytes", async () => {
-  await using server = await startServer(SERVER, [
-    "--port",
-    "0",
-    "--handshake-timeout",
-    "0.3",
-    ...CERT_ARGS,
-  ]);
+  await using server = await tlsServer("--handshake-timeout", "0.3");
   await using slow = await tcp.connect({ port: server.port });
-  await writeAll(slow.writable, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00]));
-  let sent = 0;
-  const trickle = (async () => {
-    while (sent < 500) {
-      await new Promise((r) => setTimeout(r, 20));
-      try {
-        await writeAll(slow.writable, new Uint8Array([0x01]));
-      } catch {
-        return;
-      }
-      sent++;
-    }
-  })();
+  const trickle = await trickleClientHello(slow);
   await readAll(slow.readable).catch(() => {});
-  assert.ok(sent < 500, "cut off before its hello was complete");
+  assert.ok(trickle.sent < 500, "cut off before its hello was complete");
   await slow.close();
-  await trickle;
+  await trickle.done;
   // The server still serves.
-  const run = await runProgram(CLIENT, [
-    "--port",
-    String(server.port),
-    "--ca",
-    FILES.ca,
-    "--message",
-    "ok",
-  ]);
+  const run = await trustingClient(server.port, "--message", "ok");
   assert.equal(run.stdout, "ok");
   const { stderr } = await server.stop();
   assert.match(stderr, /did not finish its TLS handshake within 0\.3s: closed it/);
 });
 
 Deno.test("tls-server --max-connections and --idle-timeout", async () => {
-  await using server = await startServer(SERVER, [
-    "--port",
-    "0",
-    "--max-connections",
-    "1",
-    "--idle-timeout",
-    "0.3",
-    ...CERT_ARGS,
-  ]);
+  await using server = await tlsServer("--max-connections", "1", "--idle-timeout", "0.3");
   await using first = await tlsConnect({ hostname: "localhost", port: server.port, caCerts: [CA] });
   await writeAll(first.writable, "1\n");
   assert.equal(await readLine(first.readable), "1");
@@ -285,8 +225,10 @@ Deno.test("tls-server --max-connections and --idle-timeout", async () => {
 Deno.test("openssl s_client verifies tls-server's certificate and gets its echo", {
   ignore: !hasTool("openssl"),
 }, async () => {
-  await using server = await startServer(SERVER, ["--port", "0", "--quiet", ...CERT_ARGS]);
-  const child = new Deno.Command("openssl", {
+  await using server = await tlsServer("--quiet");
+  // Stdin stays open until the echo is back, then ends: s_client sends close_notify and exits.
+  const { code, stdout, stderr } = await runCommand({
+    command: "openssl",
     args: [
       "s_client",
       "-connect",
@@ -299,32 +241,11 @@ Deno.test("openssl s_client verifies tls-server's certificate and gets its echo"
       "localhost",
       "-verify_return_error",
     ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode("hello from openssl\n"));
-  // Read until the echo is back, then end stdin: s_client sends close_notify and exits.
-  let stdout = "";
-  const decoder = new TextDecoder();
-  const reader = child.stdout.getReader();
-  while (!stdout.includes("hello from openssl\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += decoder.decode(value, { stream: true });
-  }
-  await writer.close();
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stdout += decoder.decode(value, { stream: true });
-  }
-  const status = await child.status;
-  const stderr = await new Response(child.stderr).text();
-  clearTimeout(killer);
-  assert.equal(status.code, 0, stderr);
+    stdin: "hello from openssl\n",
+    holdStdinUntil: "hello from openssl\n",
+    timeout: 20_000,
+  });
+  assert.equal(code, 0, stderr);
   assert.match(stdout, /Verify return code: 0 \(ok\)/);
   assert.match(stdout, /hello from openssl\n/);
 });
@@ -351,16 +272,7 @@ Deno.test(
     }).spawn();
     try {
       const port = await readLine(child.stdout);
-      const run = await runProgram(CLIENT, [
-        "--hostname",
-        "localhost",
-        "--port",
-        port!,
-        "--ca",
-        FILES.ca,
-        "--message",
-        "hi node",
-      ]);
+      const run = await trustingClient(port!, "--hostname", "localhost", "--message", "hi node");
       assert.equal(run.code, 0, run.stderr);
       assert.equal(run.stdout, "hi node");
       const untrusted = await runProgram(CLIENT, ["--port", port!, "--message", "x"]);

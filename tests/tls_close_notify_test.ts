@@ -5,18 +5,15 @@
 // curl do). `--require-close-notify` keeps the strict behaviour. The peer is
 // real Node.js: its `socket.destroy()` cuts the TCP connection without one.
 import assert from "node:assert/strict";
-import { createDevCerts } from "../certs/mod.ts";
 import { connect } from "../tls/mod.ts";
 import { readAll, runProgram } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
 import { startProgram } from "./support/process.ts";
 import { hasTool } from "./support/tools.ts";
 
 const haveNode = hasTool("node");
-const certs = await createDevCerts();
-const dir = await Deno.makeTempDir({ prefix: "netkit-close-notify-" });
-const caFile = `${dir}/ca.pem`;
-await Deno.writeTextFile(caFile, certs.ca);
-globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+const certs = await tempDevCerts({ prefix: "netkit-close-notify-", removeOnUnload: true });
+const caFile = certs.files.ca;
 
 // mode "echo": echo until the client half-closes, then cut without close_notify.
 // mode "http": answer one request with a body framed by the close, then cut.
@@ -46,20 +43,22 @@ function nodeServer(mode: "echo" | "http") {
   });
 }
 
+/** tls.connect() to the Node echo server on `port`, "hello" sent and the write side closed. */
+async function helloThenEnd(port: number, options: { requireCloseNotify?: boolean } = {}) {
+  const conn = await connect({ hostname: "localhost", port, caCerts: [certs.ca], ...options });
+  const writer = conn.writable.getWriter();
+  await writer.write(new TextEncoder().encode("hello"));
+  await writer.close();
+  return conn;
+}
+
 Deno.test({
   name:
     "tls.connect() reads to a clean end and sets truncated when the server sends no close_notify",
   ignore: !haveNode,
   async fn() {
     await using server = await nodeServer("echo");
-    await using conn = await connect({
-      hostname: "localhost",
-      port: server.port,
-      caCerts: [certs.ca],
-    });
-    const writer = conn.writable.getWriter();
-    await writer.write(new TextEncoder().encode("hello"));
-    await writer.close();
+    await using conn = await helloThenEnd(server.port);
     assert.equal(new TextDecoder().decode(await readAll(conn.readable)), "hello");
     assert.equal(conn.truncated, true);
   },
@@ -70,15 +69,7 @@ Deno.test({
   ignore: !haveNode,
   async fn() {
     await using server = await nodeServer("echo");
-    await using conn = await connect({
-      hostname: "localhost",
-      port: server.port,
-      caCerts: [certs.ca],
-      requireCloseNotify: true,
-    });
-    const writer = conn.writable.getWriter();
-    await writer.write(new TextEncoder().encode("hello"));
-    await writer.close();
+    await using conn = await helloThenEnd(server.port, { requireCloseNotify: true });
     await assert.rejects(readAll(conn.readable), (err: Error & { code?: string }) => {
       assert.equal(err.code, "ERR_TLS_TRUNCATED");
       assert.match(err.message, /without a TLS close_notify/);

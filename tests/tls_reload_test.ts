@@ -4,7 +4,6 @@
 // certificate, a missing file) is refused as a whole and the old
 // certificates stay in service.
 import assert from "node:assert/strict";
-import tls from "node:tls";
 import { echo } from "../mod.ts";
 import { type CertificateAndKey, createCA, createServerCert } from "../certs/mod.ts";
 import {
@@ -16,6 +15,7 @@ import {
   TlsError,
 } from "../tls/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
+import { servedSerial } from "./support/served_cert.ts";
 
 const ca = await createCA();
 
@@ -43,23 +43,6 @@ async function certDir(a: CertificateAndKey, b: CertificateAndKey) {
     ],
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
-}
-
-/** The serial number (lower case) a node:tls client is served for `servername`. */
-async function servedSerial(port: number, servername?: string): Promise<string> {
-  const { promise, resolve, reject } = Promise.withResolvers<string>();
-  const socket = tls.connect(
-    { host: "127.0.0.1", port, servername, rejectUnauthorized: false },
-    () => resolve(socket.getPeerCertificate().serialNumber.toLowerCase()),
-  );
-  socket.on("error", reject);
-  const closed = new Promise((done) => socket.once("close", done));
-  try {
-    return await promise;
-  } finally {
-    socket.destroy();
-    await closed;
-  }
 }
 
 const quiet = { onEvent: () => {} };

@@ -27,6 +27,19 @@ async function freshDir(): Promise<string> {
   return await Deno.makeTempDir({ dir: DIR });
 }
 
+/** A fresh folder with a pair for a.test and one for b.test, in that order. */
+async function twoPairs() {
+  const dir = await freshDir();
+  const a = await writePair(dir, "a", await createServerCert(ca, { hosts: ["a.test"] }));
+  const b = await writePair(dir, "b", await createServerCert(ca, { hosts: ["b.test"] }));
+  return { dir, a, b };
+}
+
+/** `--cert`/`--key` flags for each pair, in order: the first is the default. */
+function certArgs(...pairs: { cert: string; key: string }[]): string[] {
+  return pairs.flatMap(({ cert, key }) => ["--cert", cert, "--key", key]);
+}
+
 /** tls-client to the server, verifying `servername`; its exit code, stdout and stderr. */
 function client(port: number, servername: string, message = servername) {
   return runProgram(CLIENT, [
@@ -42,21 +55,8 @@ function client(port: number, servername: string, message = servername) {
 }
 
 Deno.test("tls-server with two --cert/--key pairs serves each name its certificate; unknown names get the first", async () => {
-  const dir = await freshDir();
-  const a = await writePair(dir, "a", await createServerCert(ca, { hosts: ["a.test"] }));
-  const b = await writePair(dir, "b", await createServerCert(ca, { hosts: ["b.test"] }));
-  await using server = await startServer(SERVER, [
-    "--port",
-    "0",
-    "--cert",
-    a.cert,
-    "--key",
-    a.key,
-    "--cert",
-    b.cert,
-    "--key",
-    b.key,
-  ]);
+  const { a, b } = await twoPairs();
+  await using server = await startServer(SERVER, ["--port", "0", ...certArgs(a, b)]);
   for (const name of ["a.test", "b.test"]) {
     const run = await client(server.port, name);
     assert.equal(run.code, 0, run.stderr);
@@ -73,22 +73,8 @@ Deno.test("tls-server with two --cert/--key pairs serves each name its certifica
 });
 
 Deno.test("tls-server reloads its certificates on SIGHUP: new connections see the new one, and it keeps running", async () => {
-  const dir = await freshDir();
-  const a = await writePair(dir, "a", await createServerCert(ca, { hosts: ["a.test"] }));
-  const b = await writePair(dir, "b", await createServerCert(ca, { hosts: ["b.test"] }));
-  await using server = await startServer(SERVER, [
-    "--port",
-    "0",
-    "--quiet",
-    "--cert",
-    a.cert,
-    "--key",
-    a.key,
-    "--cert",
-    b.cert,
-    "--key",
-    b.key,
-  ]);
+  const { dir, a, b } = await twoPairs();
+  await using server = await startServer(SERVER, ["--port", "0", "--quiet", ...certArgs(a, b)]);
   // new.b.test is not covered yet: the default certificate is served for it.
   assert.equal((await client(server.port, "new.b.test")).code, 1);
 
@@ -109,22 +95,8 @@ Deno.test("tls-server reloads its certificates on SIGHUP: new connections see th
 });
 
 Deno.test("tls-server on SIGHUP with a broken file logs one line naming it and keeps the old certificates", async () => {
-  const dir = await freshDir();
-  const a = await writePair(dir, "a", await createServerCert(ca, { hosts: ["a.test"] }));
-  const b = await writePair(dir, "b", await createServerCert(ca, { hosts: ["b.test"] }));
-  await using server = await startServer(SERVER, [
-    "--port",
-    "0",
-    "--quiet",
-    "--cert",
-    a.cert,
-    "--key",
-    a.key,
-    "--cert",
-    b.cert,
-    "--key",
-    b.key,
-  ]);
+  const { a, b } = await twoPairs();
+  await using server = await startServer(SERVER, ["--port", "0", "--quiet", ...certArgs(a, b)]);
   await Deno.writeTextFile(b.cert, "not a certificate\n");
   const from = server.stderrLines.length;
   assert.ok(server.kill("SIGHUP"));
@@ -168,18 +140,8 @@ Deno.test("tls-server refuses --cert/--key counts that do not pair up, and sever
 Deno.test("tls-server with several pairs names a missing second file and exits 1", async () => {
   const dir = await freshDir();
   const a = await writePair(dir, "a", await createServerCert(ca, { hosts: ["a.test"] }));
-  const run = await runProgram(SERVER, [
-    "--port",
-    "0",
-    "--cert",
-    a.cert,
-    "--key",
-    a.key,
-    "--cert",
-    `${dir}/missing.pem`,
-    "--key",
-    a.key,
-  ]);
+  const missing = { cert: `${dir}/missing.pem`, key: a.key };
+  const run = await runProgram(SERVER, ["--port", "0", ...certArgs(a, missing)]);
   assert.equal(run.code, 1);
   assert.equal(
     run.stderr,

@@ -3,7 +3,6 @@
 // got), from netkit's own client (which verifies the name against it) and
 // from openssl s_client when the machine has it.
 import assert from "node:assert/strict";
-import tls from "node:tls";
 import { echo } from "../mod.ts";
 import {
   type CertificateAndKey,
@@ -13,6 +12,7 @@ import {
 } from "../certs/mod.ts";
 import { connect, listen, serve, type TlsConn, TlsError } from "../tls/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
+import { servedSerial } from "./support/served_cert.ts";
 import { hasTool } from "./support/tools.ts";
 
 const ca = await createCA();
@@ -29,20 +29,8 @@ const quiet = { onEvent: () => {} };
 
 /** Which certificate (by label) a node:tls client is served for `servername`. */
 async function servedTo(port: number, servername?: string): Promise<string> {
-  const { promise, resolve, reject } = Promise.withResolvers<string>();
-  const socket = tls.connect(
-    { host: "127.0.0.1", port, servername, rejectUnauthorized: false },
-    () => resolve(socket.getPeerCertificate().serialNumber.toLowerCase()),
-  );
-  socket.on("error", reject);
-  const closed = new Promise((done) => socket.once("close", done));
-  try {
-    const serial = await promise;
-    return LABELS.get(serial) ?? `unknown serial ${serial}`;
-  } finally {
-    socket.destroy();
-    await closed;
-  }
+  const serial = await servedSerial(port, servername);
+  return LABELS.get(serial) ?? `unknown serial ${serial}`;
 }
 
 Deno.test("serve() with several certificates serves each SNI name its own certificate", async () => {

@@ -6,6 +6,7 @@ import * as tcp from "../tcp/mod.ts";
 import { readLine, writeAll } from "../io/mod.ts";
 import { createCA, createClientCert, createDevCerts, createServerCert } from "../certs/mod.ts";
 import { pseudoRandomBytes, readAll } from "./_helpers.ts";
+import { trickleClientHello } from "./support/slowloris.ts";
 import { cuttableTlsClient, expiredCert, notYetValidCert } from "./tls_helpers.ts";
 
 const { ca, caKey, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1", "::1"] });
@@ -331,19 +332,7 @@ Deno.test("handshakeTimeout closes a slowloris peer that trickles a ClientHello,
   await using slow = await tcp.connect({ port: server.addr.port });
   // A record header announcing 512 bytes, then one byte every 20 ms: never
   // idle, never finished.
-  await writeAll(slow.writable, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00]));
-  let sent = 0;
-  const trickle = (async () => {
-    while (sent < 500) {
-      await new Promise((r) => setTimeout(r, 20));
-      try {
-        await writeAll(slow.writable, new Uint8Array([0x01]));
-      } catch {
-        return; // Closed by the server.
-      }
-      sent++;
-    }
-  })();
+  const trickle = await trickleClientHello(slow);
   // A normal client is served while the slow one holds its session.
   {
     await using conn = await connect({
@@ -356,13 +345,13 @@ Deno.test("handshakeTimeout closes a slowloris peer that trickles a ClientHello,
   }
   // The slow one is closed: its read ends (or is reset) long before it could finish.
   await readAll(slow.readable).catch(() => {});
-  assert.ok(sent < 500, "the slow peer was cut off before finishing its hello");
+  assert.ok(trickle.sent < 500, "the slow peer was cut off before finishing its hello");
   await until(() => log.errors().length >= 1, "the timeout error event");
   const err = log.errors()[0] as TlsError;
   assert.equal(err.code, "ERR_TLS_HANDSHAKE_TIMEOUT");
   assert.match(err.message, /did not finish its TLS handshake within 0\.3s/);
   await slow.close();
-  await trickle;
+  await trickle.done;
 });
 
 Deno.test("maxConnections closes a connection beyond the limit at once", async () => {

@@ -14,43 +14,13 @@
 // the dev CA into an NSS database, it needs no certutil and touches nothing
 // outside the temporary profile.
 import assert from "node:assert/strict";
-import { createDevCerts } from "../certs/mod.ts";
 import { connect } from "../websocket/mod.ts";
-import { Browser, findChromium, spkiHash, type Tab } from "./_browser.ts";
+import { Browser, findChromium, spkiHash } from "./_browser.ts";
 import { startServer } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
+import { connected, say, shown } from "./support/chat_page.ts";
 
 const SERVER = "cli/ws_server.ts";
-
-/** Resolves once the page says it is connected. */
-function connected(tab: Tab): Promise<boolean> {
-  return tab.evaluate(`new Promise((resolve) => {
-    const status = document.getElementById("status");
-    const check = () => status.className === "on" && (resolve(true), true);
-    if (!check()) {
-      new MutationObserver(check).observe(status, { attributes: true, childList: true, subtree: true });
-    }
-  })`);
-}
-
-/** Resolves with the class of the chat line reading `text` once it is shown. */
-function shown(tab: Tab, text: string): Promise<string> {
-  return tab.evaluate(`new Promise((resolve) => {
-    const log = document.getElementById("log");
-    const check = () => {
-      const li = [...log.children].find((li) => li.textContent === ${JSON.stringify(text)});
-      if (li) resolve(li.className);
-      return li !== undefined;
-    };
-    if (!check()) new MutationObserver(check).observe(log, { childList: true, subtree: true });
-  })`);
-}
-
-/** Focuses the message box and types `text` followed by Enter, as a person would. */
-async function say(tab: Tab, text: string): Promise<void> {
-  await tab.cdp.send("Page.bringToFront", {}, tab.sessionId);
-  await tab.evaluate(`document.getElementById("text").focus()`);
-  await tab.type(text);
-}
 
 const chromium = findChromium();
 
@@ -60,85 +30,79 @@ Deno.test(
     ignore: chromium === undefined,
   },
   async (t) => {
-    const { ca, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1"] });
-    const dir = await Deno.makeTempDir({ prefix: "netkit-browser-" });
-    try {
-      await Deno.writeTextFile(`${dir}/server.pem`, cert);
-      await Deno.writeTextFile(`${dir}/server-key.pem`, key);
-      await using browser = await Browser.launch(chromium!, {
-        extraArgs: [`--ignore-certificate-errors-spki-list=${await spkiHash(cert)}`],
+    await using certs = await tempDevCerts({
+      hosts: ["localhost", "127.0.0.1"],
+      prefix: "netkit-browser-",
+    });
+    await using browser = await Browser.launch(chromium!, {
+      extraArgs: [`--ignore-certificate-errors-spki-list=${await spkiHash(certs.cert)}`],
+    });
+
+    for (const scheme of ["ws", "wss"] as const) {
+      await t.step(`${scheme}://`, async () => {
+        const tls = scheme === "wss" ? certs.serverArgs : [];
+        await using server = await startServer(SERVER, ["--port", "0", ...tls]);
+        assert.match(server.line, new RegExp(`^listening on ${scheme}://127\\.0\\.0\\.1:\\d+$`));
+        const page = scheme === "wss"
+          ? `https://localhost:${server.port}/`
+          : `http://127.0.0.1:${server.port}/`;
+        // A library client in the room too: the tabs' messages go through the server.
+        await using watcher = await connect(page, { caCerts: [certs.ca], timeout: 10_000 });
+
+        const a = await browser.newTab(page);
+        const b = await browser.newTab(page);
+        for (const tab of [a, b]) {
+          assert.equal(await tab.evaluate("document.title"), "netkit chat");
+          assert.equal(
+            await tab.evaluate("location.protocol"),
+            scheme === "wss" ? "https:" : "http:",
+          );
+          // No external assets: nothing loaded besides the page itself.
+          assert.deepEqual(
+            await tab.evaluate(
+              `performance.getEntriesByType("resource").map((e) => e.name).filter((u) => new URL(u).origin !== location.origin)`,
+            ),
+            [],
+          );
+          assert.equal(await connected(tab), true);
+        }
+
+        // Typed in A, shown in B (and in A as its own), received by the watcher.
+        const fromA = `hello from tab A over ${scheme} ✓`;
+        await say(a, fromA);
+        assert.equal(await shown(b, fromA), "");
+        assert.equal(await shown(a, fromA), "self");
+        assert.equal(await a.evaluate(`document.getElementById("text").value`), "");
+        assert.equal(await watcher.receive(), fromA);
+
+        // And back.
+        const fromB = "hi A, B here <b>not bold</b>";
+        await say(b, fromB);
+        assert.equal(await shown(a, fromB), "");
+        assert.equal(await shown(b, fromB), "self");
+        assert.equal(await watcher.receive(), fromB);
+        // Markup is shown as text, never parsed.
+        assert.equal(await a.evaluate(`document.querySelectorAll("#log b").length`), 0);
+
+        // A message from outside the browser reaches both tabs.
+        await watcher.send("from a terminal");
+        for (const tab of [a, b]) assert.equal(await shown(tab, "from a terminal"), "");
+
+        const shots = Deno.env.get("NETKIT_SCREENSHOTS");
+        if (shots) {
+          await Deno.mkdir(shots, { recursive: true });
+          await Deno.writeFile(`${shots}/chat-${scheme}-a.png`, await a.screenshot());
+          await Deno.writeFile(`${shots}/chat-${scheme}-b.png`, await b.screenshot());
+        }
+
+        for (const tab of [a, b]) await tab.close();
+        await watcher.close();
+        const { code, stderr } = await server.stop();
+        assert.equal(code, 0, stderr);
+        // The page asked for nothing the server had to refuse (e.g. /favicon.ico → 404).
+        // (Chromium's idle preconnects may be logged as cut off by the shutdown: fine.)
+        assert.doesNotMatch(stderr, /\(answered [45]\d\d\)|-> [45]\d\d/, stderr);
       });
-
-      for (const scheme of ["ws", "wss"] as const) {
-        await t.step(`${scheme}://`, async () => {
-          const tls = scheme === "wss"
-            ? ["--cert", `${dir}/server.pem`, "--key", `${dir}/server-key.pem`]
-            : [];
-          await using server = await startServer(SERVER, ["--port", "0", ...tls]);
-          assert.match(server.line, new RegExp(`^listening on ${scheme}://127\\.0\\.0\\.1:\\d+$`));
-          const page = scheme === "wss"
-            ? `https://localhost:${server.port}/`
-            : `http://127.0.0.1:${server.port}/`;
-          // A library client in the room too: the tabs' messages go through the server.
-          await using watcher = await connect(page, { caCerts: [ca], timeout: 10_000 });
-
-          const a = await browser.newTab(page);
-          const b = await browser.newTab(page);
-          for (const tab of [a, b]) {
-            assert.equal(await tab.evaluate("document.title"), "netkit chat");
-            assert.equal(
-              await tab.evaluate("location.protocol"),
-              scheme === "wss" ? "https:" : "http:",
-            );
-            // No external assets: nothing loaded besides the page itself.
-            assert.deepEqual(
-              await tab.evaluate(
-                `performance.getEntriesByType("resource").map((e) => e.name).filter((u) => new URL(u).origin !== location.origin)`,
-              ),
-              [],
-            );
-            assert.equal(await connected(tab), true);
-          }
-
-          // Typed in A, shown in B (and in A as its own), received by the watcher.
-          const fromA = `hello from tab A over ${scheme} ✓`;
-          await say(a, fromA);
-          assert.equal(await shown(b, fromA), "");
-          assert.equal(await shown(a, fromA), "self");
-          assert.equal(await a.evaluate(`document.getElementById("text").value`), "");
-          assert.equal(await watcher.receive(), fromA);
-
-          // And back.
-          const fromB = "hi A, B here <b>not bold</b>";
-          await say(b, fromB);
-          assert.equal(await shown(a, fromB), "");
-          assert.equal(await shown(b, fromB), "self");
-          assert.equal(await watcher.receive(), fromB);
-          // Markup is shown as text, never parsed.
-          assert.equal(await a.evaluate(`document.querySelectorAll("#log b").length`), 0);
-
-          // A message from outside the browser reaches both tabs.
-          await watcher.send("from a terminal");
-          for (const tab of [a, b]) assert.equal(await shown(tab, "from a terminal"), "");
-
-          const shots = Deno.env.get("NETKIT_SCREENSHOTS");
-          if (shots) {
-            await Deno.mkdir(shots, { recursive: true });
-            await Deno.writeFile(`${shots}/chat-${scheme}-a.png`, await a.screenshot());
-            await Deno.writeFile(`${shots}/chat-${scheme}-b.png`, await b.screenshot());
-          }
-
-          for (const tab of [a, b]) await tab.close();
-          await watcher.close();
-          const { code, stderr } = await server.stop();
-          assert.equal(code, 0, stderr);
-          // The page asked for nothing the server had to refuse (e.g. /favicon.ico → 404).
-          // (Chromium's idle preconnects may be logged as cut off by the shutdown: fine.)
-          assert.doesNotMatch(stderr, /\(answered [45]\d\d\)|-> [45]\d\d/, stderr);
-        });
-      }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
     }
   },
 );

@@ -1,8 +1,8 @@
 // ws-server and ws-client as a user runs them: spawned with the real Deno.
 import assert from "node:assert/strict";
-import { createDevCerts } from "../certs/mod.ts";
 import { connect } from "../websocket/mod.ts";
 import { runProgram, startServer } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
 import { RawClient } from "./ws_helpers.ts";
 
 const SERVER = "cli/ws_server.ts";
@@ -78,40 +78,23 @@ Deno.test("ws-server --mode echo answers the sender only; --max-payload closes w
 });
 
 Deno.test("ws-server --cert/--key serves wss; ws-client --ca trusts it", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const certs = await createDevCerts({ hosts: ["localhost", "127.0.0.1"] });
-    await Deno.writeTextFile(`${dir}/server.pem`, certs.cert);
-    await Deno.writeTextFile(`${dir}/server-key.pem`, certs.key);
-    await Deno.writeTextFile(`${dir}/ca.pem`, certs.ca);
-    await using server = await startServer(SERVER, [
-      "--port",
-      "0",
-      "--cert",
-      `${dir}/server.pem`,
-      "--key",
-      `${dir}/server-key.pem`,
-      "--mode",
-      "echo",
-    ]);
-    assert.match(server.line, /^listening on wss:\/\/127\.0\.0\.1:\d+$/);
-    const url = `wss://localhost:${server.port}/`;
-    const ok = await runProgram(CLIENT, [
-      "--url",
-      url,
-      "--ca",
-      `${dir}/ca.pem`,
-      "--message",
-      "secure",
-    ]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(ok.stdout, "secure\n");
-    const untrusted = await runProgram(CLIENT, ["--url", url, "--message", "x"]);
-    assert.equal(untrusted.code, 1);
-    assert.match(untrusted.stderr, /^ws-client: .*(not trusted|trust|CA).*\n$/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await using certs = await tempDevCerts({ hosts: ["localhost", "127.0.0.1"] });
+  await using server = await startServer(SERVER, [
+    "--port",
+    "0",
+    ...certs.serverArgs,
+    "--mode",
+    "echo",
+  ]);
+  assert.match(server.line, /^listening on wss:\/\/127\.0\.0\.1:\d+$/);
+  const url = `wss://localhost:${server.port}/`;
+  const trustCa = ["--ca", certs.files.ca];
+  const ok = await runProgram(CLIENT, ["--url", url, ...trustCa, "--message", "secure"]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout, "secure\n");
+  const untrusted = await runProgram(CLIENT, ["--url", url, "--message", "x"]);
+  assert.equal(untrusted.code, 1);
+  assert.match(untrusted.stderr, /^ws-client: .*(not trusted|trust|CA).*\n$/);
 });
 
 Deno.test("usage errors exit 2, failures exit 1, each with one line on stderr", async () => {

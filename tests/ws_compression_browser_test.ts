@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { connect } from "../websocket/mod.ts";
 import { Browser, findChromium, type Tab } from "./_browser.ts";
 import { startServer } from "./_helpers.ts";
+import { shown } from "./support/chat_page.ts";
 
 const chromium = findChromium();
 
@@ -35,19 +36,6 @@ function openExtensions(tab: Tab): Promise<string> {
     if (!check()) {
       const timer = setInterval(() => check() && clearInterval(timer), 10);
     }
-  })`);
-}
-
-/** Resolves with the class of the chat line reading `text` once it is shown. */
-function shown(tab: Tab, text: string): Promise<string> {
-  return tab.evaluate(`new Promise((resolve) => {
-    const log = document.getElementById("log");
-    const check = () => {
-      const li = [...log.children].find((li) => li.textContent === ${JSON.stringify(text)});
-      if (li) resolve(li.className);
-      return li !== undefined;
-    };
-    if (!check()) new MutationObserver(check).observe(log, { childList: true, subtree: true });
   })`);
 }
 

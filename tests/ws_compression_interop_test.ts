@@ -19,21 +19,16 @@ import {
 } from "../websocket/codec/mod.ts";
 import { pseudoRandomBytes, runProgram, startServer } from "./_helpers.ts";
 import { concat, equalBytes } from "./support/bytes.ts";
+import { jsonMessage } from "./support/messages.ts";
 
 const SERVER = "cli/ws_server.ts";
 const CLIENT = "cli/ws_client.ts";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A JSON-like message of about 1.2 KiB, different for every `i`. */
-function jsonMessage(i: number): string {
-  const items = Array.from({ length: 14 }, (_, k) => ({
-    id: (i * 7919 + k * 104729) % 1_000_003,
-    sym: ["AAPL", "MSFT", "GOOG", "AMZN"][(i + k) % 4],
-    px: ((i * 31 + k * 17) % 100_000) / 100,
-    side: (i + k) % 3 === 0 ? "buy" : "sell",
-  }));
-  return JSON.stringify({ type: "trades", seq: i, items });
+/** ws-server in echo mode on a free port with `--compression <mode>`. */
+function echoServer(mode: string) {
+  return startServer(SERVER, ["--port", "0", "--mode", "echo", "--compression", mode]);
 }
 
 /** What each conversation sends: empty to 200 KiB, text and binary, repeats for the window. */
@@ -294,14 +289,7 @@ Deno.test({
   ignore: python === undefined,
   fn: async () => {
     for (const mode of ["shared", "dedicated"]) {
-      await using server = await startServer(SERVER, [
-        "--port",
-        "0",
-        "--mode",
-        "echo",
-        "--compression",
-        mode,
-      ]);
+      await using server = await echoServer(mode);
       const run = await new Deno.Command(python!, {
         args: ["-c", PYTHON_CLIENT, `ws://127.0.0.1:${server.port}/`],
         stdout: "piped",
@@ -330,14 +318,7 @@ Deno.test({
 Deno.test("ws-client --compression ↔ ws-server --compression dedicated and shared", async () => {
   const text = jsonMessage(42).repeat(4); // well over the 1 KiB threshold
   for (const mode of ["dedicated", "shared", "off"]) {
-    await using server = await startServer(SERVER, [
-      "--port",
-      "0",
-      "--mode",
-      "echo",
-      "--compression",
-      mode,
-    ]);
+    await using server = await echoServer(mode);
     const url = `ws://127.0.0.1:${server.port}/`;
     const run = await runProgram(CLIENT, ["--url", url, "--compression", "--message", text]);
     assert.equal(run.code, 0, run.stderr);

@@ -21,22 +21,12 @@ import {
 import { RawClient, upgradeRequest } from "./ws_helpers.ts";
 import { concat, equalBytes, pseudoRandomBytes } from "./support/bytes.ts";
 import { delay } from "./support/time.ts";
+import { jsonMessage } from "./support/messages.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const OFFER = "permessage-deflate; client_max_window_bits";
 const SHARED_ANSWER = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-
-/** A JSON-like message of about 1.2 KiB, different for every `i`: compressible, not trivially. */
-function jsonMessage(i: number): string {
-  const items = Array.from({ length: 14 }, (_, k) => ({
-    id: (i * 7919 + k * 104729) % 1_000_003,
-    sym: ["AAPL", "MSFT", "GOOG", "AMZN"][(i + k) % 4],
-    px: ((i * 31 + k * 17) % 100_000) / 100,
-    side: (i + k) % 3 === 0 ? "buy" : "sell",
-  }));
-  return JSON.stringify({ type: "trades", seq: i, items });
-}
 
 /** An echo server (handler object) with the given compression mode. */
 function echoServer(

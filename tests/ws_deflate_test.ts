@@ -19,6 +19,7 @@ import {
 } from "../websocket/codec/permessage_deflate.ts";
 import { acceptKey, applyMask, encodeFrame, Opcode } from "../websocket/codec/mod.ts";
 import { concat, equalBytes, pseudoRandomBytes } from "./support/bytes.ts";
+import { jsonMessage } from "./support/messages.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -40,15 +41,9 @@ function sample(n: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** A JSON-like message of about 1 KiB, different for every `i`. */
-function jsonMessage(i: number): Uint8Array {
-  const items = Array.from({ length: 12 }, (_, k) => ({
-    id: (i * 7919 + k * 104729) % 1_000_003,
-    sym: ["AAPL", "MSFT", "GOOG", "AMZN"][(i + k) % 4],
-    px: ((i * 31 + k * 17) % 100_000) / 100,
-    side: (i + k) % 3 === 0 ? "buy" : "sell",
-  }));
-  return encoder.encode(JSON.stringify({ type: "trades", seq: i, items }));
+/** A JSON-like message of about 640 bytes, different for every `i`. */
+function jsonBytes(i: number): Uint8Array {
+  return encoder.encode(jsonMessage(i, 12));
 }
 
 // ---------------------------------------------------------------------------
@@ -115,92 +110,63 @@ interface ServerRow {
   params?: Partial<DeflateParams>;
 }
 
+/** `param` asked for in the offer, or imposed by the server's `option` on a bare offer: agreed. */
+function askedOrImposed(
+  param: string,
+  option: DeflateOptions & Partial<DeflateParams>,
+): ServerRow[] {
+  const agreed = `permessage-deflate; ${param}`;
+  return [
+    { offer: agreed, response: agreed, params: option },
+    { offer: "permessage-deflate", options: option, response: agreed, params: option },
+  ];
+}
+
+/**
+ * `<side>_max_window_bits`: offered with a value, bare, or not at all
+ * (`offer` left out); capped by the server's option (`cap`) or not; `agreed`
+ * is what the response names.
+ */
+function windowBits(
+  side: "server" | "client",
+  { offer, cap, agreed }: { offer?: number | "bare"; cap?: number; agreed: number },
+): ServerRow {
+  const param = `${side}_max_window_bits`;
+  const key = side === "server" ? "serverMaxWindowBits" : "clientMaxWindowBits";
+  return {
+    offer: offer === undefined
+      ? "permessage-deflate"
+      : `permessage-deflate; ${param}${offer === "bare" ? "" : `=${offer}`}`,
+    options: cap === undefined ? undefined : { [key]: cap },
+    response: `permessage-deflate; ${param}=${agreed}`,
+    params: { [key]: agreed },
+  };
+}
+
 const SERVER_TABLE: ServerRow[] = [
   // The plain offers.
   { offer: "permessage-deflate", response: "permessage-deflate" },
   { offer: "permessage-deflate; client_max_window_bits", response: "permessage-deflate" },
   // server_no_context_takeover: asked, or imposed by the server.
-  {
-    offer: "permessage-deflate; server_no_context_takeover",
-    response: "permessage-deflate; server_no_context_takeover",
-    params: { serverNoContextTakeover: true },
-  },
-  {
-    offer: "permessage-deflate",
-    options: { serverNoContextTakeover: true },
-    response: "permessage-deflate; server_no_context_takeover",
-    params: { serverNoContextTakeover: true },
-  },
+  ...askedOrImposed("server_no_context_takeover", { serverNoContextTakeover: true }),
   // client_no_context_takeover: offered (echoed), or imposed.
-  {
-    offer: "permessage-deflate; client_no_context_takeover",
-    response: "permessage-deflate; client_no_context_takeover",
-    params: { clientNoContextTakeover: true },
-  },
-  {
-    offer: "permessage-deflate",
-    options: { clientNoContextTakeover: true },
-    response: "permessage-deflate; client_no_context_takeover",
-    params: { clientNoContextTakeover: true },
-  },
+  ...askedOrImposed("client_no_context_takeover", { clientNoContextTakeover: true }),
   // server_max_window_bits: the smaller of the offer's and the server's.
-  {
-    offer: "permessage-deflate; server_max_window_bits=10",
-    response: "permessage-deflate; server_max_window_bits=10",
-    params: { serverMaxWindowBits: 10 },
-  },
-  {
-    offer: "permessage-deflate; server_max_window_bits=10",
-    options: { serverMaxWindowBits: 12 },
-    response: "permessage-deflate; server_max_window_bits=10",
-    params: { serverMaxWindowBits: 10 },
-  },
-  {
-    offer: "permessage-deflate; server_max_window_bits=12",
-    options: { serverMaxWindowBits: 9 },
-    response: "permessage-deflate; server_max_window_bits=9",
-    params: { serverMaxWindowBits: 9 },
-  },
-  {
-    offer: "permessage-deflate",
-    options: { serverMaxWindowBits: 11 },
-    response: "permessage-deflate; server_max_window_bits=11",
-    params: { serverMaxWindowBits: 11 },
-  },
+  windowBits("server", { offer: 10, agreed: 10 }),
+  windowBits("server", { offer: 10, cap: 12, agreed: 10 }),
+  windowBits("server", { offer: 12, cap: 9, agreed: 9 }),
+  windowBits("server", { cap: 11, agreed: 11 }),
   {
     offer: 'permessage-deflate; server_max_window_bits="15"',
     response: "permessage-deflate; server_max_window_bits=15",
   },
   // 8 is agreed (and compressed with zlib's 9, which stays within 256 bytes).
-  {
-    offer: "permessage-deflate; server_max_window_bits=8",
-    response: "permessage-deflate; server_max_window_bits=8",
-    params: { serverMaxWindowBits: 8 },
-  },
+  windowBits("server", { offer: 8, agreed: 8 }),
   // client_max_window_bits: echoed, capped, or imposed when offered bare.
-  {
-    offer: "permessage-deflate; client_max_window_bits=12",
-    response: "permessage-deflate; client_max_window_bits=12",
-    params: { clientMaxWindowBits: 12 },
-  },
-  {
-    offer: "permessage-deflate; client_max_window_bits",
-    options: { clientMaxWindowBits: 10 },
-    response: "permessage-deflate; client_max_window_bits=10",
-    params: { clientMaxWindowBits: 10 },
-  },
-  {
-    offer: "permessage-deflate; client_max_window_bits=12",
-    options: { clientMaxWindowBits: 10 },
-    response: "permessage-deflate; client_max_window_bits=10",
-    params: { clientMaxWindowBits: 10 },
-  },
-  {
-    offer: "permessage-deflate; client_max_window_bits=9",
-    options: { clientMaxWindowBits: 10 },
-    response: "permessage-deflate; client_max_window_bits=9",
-    params: { clientMaxWindowBits: 9 },
-  },
+  windowBits("client", { offer: 12, agreed: 12 }),
+  windowBits("client", { offer: "bare", cap: 10, agreed: 10 }),
+  windowBits("client", { offer: 12, cap: 10, agreed: 10 }),
+  windowBits("client", { offer: 9, cap: 10, agreed: 9 }),
   // A cap on the client's window needs the client to have offered the parameter.
   { offer: "permessage-deflate", options: { clientMaxWindowBits: 10 }, response: null },
   // Everything at once.
@@ -319,6 +285,26 @@ interface ClientRow {
   error?: boolean;
 }
 
+/**
+ * A response naming `<side>_max_window_bits=<response>` (left out: not
+ * named) to an offer that asked for `offered` (left out: not asked; `false`:
+ * for the client's, not offered): accepted with `agreed`, or refused when
+ * `agreed` is left out.
+ */
+function windowAnswer(
+  side: "server" | "client",
+  { response, offered, agreed }: { response?: number; offered?: number | false; agreed?: number },
+): ClientRow {
+  const key = side === "server" ? "serverMaxWindowBits" : "clientMaxWindowBits";
+  return {
+    response: response === undefined
+      ? "permessage-deflate"
+      : `permessage-deflate; ${side}_max_window_bits=${response}`,
+    options: offered === undefined ? undefined : { [key]: offered },
+    ...(agreed === undefined ? { error: true } : { params: { [key]: agreed } }),
+  };
+}
+
 const CLIENT_TABLE: ClientRow[] = [
   { response: null, params: null },
   { response: "", params: null },
@@ -330,48 +316,17 @@ const CLIENT_TABLE: ClientRow[] = [
   },
   // server_max_window_bits: any value unasked, at most the asked value otherwise.
   { response: "permessage-deflate; server_max_window_bits=9", params: { serverMaxWindowBits: 9 } },
-  {
-    response: "permessage-deflate; server_max_window_bits=10",
-    options: { serverMaxWindowBits: 10 },
-    params: { serverMaxWindowBits: 10 },
-  },
-  {
-    response: "permessage-deflate; server_max_window_bits=8",
-    options: { serverMaxWindowBits: 10 },
-    params: { serverMaxWindowBits: 8 },
-  },
-  {
-    response: "permessage-deflate; server_max_window_bits=12",
-    options: { serverMaxWindowBits: 10 },
-    error: true,
-  },
+  windowAnswer("server", { response: 10, offered: 10, agreed: 10 }),
+  windowAnswer("server", { response: 8, offered: 10, agreed: 8 }),
+  windowAnswer("server", { response: 12, offered: 10 }),
   { response: "permessage-deflate", options: { serverMaxWindowBits: 10 }, error: true },
   { response: "permessage-deflate", options: { serverNoContextTakeover: true }, error: true },
   // client_max_window_bits: only when offered, at most the offered value.
-  {
-    response: "permessage-deflate; client_max_window_bits=9",
-    params: { clientMaxWindowBits: 9 },
-  },
-  {
-    response: "permessage-deflate; client_max_window_bits=9",
-    options: { clientMaxWindowBits: 10 },
-    params: { clientMaxWindowBits: 9 },
-  },
-  {
-    response: "permessage-deflate",
-    options: { clientMaxWindowBits: 10 },
-    params: { clientMaxWindowBits: 10 },
-  },
-  {
-    response: "permessage-deflate; client_max_window_bits=11",
-    options: { clientMaxWindowBits: 10 },
-    error: true,
-  },
-  {
-    response: "permessage-deflate; client_max_window_bits=10",
-    options: { clientMaxWindowBits: false },
-    error: true,
-  },
+  windowAnswer("client", { response: 9, agreed: 9 }),
+  windowAnswer("client", { response: 9, offered: 10, agreed: 9 }),
+  windowAnswer("client", { offered: 10, agreed: 10 }),
+  windowAnswer("client", { response: 11, offered: 10 }),
+  windowAnswer("client", { response: 10, offered: false }),
   // Values a response must not carry, or must carry.
   { response: "permessage-deflate; client_max_window_bits", error: true },
   { response: "permessage-deflate; server_max_window_bits", error: true },
@@ -546,7 +501,7 @@ Deno.test("context takeover holds over 5,000 messages: a repeat compresses to a 
   let plain = 0;
   let alone = 0;
   for (let i = 0; i < 5000; i++) {
-    const message = jsonMessage(i);
+    const message = jsonBytes(i);
     const compressed = sender.compress(message);
     wire += compressed.length;
     plain += message.length;
@@ -570,7 +525,7 @@ Deno.test("no context takeover: identical input gives identical bytes (one compr
   const message = pseudoRandomBytes(1500, 7);
   const reference = shared.compress(message);
   for (let i = 0; i < 200; i++) {
-    shared.compress(jsonMessage(i)); // unrelated traffic in between
+    shared.compress(jsonBytes(i)); // unrelated traffic in between
     assert.deepEqual(shared.compress(message), reference);
   }
   assert.deepEqual(other.compress(message), reference);
@@ -650,7 +605,7 @@ Deno.test("windowBits 8 compresses with 9 but never reaches past a 256-byte wind
   using sender = new DeflateContext({ windowBits: 8 });
   using receiver = new DeflateContext({ windowBits: 8 });
   for (let i = 0; i < 500; i++) {
-    const message = concat([jsonMessage(i), jsonMessage(i >> 1), sample(300, i)]);
+    const message = concat([jsonBytes(i), jsonBytes(i >> 1), sample(300, i)]);
     assert.ok(equalBytes(receiver.decompress(sender.compress(message)), message), `message ${i}`);
   }
 });
@@ -788,12 +743,12 @@ function conversation(seed: number): Uint8Array[] {
   const list = [
     new Uint8Array(0),
     encoder.encode("x"),
-    jsonMessage(seed),
+    jsonBytes(seed),
     sample(1023, seed),
-    jsonMessage(seed), // a repeat: the window holds it under takeover
+    jsonBytes(seed), // a repeat: the window holds it under takeover
     sample(70_000, seed + 1),
     pseudoRandomBytes(200_000, seed + 2),
-    jsonMessage(seed + 1),
+    jsonBytes(seed + 1),
   ];
   return [...list, ...list.slice(1)];
 }

@@ -14,6 +14,7 @@ import WebSocket, { type RawData, WebSocketServer } from "ws";
 import { createDevCerts } from "../certs/mod.ts";
 import { connect, serve } from "../websocket/mod.ts";
 import { pseudoRandomBytes, runProgram, startServer } from "./_helpers.ts";
+import { tempDevCerts } from "./support/certs.ts";
 
 const SERVER = "cli/ws_server.ts";
 const CLIENT = "cli/ws_client.ts";
@@ -150,24 +151,6 @@ async function wsServer(
       await new Promise((resolve) => wss.close(resolve));
       await new Promise((resolve) => server.close(resolve));
     },
-  };
-}
-
-/** Development certificates, also written to a temporary folder for the programs. */
-async function tempCerts(): Promise<
-  { ca: string; cert: string; key: string; dir: string } & AsyncDisposable
-> {
-  const { ca, cert, key } = await createDevCerts();
-  const dir = await Deno.makeTempDir({ prefix: "netkit-interop-" });
-  await Deno.writeTextFile(`${dir}/ca.pem`, ca);
-  await Deno.writeTextFile(`${dir}/server.pem`, cert);
-  await Deno.writeTextFile(`${dir}/server-key.pem`, key);
-  return {
-    ca,
-    cert,
-    key,
-    dir,
-    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
   };
 }
 
@@ -338,16 +321,13 @@ Deno.test("npm:ws clients ↔ ws-server: broadcast to every client incl. the sen
     assert.equal(code, 0, stderr);
   });
   await t.step("wss://", async () => {
-    await using certs = await tempCerts();
+    await using certs = await tempDevCerts();
     await using server = await startServer(SERVER, [
       "--port",
       "0",
       "--max-payload",
       "100",
-      "--cert",
-      `${certs.dir}/server.pem`,
-      "--key",
-      `${certs.dir}/server-key.pem`,
+      ...certs.serverArgs,
     ]);
     assert.match(server.line, /^listening on wss:\/\/127\.0\.0\.1:\d+$/);
     await broadcast(`wss://127.0.0.1:${server.port}/`, { ca: certs.ca });
@@ -462,7 +442,7 @@ Deno.test("connect() ↔ npm:ws server: text, binary, fragments, ping, close cod
 });
 
 Deno.test("ws-client ↔ npm:ws server: --message, stdin mode, --protocol, --header, close codes, wss --ca", async () => {
-  await using certs = await tempCerts();
+  await using certs = await tempDevCerts();
   await using plain = await wsServer(behave, { handleProtocols: pickV2 });
   await using secure = await wsServer(behave, {
     handleProtocols: pickV2,
@@ -526,7 +506,7 @@ Deno.test("ws-client ↔ npm:ws server: --message, stdin mode, --protocol, --hea
     "--url",
     wssUrl,
     "--ca",
-    `${certs.dir}/ca.pem`,
+    certs.files.ca,
     "--message",
     "over tls",
   ]);

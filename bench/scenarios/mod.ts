@@ -10,15 +10,23 @@ import { TCP_SCENARIOS, TCP_SERVERS } from "./tcp.ts";
 import { TLS_SCENARIOS, TLS_SERVERS } from "./tls.ts";
 import { WS_SCENARIOS, WS_SERVERS } from "./ws.ts";
 import { DEFLATE_SCENARIOS, DEFLATE_SERVERS } from "./compression.ts";
+import { FANOUT_10K_SCENARIOS, FANOUT_10K_SERVERS } from "./connections.ts";
 
 /** Every server, family by family. */
-export const SERVERS = [...TCP_SERVERS, ...TLS_SERVERS, ...WS_SERVERS, ...DEFLATE_SERVERS];
+export const SERVERS = [
+  ...TCP_SERVERS,
+  ...TLS_SERVERS,
+  ...WS_SERVERS,
+  ...DEFLATE_SERVERS,
+  ...FANOUT_10K_SERVERS,
+];
 /** Every scenario, family by family. */
 export const SCENARIOS = [
   ...TCP_SCENARIOS,
   ...TLS_SCENARIOS,
   ...WS_SCENARIOS,
   ...DEFLATE_SCENARIOS,
+  ...FANOUT_10K_SCENARIOS,
 ];
 
 /** The servers a scenario runs against: its group (ws: echo or broadcast), else its family. */

@@ -35,6 +35,8 @@
 /** The repository root (with a trailing slash): the default working directory. */
 export const ROOT: string = new URL("../../", import.meta.url).pathname;
 
+import { concat } from "./bytes.ts";
+
 const encoder = new TextEncoder();
 
 /** Where a server said it listens. */
@@ -445,6 +447,14 @@ export async function startProgram(options: StartOptions): Promise<Program> {
 export interface RunOptions extends ProgramOptions {
   /** Written to its stdin, which is then closed; without it stdin is `/dev/null`. */
   stdin?: Uint8Array | string;
+  /**
+   * With `stdin`: keep stdin open until stdout shows this text (or ends), and
+   * only then close it. For a peer that stops answering once its input ends:
+   * a proxy that tears the tunnel down at the client's half-close, `openssl
+   * s_client` reading stdin only after its handshake.
+   * @default {undefined: stdin is closed as soon as it is written}
+   */
+  holdStdinUntil?: string;
   /** SIGKILL after this many ms (the result then says `timedOut`). @default {30_000} */
   timeout?: number;
 }
@@ -491,7 +501,10 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
   try {
-    const output = child.output();
+    const stderr = new Response(child.stderr).arrayBuffer();
+    const { promise: seen, resolve: see } = Promise.withResolvers<void>();
+    if (options.holdStdinUntil === undefined) see();
+    const stdout = readAndWatch(child.stdout, options.holdStdinUntil, see);
     if (options.stdin !== undefined) {
       const writer = child.stdin.getWriter();
       const bytes = typeof options.stdin === "string"
@@ -499,20 +512,47 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
         : options.stdin;
       // A program that exits without reading all of it is not an error here.
       await writer.write(bytes).catch(() => {});
+      await seen;
       await writer.close().catch(() => {});
     }
-    const out = await output;
+    const [status, stdoutBytes, stderrBytes] = await Promise.all([child.status, stdout, stderr]);
     const decoder = new TextDecoder();
     return {
-      code: out.code,
-      signal: out.signal,
-      stdout: decoder.decode(out.stdout),
-      stderr: decoder.decode(out.stderr),
-      stdoutBytes: out.stdout,
+      code: status.code,
+      signal: status.signal,
+      stdout: decoder.decode(stdoutBytes),
+      stderr: decoder.decode(stderrBytes),
+      stdoutBytes,
       timedOut,
     };
   } finally {
     clearTimeout(killer);
     options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** Reads `stream` to its end; calls `onSeen` once `text` has shown in it, or at the end. */
+async function readAndWatch(
+  stream: ReadableStream<Uint8Array>,
+  text: string | undefined,
+  onSeen: () => void,
+): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const decoder = new TextDecoder();
+  let decoded = "";
+  let watching = text !== undefined;
+  try {
+    for await (const chunk of stream) {
+      chunks.push(chunk);
+      if (!watching) continue;
+      decoded += decoder.decode(chunk, { stream: true });
+      if (decoded.includes(text!)) {
+        watching = false;
+        onSeen();
+      }
+    }
+  } finally {
+    onSeen();
+  }
+  return concat(chunks);
 }

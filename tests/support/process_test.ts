@@ -152,3 +152,23 @@ Deno.test("runCommand() feeds stdin, collects output, and kills a program past i
     Deno.errors.NotFound,
   );
 });
+
+Deno.test("runCommand({ holdStdinUntil }) ends stdin only once stdout shows the text", async () => {
+  // Answers a moment after its input; says "eof" when stdin ends. Held, the
+  // answer comes first whatever the timing (unheld, stdin would end at once
+  // and "eof" would come first).
+  const args = evalArgs(`
+    const reader = Deno.stdin.readable.getReader();
+    const { value } = await reader.read();
+    const answered = new Promise((done) => setTimeout(() => {
+      console.log("answer to " + new TextDecoder().decode(value).trim());
+      done();
+    }, 200));
+    while (!(await reader.read()).done);
+    console.log("eof");
+    await answered;
+  `);
+  const held = await runCommand({ args, stdin: "hi\n", holdStdinUntil: "answer to hi" });
+  assert.equal(held.code, 0, held.stderr);
+  assert.equal(held.stdout, "answer to hi\neof\n");
+});

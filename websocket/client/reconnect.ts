@@ -7,6 +7,7 @@
 import { connect, type ConnectOptions } from "./client.ts";
 import type { Message, SendOptions, WebSocketConn } from "../connection/conn.ts";
 import { CloseCode, DEFAULT_MAX_PAYLOAD } from "../codec/constants.ts";
+import { WebSocketError } from "../errors.ts";
 import {
   decodeServerMessage,
   encodeClientEnvelope,
@@ -29,8 +30,10 @@ export interface ReconnectingOptions extends ConnectOptions {
    * or is told through `reconnect.onRecovered` that the server could not
    * cover the gap. `true`, or the positions to start from (saved from
    * {@linkcode ReconnectingWebSocket.positions} by an earlier run). A
-   * server that does not agree is spoken to plainly. With it, `maxPayload`
-   * defaults to 2 MiB + 1 KiB, room for a 1 MiB message and its envelope.
+   * server that does not agree is spoken to plainly. Send through this
+   * client (`send`, `sendAcked`), which wraps each message in its envelope,
+   * not through `current` directly. With it, `maxPayload` defaults to
+   * 2 MiB + 1 KiB, room for a 1 MiB message and its envelope.
    * @default {false}
    */
   resume?: boolean | Record<string, { epoch: string; offset: number }>;
@@ -121,6 +124,12 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
   #resume: boolean;
   #positions = new Map<string, NetkitV1Position>();
   #v1 = false;
+  // Acknowledged sends not yet acknowledged, by id, in the order sent.
+  #unacked = new Map<string, {
+    data: Message;
+    resolve: (position: { topic?: string; epoch?: string; offset?: number }) => void;
+    reject: (error: unknown) => void;
+  }>();
 
   /**
    * Starts connecting at once.
@@ -209,6 +218,55 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
     if (!this.#v1) return ws.send(data, options);
     const binary = options?.binary ?? typeof data !== "string";
     return ws.send(encodeClientEnvelope(asType(data, binary)));
+  }
+
+  /**
+   * With `resume`, against a server that agreed on `netkit.v1`: sends
+   * `data` with a fresh id and resolves once the server has handled it —
+   * with the position of what its handler published (in the log by then),
+   * or `{}` if it published nothing. If the connection drops first, it is
+   * sent again, same id, on the next one; the server handles an id once
+   * (within its `historyTtl`), so the message is published exactly once.
+   * Rejects once the client is closed or gives up, or when the server
+   * does not speak `netkit.v1`.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingWebSocket, serve } from "@netkit/netkit/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * await using server = serve({ port: 0, historySize: 100 }, {
+   *   open: (ws) => void ws.subscribe("chat"),
+   *   message: (ws, data) => void ws.publish("chat", data, { includeSelf: true }),
+   * });
+   * await using rws = new ReconnectingWebSocket(server.url, { resume: true });
+   * await rws.ready();
+   * const at = await rws.sendAcked("hello");
+   * assert.equal(at.topic, "chat");
+   * assert.equal(at.offset, 1);
+   * assert.equal(await rws.receive(), "hello");
+   * ```
+   */
+  sendAcked(
+    data: Message,
+    options?: SendOptions,
+  ): Promise<{ topic?: string; epoch?: string; offset?: number }> {
+    if (this.#stop.signal.aborted || this.#ended) return Promise.reject(this.#closedError());
+    if (this.#current !== undefined && !this.#v1) {
+      return Promise.reject(
+        new WebSocketError(
+          "ERR_NETKIT_V1_REQUIRED",
+          "sendAcked needs netkit.v1: create the client with { resume: true }, against a netkit server with history",
+        ),
+      );
+    }
+    const id = crypto.randomUUID();
+    const binary = options?.binary ?? typeof data !== "string";
+    const message = asType(data, binary);
+    return new Promise((resolve, reject) => {
+      this.#unacked.set(id, { data: message, resolve, reject });
+      if (this.#current !== undefined) void this.#current.send(encodeClientEnvelope(message, id));
+    });
   }
 
   /** The next message from any connection, or `null` once closed. */
@@ -300,6 +358,16 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
         step = 0;
         this.#v1 = ws.protocol === NETKIT_V1;
         this.#current = ws;
+        // Sent but not acknowledged: again, same ids, before anything new.
+        for (const [id, { data, reject }] of this.#unacked) {
+          if (this.#v1) void ws.send(encodeClientEnvelope(data, id));
+          else {
+            this.#unacked.delete(id);
+            reject(
+              new WebSocketError("ERR_NETKIT_V1_REQUIRED", "the server no longer speaks netkit.v1"),
+            );
+          }
+        }
         this.#connections++;
         for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve(ws);
         if (this.#connections > 1) {
@@ -344,6 +412,8 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
       this.#current = undefined;
       this.#stop.abort();
       for (const waiter of this.#readyWaiters.splice(0)) waiter.reject(this.#closedError());
+      for (const { reject } of this.#unacked.values()) reject(this.#closedError());
+      this.#unacked.clear();
       for (const reader of this.#readers.splice(0)) reader();
       this.#releaseRoom();
     }
@@ -379,8 +449,15 @@ export class ReconnectingWebSocket implements AsyncIterable<Message>, AsyncDispo
         }
         return undefined;
       }
-      case "ack":
+      case "ack": {
+        const waiting = this.#unacked.get(event.id);
+        if (waiting !== undefined) {
+          this.#unacked.delete(event.id);
+          const { topic, epoch, offset } = event;
+          waiting.resolve(topic === undefined ? {} : { topic, epoch, offset });
+        }
         return undefined;
+      }
       case "skip":
       case "message": {
         if (event.topic === undefined) return event.type === "message" ? event.data : undefined;

@@ -670,16 +670,14 @@ class Zstream {
     };
   }
 
-  write(
-    input: Uint8Array,
-    inOff: number,
-    inLen: number,
-    out: Uint8Array,
-    outOff: number,
-    outLen: number,
-  ): void {
+  /**
+   * Runs `inLen` bytes of `input` from `inOff` through zlib with a sync
+   * flush, into `scratch` from `outOff`, at most `outLen` bytes; `state` then
+   * says what is left of each, `error` whether it failed.
+   */
+  write(input: Uint8Array, inOff: number, inLen: number, outOff: number, outLen: number): void {
     try {
-      this.handle.writeSync(Z_SYNC_FLUSH, input, inOff, inLen, out, outOff, outLen);
+      this.handle.writeSync(Z_SYNC_FLUSH, input, inOff, inLen, scratch, outOff, outLen);
     } catch (err) {
       // Today errors come through onerror; a runtime that throws instead
       // still ends up as the same typed error.
@@ -881,7 +879,7 @@ export class DeflateContext {
     let inOff = 0;
     let inLen = data.byteLength;
     for (;;) {
-      z.write(data, inOff, inLen, scratch, 0, scratch.length);
+      z.write(data, inOff, inLen, 0, scratch.length);
       if (z.error !== null) {
         const message = z.error;
         z.error = null;
@@ -965,7 +963,7 @@ export class DeflateContext {
           // Never offer zlib more room than maxPayload + 1: one byte over is
           // enough to know, and no more is inflated.
           const room = Math.min(scratch.length - outOff, maxPayload + 1 - produced);
-          z.write(input, inOff, inLen, scratch, outOff, room);
+          z.write(input, inOff, inLen, outOff, room);
           if (z.error !== null) {
             throw new WebSocketError(
               "ERR_WS_INVALID_DEFLATE",

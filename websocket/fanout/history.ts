@@ -58,6 +58,11 @@ export class LogEntry {
     this.size = size;
   }
 
+  /** The topic and epoch of its log. */
+  get log(): { topic: string; epoch: string } {
+    return this.#log;
+  }
+
   /**
    * The message in its `netkit.v1` envelope, made on first use and shared
    * by every `netkit.v1` subscriber and every replay.

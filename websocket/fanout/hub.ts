@@ -53,6 +53,23 @@ interface Session {
 /** Registers a `netkit.v1` connection with a hub. Internal: the server's. */
 export let attachResume: (hub: BroadcastHub, conn: Subscriber, link: ResumeLink) => void;
 
+/**
+ * Acknowledged publishes (`netkit.v1` messages with an `id`). Internal: the
+ * server calls `ackBegin` before handing such a message to the
+ * application — it returns the answer already given when the id was seen
+ * within the window (the message is then not handled again) — and
+ * `ackEnd` right after the handler's synchronous part: the first publish
+ * it made is the one acknowledged, with its position.
+ */
+export let ackBegin: (hub: BroadcastHub, id: string) => string | undefined;
+/** See {@linkcode ackBegin}: the answer to send, and whether the handler published. */
+export let ackEnd: (hub: BroadcastHub) => { answer: string; published: boolean };
+/** Forgets an id whose handler failed before publishing, so that a retry is handled. */
+export let ackForget: (hub: BroadcastHub, id: string) => void;
+
+/** Ids of acknowledged publishes remembered per hub, at most. */
+const MAX_ACK_IDS = 65_536;
+
 /** How a publish went: how many subscribers got the message queued, and how many were skipped. */
 export interface PublishResult {
   /** Subscribers the message was queued for. */
@@ -121,11 +138,40 @@ export class BroadcastHub {
   #onBus = new Set<string>();
   #history: History | undefined;
   #sessions = new Map<Subscriber, Session>();
+  // Acknowledged publishes: the id being handled, the first publish it made,
+  // and the answers given (in order of time) for the dedupe window.
+  #capture: { id: string; entry: LogEntry | undefined } | undefined;
+  #acks = new Map<string, { answer: string; at: number }>();
 
   static {
     attachResume = (hub, conn, link) => {
       if (hub.#history !== undefined) hub.#sessions.set(conn, { link, replaying: new Map() });
     };
+    ackBegin = (hub, id) => {
+      const now = performance.now();
+      const window = hub.#history?.bounds.historyTtl || 300_000;
+      for (const [old, { at }] of hub.#acks) {
+        if (now - at < window && hub.#acks.size < MAX_ACK_IDS) break;
+        hub.#acks.delete(old);
+      }
+      const seen = hub.#acks.get(id);
+      if (seen !== undefined) return seen.answer;
+      hub.#capture = { id, entry: undefined };
+      return undefined;
+    };
+    ackEnd = (hub) => {
+      const capture = hub.#capture!;
+      hub.#capture = undefined;
+      const entry = capture.entry;
+      const answer = JSON.stringify(
+        entry === undefined
+          ? { ack: capture.id }
+          : { ack: capture.id, t: entry.log.topic, e: entry.log.epoch, o: entry.offset },
+      );
+      hub.#acks.set(capture.id, { answer, at: performance.now() });
+      return { answer, published: entry !== undefined };
+    };
+    ackForget = (hub, id) => void hub.#acks.delete(id);
   }
 
   /**
@@ -171,6 +217,19 @@ export class BroadcastHub {
    * The position of `topic`'s log: its epoch and the offset of the last
    * message published on it, and the oldest offset still kept; `undefined`
    * without history or before the topic's first publish or subscribe.
+   *
+   * @example
+   * ```ts
+   * import { BroadcastHub } from "@netkit/netkit/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * const hub = new BroadcastHub({ historySize: 2 });
+   * for (const m of ["a", "b", "c"]) hub.publish("news", m); // kept even with no subscriber
+   * const { epoch, offset, oldest } = hub.position("news")!;
+   * assert.equal(offset, 3);
+   * assert.equal(oldest, 2); // "a" went: the log keeps 2
+   * assert.match(epoch, /^[\w-]{11}$/);
+   * ```
    */
   position(topic: string): { epoch: string; offset: number; oldest: number } | undefined {
     const log = this.#history?.get(topic);
@@ -222,6 +281,7 @@ export class BroadcastHub {
   unsubscribe(conn: Subscriber, topic: string): boolean {
     const subs = this.#topics.get(topic);
     if (subs === undefined || !subs.delete(conn)) return false;
+    this.#sessions.get(conn)?.replaying.delete(topic);
     if (subs.size === 0) this.#dropTopic(topic);
     const topics = this.#byConn.get(conn);
     topics?.delete(topic);
@@ -327,6 +387,7 @@ export class BroadcastHub {
     if (history === undefined) return undefined;
     const now = performance.now();
     const entry = history.append(topic, prepared, now);
+    if (this.#capture !== undefined) this.#capture.entry ??= entry;
     history.maybeSweep(now, (t) => this.#topics.has(t), (t) => this.#leaveBus(t));
     return entry;
   }
@@ -397,8 +458,9 @@ export class BroadcastHub {
     const log = this.#history!.open(topic);
     const asked = session.link.since.get(topic);
     session.link.since.delete(topic);
+    // The answer, and the offset after which messages go out.
     let answer: string;
-    let from = -1;
+    let from = log.head;
     if (asked === undefined) {
       answer = formatSubscribed(topic, log.epoch, log.head);
     } else if (asked.epoch !== log.epoch || asked.offset > log.head) {
@@ -412,50 +474,50 @@ export class BroadcastHub {
       answer = formatSubscribed(topic, log.epoch, asked.offset, { recovered: true });
       from = asked.offset;
     }
-    if (!this.#tell(session, answer)) return;
-    if (from >= 0 && from < log.head) {
-      session.replaying.set(topic, new Set());
-      void this.#replay(conn, session, log, from);
-    }
-  }
-
-  /** Sends an answer the client must not miss; a connection that cannot take it is ended. */
-  #tell(session: Session, text: string): boolean {
-    const status = session.link.send(new PreparedMessage(text));
-    if (status === "dropped") {
-      session.link.fail("netkit.v1: too far behind to be told its position");
-    }
-    return status === "sent";
+    const message = new PreparedMessage(answer);
+    const status = session.link.send(message);
+    if (status === "closed" || (status === "sent" && from === log.head)) return;
+    // A replay to do, or an answer that must wait for room (the connection
+    // is behind, skipped by `policy: "drop"`): both from the log, live
+    // messages of the topic held back meanwhile.
+    session.replaying.set(topic, new Set());
+    void this.#replay(conn, session, log, from, status === "sent" ? undefined : message);
   }
 
   /**
-   * Feeds a `netkit.v1` connection `log`'s messages after `cursor`, keeping
-   * its backlog under the link's window, until it has them all — then, in
-   * the same turn (no publish can come between), it is live again. If the
-   * log is trimmed past the cursor meanwhile (a client slower than the
-   * history is long), it is told `recovered: false` and goes live from the
-   * head: never a silent gap.
+   * Feeds a `netkit.v1` connection `log`'s messages after `cursor` (after
+   * `answer`, if one is still to be sent), keeping its backlog under the
+   * link's window, until it has them all — then, in the same turn (no
+   * publish can come between), it is live again. If the log is trimmed past
+   * the cursor meanwhile (a client slower than the history is long), it is
+   * told `recovered: false` and goes on from the head: never a silent gap.
    */
-  async #replay(conn: Subscriber, session: Session, log: TopicLog, cursor: number): Promise<void> {
+  async #replay(
+    conn: Subscriber,
+    session: Session,
+    log: TopicLog,
+    cursor: number,
+    answer?: PreparedMessage,
+  ): Promise<void> {
     const { topic } = log;
     const skips = session.replaying.get(topic)!;
     const link = session.link;
     let drops = 0;
     try {
       for (;;) {
-        if (this.#sessions.get(conn) !== session || !this.isSubscribed(conn, topic)) return;
+        // Gone, unsubscribed, or subscribed anew (another replay, or live).
+        if (this.#sessions.get(conn) !== session || session.replaying.get(topic) !== skips) return;
         log.trim(performance.now(), this.#history!.bounds);
         if (cursor < log.first - 1) {
-          this.#tell(
-            session,
+          answer = new PreparedMessage(
             formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason: "trimmed" }),
           );
-          return;
+          cursor = log.head;
         }
         let wait = -1;
-        while (cursor < log.head) {
-          const entry = log.at(cursor + 1)!;
-          const message = skips.has(entry.offset) ? entry.skip() : entry.envelope();
+        while (answer !== undefined || cursor < log.head) {
+          const entry = answer === undefined ? log.at(cursor + 1)! : undefined;
+          const message = answer ?? (skips.has(entry!.offset) ? entry!.skip() : entry!.envelope());
           const size = message.frame.length;
           const buffered = link.bufferedAmount;
           if (buffered > 0 && buffered + size > link.window) {
@@ -471,10 +533,14 @@ export class BroadcastHub {
             break;
           }
           drops = 0;
-          skips.delete(entry.offset);
-          cursor++;
+          if (entry === undefined) {
+            answer = undefined;
+          } else {
+            skips.delete(entry.offset);
+            cursor++;
+          }
         }
-        if (cursor >= log.head) return;
+        if (answer === undefined && cursor >= log.head) return;
         await link.waitBelow(wait);
       }
     } finally {

@@ -83,7 +83,15 @@ export class PreparedMessage {
 
   /** The whole unmasked frame, as a server sends it; encoded once. */
   get frame(): Uint8Array {
-    return this.#frame ??= encodeFrame(this.binary ? Opcode.Binary : Opcode.Text, this.payload);
+    if (this.#frame !== undefined) return this.#frame;
+    const payload = this.payload;
+    const frame = encodeFrame(this.binary ? Opcode.Binary : Opcode.Text, payload);
+    // A string's UTF-8 was made here: from now on it is a view of the frame,
+    // so one buffer is kept, not two (a history keeps messages for minutes).
+    if (typeof this.data === "string") {
+      this.#payload = frame.subarray(frame.length - payload.length);
+    }
+    return this.#frame = frame;
   }
 
   /**

@@ -66,14 +66,21 @@ import {
   type UpgradeRequest,
   validateUpgrade,
 } from "../codec/handshake.ts";
-import { attachResume, BroadcastHub, type PublishResult } from "../fanout/hub.ts";
+import {
+  ackBegin,
+  ackEnd,
+  ackForget,
+  attachResume,
+  BroadcastHub,
+  type PublishResult,
+} from "../fanout/hub.ts";
 import {
   decodeClientEnvelope,
   encodeServerEnvelope,
   NETKIT_V1,
   parseResumeUrl,
 } from "../codec/netkit_v1.ts";
-import type { PreparedMessage } from "../fanout/prepared_message.ts";
+import { PreparedMessage } from "../fanout/prepared_message.ts";
 import type { BroadcastBus } from "../fanout/bus.ts";
 import { hostPort } from "../../internal/host.ts";
 
@@ -871,29 +878,55 @@ export class WebSocketServer<T = unknown> implements Server {
         ws.close(CloseCode.InternalError, "internal error").catch(() => {});
       };
       const v1 = ws[kWrap] !== undefined;
-      await ws[kServe]((data) => {
-        if (onMessage === undefined || failed) return;
-        if (v1) {
-          // A netkit.v1 client's message comes in an envelope; anything else
-          // is a broken client: closed with 1008, reported.
-          try {
-            data = decodeClientEnvelope(data).data;
-          } catch (error) {
-            failed = true;
-            this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
-            ws[kDiscard]();
-            const reason = "netkit.v1: expected an envelope";
-            ws.close(CloseCode.PolicyViolation, reason).catch(() => {});
-            return;
-          }
-        }
-        let pending: void | Promise<void>;
+      const handle = (data: Message): void | Promise<void> => {
         try {
-          pending = onMessage.call(handler, ws, data, typeof data !== "string");
+          return onMessage?.call(handler, ws, data, typeof data !== "string");
         } catch (error) {
           return fail(error);
         }
-        if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
+      };
+      await ws[kServe]((data) => {
+        if (failed) return;
+        if (!v1) {
+          const pending = handle(data);
+          if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
+          return;
+        }
+        // A netkit.v1 client's message comes in an envelope; anything else
+        // is a broken client: closed with 1008, reported.
+        let envelope;
+        try {
+          envelope = decodeClientEnvelope(data);
+        } catch (error) {
+          failed = true;
+          this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+          ws[kDiscard]();
+          const reason = "netkit.v1: expected an envelope";
+          ws.close(CloseCode.PolicyViolation, reason).catch(() => {});
+          return;
+        }
+        const { id } = envelope;
+        if (id === undefined) {
+          const pending = handle(envelope.data);
+          if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
+          return;
+        }
+        // An acknowledged publish: handled once per id (a retry gets the
+        // first answer again), answered once the handler is done — after
+        // the publish it made synchronously is in the log.
+        const answered = ackBegin(this.hub, id);
+        if (answered !== undefined) return void ws.sendPrepared(new PreparedMessage(answered));
+        const pending = handle(envelope.data); // never throws: a failure is handled by fail()
+        const { answer, published } = ackEnd(this.hub);
+        const acknowledge = () => {
+          if (failed && !published) ackForget(this.hub, id);
+          else if (!failed) ws.sendPrepared(new PreparedMessage(answer));
+        };
+        if (pending === undefined) return acknowledge();
+        return Promise.resolve(pending).then(acknowledge, (error) => {
+          fail(error);
+          acknowledge();
+        });
       });
     } catch (error) {
       this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });

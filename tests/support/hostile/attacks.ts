@@ -36,21 +36,42 @@ export interface Attack {
 }
 
 /**
- * Opens a raw connection (`"tcp"`: plain TCP whatever the server speaks;
- * `"native"`: TLS for the TLS kinds, after the handshake; `"upgraded"`: a
- * finished WebSocket upgrade), lets `act` attack, then observes the answer.
+ * How an attacker connects: `"tcp"`, plain TCP whatever the server speaks;
+ * `"native"`, TLS for the TLS kinds, after the handshake; `"upgraded"`, a
+ * finished WebSocket upgrade.
+ */
+export type Transport = "tcp" | "native" | "upgraded";
+
+/** Opens a raw connection to `target` over `transport`. */
+function openPeer(target: Target, transport: Transport): Promise<RawPeer> {
+  return transport === "tcp"
+    ? RawPeer.tcp(target.port)
+    : transport === "native"
+    ? RawPeer.open(target)
+    : RawPeer.upgraded(target);
+}
+
+/**
+ * What a flooding attacker writes again and again: 64 KiB of bytes, or over
+ * an upgraded connection a masked 32 KiB binary frame.
+ */
+function floodChunk(transport: Transport, seed: number): Uint8Array {
+  return transport === "upgraded"
+    ? encodeFrame(0x2, pseudoRandomBytes(32 * 1024, seed), { mask: true })
+    : pseudoRandomBytes(64 * 1024, seed);
+}
+
+/**
+ * Opens a raw connection over `transport` (see {@linkcode Transport}), lets
+ * `act` attack, then observes the answer.
  */
 export async function hit(
   target: Target,
-  transport: "tcp" | "native" | "upgraded",
+  transport: Transport,
   act: (peer: RawPeer) => Promise<Uint8Array | void>,
   { timeout = 3000 }: { timeout?: number } = {},
 ): Promise<Hit> {
-  const peer = transport === "tcp"
-    ? await RawPeer.tcp(target.port)
-    : transport === "native"
-    ? await RawPeer.open(target)
-    : await RawPeer.upgraded(target);
+  const peer = await openPeer(target, transport);
   await using _peer = peer;
   let sent: Uint8Array | void;
   try {
@@ -140,13 +161,11 @@ export async function resetMidWrite(
   transport: "native" | "upgraded",
   { total = 8 << 20, afterMs = 300 }: { total?: number; afterMs?: number } = {},
 ): Promise<Hit> {
-  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  const peer = await openPeer(target, transport);
   const port = peer.localPort;
   let written = 0;
   const writing = (async () => {
-    const chunk = transport === "upgraded"
-      ? encodeFrame(0x2, pseudoRandomBytes(32 * 1024, 9), { mask: true })
-      : pseudoRandomBytes(64 * 1024, 9);
+    const chunk = floodChunk(transport, 9);
     try {
       while (written < total) {
         await peer.write(chunk);
@@ -174,7 +193,7 @@ export async function vanish(
   transport: "native" | "upgraded",
   { timeout = 9000 }: { timeout?: number } = {},
 ): Promise<Hit> {
-  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  const peer = await openPeer(target, transport);
   await using _peer = peer;
   if (transport === "upgraded") await peer.send(0x1, "last words");
   else await peer.write("last words\n");
@@ -208,14 +227,12 @@ export async function stopReading(
   transport: "native" | "upgraded",
   { timeout = 9000 }: { timeout?: number } = {},
 ): Promise<Hit> {
-  const peer = transport === "native" ? await RawPeer.open(target) : await RawPeer.upgraded(target);
+  const peer = await openPeer(target, transport);
   await using _peer = peer;
   const started = performance.now();
   let written = 0;
   const writing = (async () => {
-    const chunk = transport === "upgraded"
-      ? encodeFrame(0x2, pseudoRandomBytes(32 * 1024, 5), { mask: true })
-      : pseudoRandomBytes(64 * 1024, 5);
+    const chunk = floodChunk(transport, 5);
     try {
       while (written < 64 << 20 && performance.now() - started < timeout) {
         await peer.write(chunk);

@@ -66,6 +66,27 @@ const ALERTS: Record<number, string> = {
   109: "missing_extension",
 };
 
+/**
+ * The header of the unmasked frame at `off` (at least two bytes there): its
+ * opcode, its payload length and where the payload starts.
+ */
+function frameHeader(
+  bytes: Uint8Array,
+  off: number,
+): { opcode: number; length: number; at: number } {
+  const opcode = bytes[off] & 0x0f;
+  let length = bytes[off + 1] & 0x7f;
+  let at = off + 2;
+  if (length === 126) {
+    length = (bytes[at] << 8) | bytes[at + 1];
+    at += 2;
+  } else if (length === 127) {
+    length = Number(new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0));
+    at += 8;
+  }
+  return { opcode, length, at };
+}
+
 /** Server frames after an upgrade: the messages and pongs that came, then the close frame. */
 export function describeFrames(bytes: Uint8Array): string {
   let off = 0;
@@ -74,16 +95,7 @@ export function describeFrames(bytes: Uint8Array): string {
   let pongs = 0;
   let close: string | undefined;
   while (off + 2 <= bytes.length && close === undefined) {
-    const opcode = bytes[off] & 0x0f;
-    let length = bytes[off + 1] & 0x7f;
-    let at = off + 2;
-    if (length === 126) {
-      length = (bytes[at] << 8) | bytes[at + 1];
-      at += 2;
-    } else if (length === 127) {
-      length = Number(new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0));
-      at += 8;
-    }
+    const { opcode, length, at } = frameHeader(bytes, off);
     if (at + length > bytes.length) break;
     if (opcode === 0x1 || opcode === 0x2) {
       messages++;
@@ -105,16 +117,7 @@ export function describeFrames(bytes: Uint8Array): string {
 function closeFrameIn(bytes: Uint8Array): string | undefined {
   let off = 0;
   while (off + 2 <= bytes.length) {
-    const opcode = bytes[off] & 0x0f;
-    let length = bytes[off + 1] & 0x7f;
-    let at = off + 2;
-    if (length === 126) {
-      length = (bytes[at] << 8) | bytes[at + 1];
-      at += 2;
-    } else if (length === 127) {
-      length = Number(new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0));
-      at += 8;
-    }
+    const { opcode, length, at } = frameHeader(bytes, off);
     if (opcode === 0x8) {
       const p = bytes.subarray(at, at + length);
       if (p.length < 2) return "(no code)";

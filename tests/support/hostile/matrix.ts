@@ -1,15 +1,17 @@
 /**
  * The matrix runner: every attack of a list against one server, one test
  * step each, followed by a well-behaved probe and a check that the process
- * is alive; each outcome is recorded for the table.
+ * is alive; each outcome is recorded for the table. {@linkcode survives} is
+ * a whole hostile-peer test around it.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import type { Attack } from "./attacks.ts";
 import { probe } from "./probe.ts";
-import { type Outcome, shortLog } from "./table.ts";
-import type { Target } from "./target.ts";
+import { type Outcome, printMatrix, shortLog } from "./table.ts";
+import { launch, makeCertFiles, type ServerKind, type Target } from "./target.ts";
+import { captureClientHello } from "./wire.ts";
 
 /**
  * Runs `attacks` against `target`, one test step each: the attack, then a
@@ -37,5 +39,34 @@ export async function runMatrix(
       await probe(target);
       assert.ok(await target.alive(), "the server process is alive");
     });
+  }
+}
+
+/**
+ * A whole hostile-peer test: the server program for `kind` launched with
+ * `args` (and fresh certificates), every attack `attacks` lists for a real
+ * ClientHello run against it ({@linkcode runMatrix}), then stopped with
+ * SIGTERM. The outcome table is printed under `title`, and the certificates
+ * removed, whatever happens. Returns how the server stopped.
+ */
+export async function survives(
+  t: Deno.TestContext,
+  { kind, args, attacks, title }: {
+    kind: ServerKind;
+    args: string[];
+    attacks: (hello: Uint8Array) => Attack[];
+    title: string;
+  },
+): Promise<{ code: number; ms: number }> {
+  const certs = await makeCertFiles();
+  const rows: Outcome[] = [];
+  try {
+    const hello = await captureClientHello();
+    await using target = await launch(kind, certs, args);
+    await runMatrix(t, target, kind, attacks(hello), rows);
+    return await target.stop();
+  } finally {
+    printMatrix(title, rows);
+    await Deno.remove(certs.dir, { recursive: true });
   }
 }

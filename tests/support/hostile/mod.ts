@@ -8,7 +8,7 @@
  * - `attacks.ts`: how a hostile peer behaves (send, trickle, reset, vanish, …);
  * - `byte_attacks.ts`, `ws_attacks.ts`: the attack lists with the outcome each server must show;
  * - `probe.ts`: the well-behaved client run after every attack;
- * - `matrix.ts`: the runner; `table.ts`: the outcome table it prints.
+ * - `matrix.ts`: the runner, and a whole test around it; `table.ts`: the outcome table it prints.
  *
  * @module
  */
@@ -26,7 +26,7 @@ export {
 } from "./attacks.ts";
 export { byteAttacks } from "./byte_attacks.ts";
 export { closeCodeOf, describeBytes, describeFrames, type End, endText } from "./describe.ts";
-export { runMatrix } from "./matrix.ts";
+export { runMatrix, survives } from "./matrix.ts";
 export { RawPeer } from "./peer.ts";
 export { probe } from "./probe.ts";
 export { type Outcome, printMatrix, shortLog } from "./table.ts";
