@@ -2,10 +2,7 @@
 // what the protocol says is theirs: whatever follows belongs to the tunnel.
 import { ProxyError } from "./errors.ts";
 
-/** Writes every byte. */
-export async function writeFully(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
-}
+export { writeFull as writeFully } from "../internal/socket.ts";
 
 /** Reads exactly `n` bytes; a proxy that hangs up first is an `ERR_PROXY_PROTOCOL`. */
 export async function readExactly(

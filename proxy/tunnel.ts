@@ -1,3 +1,4 @@
+import { closeQuietly } from "../internal/socket.ts";
 import { ProxyError } from "./errors.ts";
 import { httpConnect } from "./_http_connect.ts";
 import { socks5Connect } from "./_socks5.ts";
@@ -165,12 +166,4 @@ function reason(err: unknown): string {
     return "host not found: check the proxy URL";
   }
   return message;
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
 }
