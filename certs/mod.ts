@@ -8,7 +8,8 @@
  * PKCS#8 `-----BEGIN PRIVATE KEY-----`). Server certificates cover any mix of
  * DNS names and IPv4/IPv6 addresses.
  *
- * Run, this module is the `certs` program:
+ * The package's `./certs` entry point is both this library and, run, the
+ * `certs` program (`cli/certs.ts`, which re-exports this module):
  * `deno run -A jsr:@netkit/netkit/certs --out certs --hosts localhost,127.0.0.1,::1`.
  *
  * @example A TLS server a client trusts, all in memory
@@ -56,8 +57,3 @@ export {
   CertFileExistsError,
   InvalidCertOptionError,
 } from "./errors.ts";
-
-if (import.meta.main) {
-  const { main } = await import("../cli/certs.ts");
-  await main();
-}

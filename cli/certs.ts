@@ -1,6 +1,8 @@
 // deno-lint-ignore-file no-console
 /**
- * The `certs` program: writes a development CA and a server certificate
+ * `@netkit/netkit/certs`: imported, the certificate library (everything
+ * `certs/mod.ts` exports, re-exported here); run, the `certs` program
+ * (as std's `file_server.ts` is both). The program writes a development CA and a server certificate
  * signed by it — `ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem` — into
  * `--out`, for `--hosts`, valid `--days`. Refuses to overwrite without
  * `--force`. The work is the library's ({@linkcode writeDevCerts}); this file
@@ -14,6 +16,8 @@
  * @module
  */
 import { intFlag, parseFlags, runMain, UsageError } from "./_common.ts";
+
+export * from "../certs/mod.ts";
 import { DEFAULT_HOSTS } from "../certs/create.ts";
 import { InvalidCertOptionError } from "../certs/errors.ts";
 import { writeDevCerts } from "../certs/write.ts";

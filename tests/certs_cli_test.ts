@@ -1,4 +1,4 @@
-// The certs program, run as a user runs it: `deno run -A certs/mod.ts ...`
+// The certs program, run as a user runs it: `deno run -A cli/certs.ts ...` (the `./certs` entry point)
 // from the repository root. Exit codes, stdout, stderr and the files it
 // writes (or, without --force, leaves alone) are the contract.
 import assert from "node:assert/strict";
@@ -15,7 +15,7 @@ interface Run {
 
 async function certs(...args: string[]): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "certs/mod.ts", ...args],
+    args: ["run", "-A", "cli/certs.ts", ...args],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
