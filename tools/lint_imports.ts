@@ -7,6 +7,9 @@
  *    may import `websocket/connection/_engine.ts`, `tls/` may not.
  * 3. `internal/` is the shared core: every layer may import it; it imports
  *    only itself, the root files (`conn.ts`, `errors.ts`) and `io/`.
+ * 4. Layers, bottom up: the root files, `internal/` and `io/`; `proxy/` and
+ *    `certs/`; `tcp/`; `tls/`; `websocket/` and `http/`; `redis/`; `cli/`;
+ *    `mod.ts`. A file imports only its own layer and the layers below.
  *
  * Usage: `deno run --allow-read tools/lint_imports.ts [root]`; exits 1 with
  * one line per violation.
@@ -46,6 +49,24 @@ for (const file of walk(root)) {
   graph.set(file, deps);
 }
 
+const LAYER: Record<string, number> = {
+  "": 0,
+  internal: 0,
+  io: 0,
+  proxy: 1,
+  certs: 1,
+  tcp: 2,
+  tls: 3,
+  websocket: 4,
+  http: 4,
+  redis: 5,
+  cli: 6,
+};
+function layerOf(rel: string): number | undefined {
+  if (rel === "mod.ts") return 7;
+  return LAYER[top(rel)];
+}
+
 const problems: string[] = [];
 const LIBRARY_ONLY = new Set(["tests", "bench", "tools"]);
 for (const [file, deps] of graph) {
@@ -55,6 +76,10 @@ for (const [file, deps] of graph) {
     const base = to.split("/").pop()!;
     if (base.startsWith("_") && top(to) !== top(from) && !LIBRARY_ONLY.has(top(from))) {
       problems.push(`${from}: imports ${to}, a private file of ${top(to) || "the root"}/`);
+    }
+    const [a, b] = [layerOf(from), layerOf(to)];
+    if (a !== undefined && b !== undefined && b > a) {
+      problems.push(`${from}: imports ${to}, a layer above it (see CONTRIBUTING.md)`);
     }
     if (top(from) === "internal" && !["internal", "", "io"].includes(top(to))) {
       problems.push(`${from}: internal/ may import only internal/, io/ and root files, not ${to}`);
@@ -83,4 +108,6 @@ for (const file of graph.keys()) if (!state.has(file)) visit(file);
 
 for (const problem of problems) console.error(`lint-imports: ${problem}`);
 if (problems.length > 0) Deno.exit(1);
-console.log(`lint-imports: ${graph.size} files, no cycles, no private imports across folders`);
+console.log(
+  `lint-imports: ${graph.size} files, no cycles, no private imports across folders, layers kept`,
+);
