@@ -46,53 +46,42 @@ const MIN_READ_SIZE = 64;
 const MIN_FREE = 4096;
 
 /**
- * How big the next read buffer should be, from what the reads before it
- * brought (as Netty's adaptive receive buffer): a quiet connection reads
- * into `idle` bytes; reads that fill the buffer grow it fourfold up to
- * 64 KiB; the first short read — the source had no more for now — makes
- * the next one small again, so the big buffer is let go while the
- * connection waits. A busy connection whose reads fill it keeps 64 KiB;
- * one that comes back from quiet returns to the size it had earned after
- * one full small read.
+ * How big the next read buffer should be, from what the last read brought
+ * (as Netty's adaptive receive buffer). The sizes are `idle`, 4×, 16× …, up
+ * to 64 KiB. A read that fills its buffer asks for one four times bigger:
+ * a busy connection soon reads 64 KiB at a time. A short read (the source
+ * had no more for now) of `n` bytes lets the buffer shrink to the smallest
+ * size that holds `2n`, never grow: after a small message — a request, a
+ * ping — the read that then waits, perhaps for hours, holds `idle` bytes,
+ * while a stream whose reads come back part-full (TLS gives one 16 KiB
+ * record a read) or a burst a little over `idle` keeps a buffer it fits in
+ * rather than paying for a small read and a new buffer each time.
  */
 class ReadSizes {
   readonly idle: number;
-  /** The size earned by full reads; used while they keep coming. */
-  #bulk: number;
-  #quiet = true;
-  /** Reads in a row into a `bulk` buffer that filled a quarter of it or less. */
-  #sparse = 0;
+  #next: number;
 
   constructor(idle: number) {
-    this.idle = idle;
-    this.#bulk = idle;
+    this.idle = this.#next = idle;
   }
 
   /** The size for a read into an empty buffer. */
   get next(): number {
-    return this.#quiet ? this.idle : this.#bulk;
+    return this.#next;
   }
 
   /** Records a read of `n` bytes into a buffer with `room` bytes free, of `size` in all. */
   record(n: number, room: number, size: number): void {
-    if (n < room) {
-      this.#quiet = true;
-      // Twice in a row a big buffer was filled to a quarter or less: it is
-      // too big for what comes (messages a little over `idle` should not
-      // cost 64 KiB each), so it shrinks. Once is the tail of a transfer.
-      if (size >= this.#bulk && n * 4 <= size && ++this.#sparse >= 2) {
-        this.#bulk = Math.max(this.idle, size / 4);
-        this.#sparse = 0;
-      }
+    if (n >= room) {
+      this.#next = Math.min(size * 4, MAX_READ_SIZE);
       return;
     }
-    this.#quiet = false;
-    if (size >= this.#bulk) {
-      this.#bulk = Math.min(size * 4, MAX_READ_SIZE);
-      this.#sparse = 0;
-    }
+    let fits = this.idle;
+    while (fits < 2 * n && fits < MAX_READ_SIZE) fits *= 4;
+    this.#next = Math.max(this.idle, Math.min(size, fits, MAX_READ_SIZE));
   }
 }
+
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 const kIdleSize = Symbol("netkit.idleReadSize");

@@ -46,8 +46,10 @@ export function secureContext(
   });
 }
 
-// A quiet connection's pending read holds MIN_READ bytes; reads that fill
-// their buffer grow it fourfold up to MAX_READ (as netkit's BufferedReader).
+// Read buffers are sized as netkit's BufferedReader sizes them: MIN_READ
+// while the connection is quiet, fourfold bigger after a read that fills
+// one (up to MAX_READ), and after a short read of n bytes the smallest size
+// that holds 2n (never bigger than before).
 const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 
@@ -61,7 +63,6 @@ interface DuplexWatch {
 function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
   let reading = false;
   let size = MIN_READ; // the next read's buffer
-  let bulk = MIN_READ; // the size full reads have earned
   return new Duplex({
     allowHalfOpen: true,
     read() {
@@ -78,14 +79,15 @@ function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
             return;
           }
           // A read that fills the buffer asks for a bigger one next time; a
-          // short one (nothing more for now) makes the next small again, so
-          // the read that waits on a quiet peer does not pin 64 KiB. A small
-          // read is copied out rather than pinning a big buffer.
+          // short one lets it shrink to what came, so the read that waits on
+          // a quiet peer does not pin 64 KiB. A small read is copied out
+          // rather than pinning a big buffer.
           if (n === buf.length) {
-            if (buf.length >= bulk) bulk = Math.min(buf.length * 4, MAX_READ);
-            size = bulk;
+            size = Math.min(buf.length * 4, MAX_READ);
           } else {
-            size = MIN_READ;
+            let fits = MIN_READ;
+            while (fits < 2 * n && fits < MAX_READ) fits *= 4;
+            size = Math.min(buf.length, fits);
           }
           this.push(
             n < buf.length / 4 ? Buffer.from(buf.subarray(0, n)) : Buffer.from(buf.buffer, 0, n),
