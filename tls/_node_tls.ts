@@ -49,7 +49,7 @@ export function secureContext(
 // Read buffers are sized as netkit's BufferedReader sizes them: MIN_READ
 // while the connection is quiet, fourfold bigger after a read that fills
 // one (up to MAX_READ), and after a short read of n bytes the smallest size
-// that holds 2n (never bigger than before).
+// that holds 2n (never bigger than before; unchanged right after a full read).
 const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 
@@ -63,6 +63,7 @@ interface DuplexWatch {
 function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
   let reading = false;
   let size = MIN_READ; // the next read's buffer
+  let filled = false; // the last read filled its buffer
   return new Duplex({
     allowHalfOpen: true,
     read() {
@@ -84,11 +85,12 @@ function duplexOver(socket: Deno.Conn, watch: DuplexWatch): Duplex {
           // rather than pinning a big buffer.
           if (n === buf.length) {
             size = Math.min(buf.length * 4, MAX_READ);
-          } else {
+          } else if (!filled) {
             let fits = MIN_READ;
             while (fits < 2 * n && fits < MAX_READ) fits *= 4;
             size = Math.min(buf.length, fits);
           }
+          filled = n === buf.length;
           this.push(
             n < buf.length / 4 ? Buffer.from(buf.subarray(0, n)) : Buffer.from(buf.buffer, 0, n),
           );
