@@ -14,10 +14,8 @@ export interface ProxyUrl {
   at: string;
 }
 
-/** `host:port`, with an IPv6 host in brackets. */
-export function hostPort(hostname: string, port: number): string {
-  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-}
+export { hostPort } from "../internal/host.ts";
+import { hostPort } from "../internal/host.ts";
 
 /** A host name without the brackets an IPv6 literal wears in URLs. */
 export function stripBrackets(host: string): string {
