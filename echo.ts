@@ -1,4 +1,5 @@
 import type { Conn } from "./conn.ts";
+import { SocketConn } from "./internal/socket_conn.ts";
 
 /**
  * The echo handler: every byte the peer sends goes back, in order; when the
@@ -19,6 +20,13 @@ import type { Conn } from "./conn.ts";
  * assert.equal(await readLine(conn.readable), "hello");
  * ```
  */
-export async function echo(conn: Conn): Promise<void> {
-  await conn.readable.pipeTo(conn.writable);
+export function echo(conn: Conn): Promise<void> {
+  // A netkit socket echoes with a plain read/write loop on the socket, and
+  // makes no streams: an idle echo connection then holds what a hand-written
+  // loop would (see bench/README.md, "Connections and memory").
+  if (conn instanceof SocketConn) {
+    const direct = conn.echoDirect();
+    if (direct !== undefined) return direct;
+  }
+  return conn.readable.pipeTo(conn.writable);
 }

@@ -5,10 +5,11 @@
  * included, type and order kept — and a browser gets a small chat page on
  * a plain GET of the path. Mode `echo`: each message back to its sender.
  * TLS (`wss://`) with `--cert` and `--key`. With `--redis`, every server
- * sharing that Redis shares the broadcast; `--workers N` runs N processes
- * on one port that way. `--history N` (default 1000) keeps the last
- * messages so that `netkit.v1` clients (the chat page) resume after a
- * reconnect with nothing lost (docs/netkit-v1.md).
+ * sharing that Redis shares the broadcast through a per-topic log (a Redis
+ * Stream, `RedisStreamBus`); `--workers N` runs N processes on one port that
+ * way. `--history N` (default 1000) keeps the last messages so that
+ * `netkit.v1` clients (the chat page) resume after a reconnect with nothing
+ * lost — with `--redis`, against any of the servers (docs/netkit-v1.md).
  *
  * ```sh
  * deno run -A jsr:@netkit/netkit/ws-server --port 8080
@@ -22,7 +23,8 @@ import { NetkitError } from "../errors.ts";
 import { listenSocket } from "../tcp/listen.ts";
 import { DEFAULT_HIGH_WATER_MARK } from "../websocket/codec/constants.ts";
 import type { PlainResponse, UpgradeRequest } from "../websocket/mod.ts";
-import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../redis/bus.ts";
+import { parseRedisUrl } from "../redis/bus.ts";
+import { RedisStreamBus, type RedisStreamBusEvent } from "../redis/stream_bus.ts";
 import {
   serve,
   type WebSocketHandler,
@@ -94,14 +96,19 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           seconds to finish (default 5)
   --redis URL             share broadcasts with every ws-server using this Redis
                           (redis://[:PASSWORD@]HOST:PORT, rediss:// for TLS): a message
-                          reaches the clients of all of them, exactly once
+                          reaches the clients of all of them, exactly once, through a
+                          per-topic log (a Redis Stream) that netkit.v1 clients resume
+                          from on any server; Redis lost: local broadcast goes on, and
+                          what was published meanwhile is relayed once it is back
+  --redis-ca FILE         trust this CA (PEM) for a rediss:// --redis
   --workers N             run N server processes on the one port (Linux reusePort),
                           sharing broadcasts through --redis (required)
   --history N             broadcast mode: keep the last N messages (default 1000) so
                           that clients speaking the netkit.v1 subprotocol resume after
                           a reconnect with nothing lost, or are told they cannot; other
-                          clients see no difference; 0 = off. In memory, per process:
-                          a restart (or another worker) answers "recovered: false"
+                          clients see no difference; 0 = off. Without --redis, in
+                          memory per process: a restart answers "recovered: false";
+                          with --redis, the Redis stream keeps N too
   --history-ttl S         keep each message at most S seconds (default 300; 0 = no
                           age limit)
   --trust-proxy CIDR      take the client's address from X-Forwarded-For when the
@@ -174,7 +181,7 @@ function plural(n: number, word: string): string {
 }
 
 /** Logs what the Redis bus reports: losses, retries, recoveries with counts. */
-function logRedis(url: string): (event: RedisBusEvent) => void {
+function logRedis(url: string): (event: RedisStreamBusEvent) => void {
   return (event) => {
     switch (event.type) {
       case "lost":
@@ -200,15 +207,23 @@ function logRedis(url: string): (event: RedisBusEvent) => void {
         log(
           program,
           `redis: back after ${(event.downtime / 1000).toFixed(1)}s, ${
-            plural(event.dropped, "message")
-          } not relayed`,
+            plural(event.queued, "message")
+          } published meanwhile now relayed, ${event.dropped} dropped`,
         );
         break;
       case "missed":
-        log(program, `redis: ${plural(event.count, "message")} from another server did not arrive`);
+        log(
+          program,
+          `redis: ${plural(event.count, "message")} of "${event.topic}" were trimmed from the ` +
+            "log before this server read them",
+        );
         break;
-      case "backlog":
-        log(program, `redis: Redis fell behind, ${plural(event.dropped, "message")} not relayed`);
+      case "epoch":
+        log(
+          program,
+          `redis: the log of "${event.topic}" was lost (new epoch ${event.epoch}): ` +
+            "resuming clients are told recovered: false",
+        );
         break;
       case "error":
         log(program, `redis: ${describeError(event.error)}`);
@@ -232,6 +247,7 @@ async function runPrimary(
     hostname: string;
     port: number;
     redis: string;
+    redisCa: string[] | undefined;
     maxPayload: number;
     gracePeriod: number;
     quiet: boolean;
@@ -246,7 +262,10 @@ async function runPrimary(
     );
   }
   const signal = shutdownSignal(PROGRAM);
-  const probe = await RedisBus.connect(options.redis, { maxPayload: options.maxPayload });
+  const probe = await RedisStreamBus.connect(options.redis, {
+    maxPayload: options.maxPayload,
+    caCerts: options.redisCa,
+  });
   await probe.close();
   if (options.port !== 0) {
     // reusePort would quietly share the port with another server started the
@@ -310,6 +329,20 @@ async function runPrimary(
   return lostAll ? 1 : 0;
 }
 
+/** Reads `--redis-ca`: a missing or certificate-less file is a usage error (exit 2). */
+async function readRedisCa(path: string): Promise<string> {
+  let pem: string;
+  try {
+    pem = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new UsageError(`--redis-ca: cannot read ${path}: ${describeError(err)}`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new UsageError(`--redis-ca: ${path} holds no PEM certificate`);
+  }
+  return pem;
+}
+
 /** Runs the program with `args`; resolves to its exit code. */
 export async function main(args: string[]): Promise<number> {
   const flags = parseFlags(args, {
@@ -325,6 +358,7 @@ export async function main(args: string[]): Promise<number> {
     compression: { type: "string" },
     "handshake-timeout": { type: "string" },
     redis: { type: "string" },
+    "redis-ca": { type: "string" },
     workers: { type: "string" },
     history: { type: "string" },
     "history-ttl": { type: "string" },
@@ -372,6 +406,12 @@ export async function main(args: string[]): Promise<number> {
   if (mode === "echo" && flags.history !== undefined && flags.history !== "0") {
     throw new UsageError("--history keeps broadcasts: it has no use with --mode echo");
   }
+  if (flags["redis-ca"] !== undefined && redis === undefined) {
+    throw new UsageError("--redis-ca is the CA for a rediss:// --redis: give --redis too");
+  }
+  const redisCa = flags["redis-ca"] === undefined
+    ? undefined
+    : [await readRedisCa(flags["redis-ca"])];
   const history = mode === "echo" ? 0 : intFlag(flags.history, "history", 1000, { min: 0 });
   const historyTtl = secondsFlag(flags["history-ttl"], "history-ttl", 300);
   const workers = intFlag(flags.workers, "workers", 0, { min: 1, max: 256 });
@@ -398,6 +438,7 @@ export async function main(args: string[]): Promise<number> {
       hostname,
       port,
       redis: redis!,
+      redisCa,
       maxPayload,
       gracePeriod,
       quiet,
@@ -423,12 +464,15 @@ export async function main(args: string[]): Promise<number> {
   const signal = workerId === undefined
     ? shutdownSignal(PROGRAM)
     : workerShutdownSignal((why) => log(program, `${why}: shutting down`));
-  let bus: RedisBus | undefined;
+  let bus: RedisStreamBus | undefined;
   if (redis !== undefined) {
     // Before listening: an unreachable Redis is one line and exit 1, and the
-    // broadcast topic is subscribed upstream before the first client comes.
-    bus = await RedisBus.connect(redis, {
+    // broadcast topic's log is being read before the first client comes.
+    bus = await RedisStreamBus.connect(redis, {
       maxPayload,
+      historySize: history > 0 ? history : 1000,
+      historyTtl: historyTtl > 0 ? historyTtl : undefined,
+      caCerts: redisCa,
       onEvent: logRedis(parseRedisUrl(redis).display),
     });
     await bus.subscribe(TOPIC);

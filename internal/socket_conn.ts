@@ -6,6 +6,7 @@ import { BufferedReader, type ByteSource } from "../io/buffered_reader.ts";
 import { RawWritableStream } from "./raw_writable.ts";
 import { writeFull } from "./socket.ts";
 import { toAddr } from "./addr.ts";
+import { ReadSizes } from "./read_sizes.ts";
 
 /** A Conn a server can manage: force-close it and see whether it made progress. */
 export interface ManagedConn extends Conn {
@@ -36,8 +37,8 @@ const RESOLVED = Promise.resolve();
 
 /** A netkit {@linkcode Conn} over a `Deno.Conn` (TCP, TLS or Unix). */
 export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn {
-  readonly localAddr: Addr;
-  readonly remoteAddr: Addr;
+  #localAddr: Addr | undefined;
+  #remoteAddr: Addr | undefined;
 
   #activity = 0;
   // The connection that took the socket over (a TLS upgrade), if any.
@@ -46,7 +47,10 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
     | undefined;
 
   #socket: S;
-  #reader: BufferedReader;
+  // Made on first use: the echo handler's direct loop never needs one.
+  #reader: BufferedReader | undefined;
+  #bufferSize: number | undefined;
+  #echoing = false;
   #writable: RawWritableStream | undefined;
   #pendingWrite: Promise<void> | undefined;
   #writeShut: Promise<void> | undefined;
@@ -60,9 +64,15 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
 
   constructor(socket: S, options: SocketConnOptions = {}) {
     this.#socket = socket;
-    this.localAddr = toAddr(socket.localAddr);
-    this.remoteAddr = toAddr(socket.remoteAddr);
-    this.#reader = new BufferedReader(new SocketSource(this), { bufferSize: options.bufferSize });
+    this.#bufferSize = options.bufferSize;
+  }
+
+  get localAddr(): Addr {
+    return this.#localAddr ??= toAddr(this.#socket.localAddr);
+  }
+
+  get remoteAddr(): Addr {
+    return this.#remoteAddr ??= toAddr(this.#socket.remoteAddr);
   }
 
   /** Resolves once the connection is closed (or handed over with {@linkcode detach}). */
@@ -75,13 +85,19 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
     return this.#closed;
   }
 
-  /** One read from the socket, counted. Internal: the reader's source. */
+  /**
+   * One read from the socket, counted as activity; its bytes are counted by
+   * {@linkcode countIn} (no promise wrapped per read). Internal: the
+   * reader's source.
+   */
   readSocket(p: Uint8Array): Promise<number | null> {
     this.#activity++;
-    return this.#socket.read(p).then((n) => {
-      if (n !== null) this.#bytesIn += n;
-      return n;
-    });
+    return this.#socket.read(p);
+  }
+
+  /** Counts `n` bytes received. Internal: the reader's source. */
+  countIn(n: number): void {
+    this.#bytesIn += n;
   }
 
   /** Bytes received so far, the successor's (after STARTTLS) included. */
@@ -106,14 +122,58 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
 
   /** The reader that owns this connection's receive buffer. */
   get reader(): BufferedReader {
-    return this.#reader;
+    if (this.#echoing) throw new TypeError("the connection is being echoed: its input is taken");
+    return this.#reader ??= new BufferedReader(new SocketSource(this), {
+      bufferSize: this.#bufferSize,
+    });
   }
 
   get readable(): ReadableStream<Uint8Array> {
-    return this.#reader.readable;
+    return this.reader.readable;
+  }
+
+  /**
+   * The echo handler's loop, run straight on the socket when nothing has
+   * touched the connection's streams yet: everything read is written back,
+   * in order, and the end of input half-closes. No stream, reader or
+   * closure is made — an idle echo connection holds this one pending read
+   * and its small buffer, as a hand-written loop would. `undefined` when
+   * the streams are in use (then the echo pipes them).
+   */
+  echoDirect(): Promise<void> | undefined {
+    if (this.#reader !== undefined || this.#writable !== undefined || this.#released) {
+      return undefined;
+    }
+    this.#echoing = true;
+    return this.#echoLoop();
+  }
+
+  async #echoLoop(): Promise<void> {
+    const sizes = new ReadSizes(Math.max(this.#bufferSize ?? 1024, 64));
+    let buf = new Uint8Array(sizes.next);
+    try {
+      for (;;) {
+        this.#activity++;
+        const n = await this.#socket.read(buf);
+        if (n === null) break;
+        this.#bytesIn += n;
+        const chunk = n === buf.length ? buf : buf.subarray(0, n);
+        this.#activity++;
+        this.#bytesOut += n;
+        await writeFull(this.#socket, chunk);
+        sizes.record(n, buf.length, buf.length);
+        if (sizes.next !== buf.length) buf = new Uint8Array(sizes.next);
+      }
+    } catch (err) {
+      // As a pipe aborts its destination: the connection is done.
+      this.destroy();
+      throw err;
+    }
+    await this.#shutdownWrite();
   }
 
   get writable(): WritableStream<Uint8Array> {
+    if (this.#echoing) throw new TypeError("the connection is being echoed: its output is taken");
     return this.#writable ??= new RawWritableStream({
       write: (chunk) => this.#write(chunk),
       close: () => this.#shutdownWrite(),
@@ -226,5 +286,8 @@ class SocketSource implements ByteSource {
   }
   read(p: Uint8Array): Promise<number | null> {
     return this.#conn.readSocket(p);
+  }
+  counted(n: number): void {
+    this.#conn.countIn(n);
   }
 }

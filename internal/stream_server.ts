@@ -147,6 +147,29 @@ export function guarded<E extends { type: string }>(
   };
 }
 
+/**
+ * An open connection as the server tracks it: its activity as last seen by
+ * the idle sweep, and what ending its session must release. One small
+ * object per connection — no promise, no closure: the session's own async
+ * function is the only thing that waits.
+ */
+class Tracked {
+  readonly conn: ManagedConn;
+  seen: number;
+  since = performance.now();
+  release: (() => void) | undefined;
+  /** The session was ended, by its handler or by the server (idle, grace). */
+  ended = false;
+  /** The server closed the connection itself: its handler's errors are expected. */
+  killed = false;
+
+  constructor(conn: ManagedConn, release: (() => void) | undefined) {
+    this.conn = conn;
+    this.seen = conn.activity;
+    this.release = release;
+  }
+}
+
 /** A running server over a `Deno.Listener`. */
 export class StreamServer<C extends Conn = Conn> implements Server {
   readonly addr: { hostname: string; port: number };
@@ -159,13 +182,12 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   #idle: number;
   #grace: number;
   #onEvent: (event: ServerEvent) => void;
-  #sessions = new Set<Promise<void>>();
+  // Sessions running (set-up ones included), counted rather than kept.
+  #active = 0;
   // Open connections: their activity as last seen, and how to end their
   // session when the server closes them itself (idle, or after the grace).
-  #conns = new Map<ManagedConn, { seen: number; since: number; kill: () => void }>();
+  #conns = new Map<ManagedConn, Tracked>();
   #pending = new Set<Deno.Conn>();
-  // Connections the server closed itself: their handlers' errors are expected.
-  #killed = new WeakSet<ManagedConn>();
   #closing = false;
   #forced = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -238,7 +260,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
 
   /** How many connections are open now. */
   get connections(): number {
-    return this.#sessions.size;
+    return this.#active;
   }
 
   /** The counters so far (a copy). */
@@ -254,7 +276,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       bytesRead,
       bytesWritten,
       accepted: s.accepted,
-      open: this.#sessions.size,
+      open: this.#active,
       refused: { ...s.refused },
       idleClosed: s.idleClosed,
       failedSetups: s.failedSetups,
@@ -282,7 +304,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   async #run(): Promise<void> {
     await this.#acceptLoop();
     this.#closing = true;
-    if (this.#sessions.size > 0) {
+    if (this.#active > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const drained = new Promise<void>((resolve) => (this.#drained = resolve));
       const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#grace)));
@@ -290,11 +312,12 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       clearTimeout(timer);
       this.#forced = true;
       for (const socket of this.#pending) closeQuietly(socket);
-      for (const [conn, state] of this.#conns) {
+      for (const [conn, tracked] of this.#conns) {
+        tracked.killed = true;
         conn.destroy();
-        state.kill();
+        this.#end(tracked);
       }
-      await Promise.allSettled([...this.#sessions]);
+      if (this.#active > 0) await drained;
     }
     clearInterval(this.#sweeper);
     this.#signal?.removeEventListener("abort", this.#onAbort);
@@ -317,7 +340,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
         return;
       }
       this.#stats.accepted++;
-      if (this.#sessions.size >= this.#max) {
+      if (this.#active >= this.#max) {
         this.#refused(socket, "max-connections");
         continue;
       }
@@ -406,75 +429,96 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   }
 
   #serve(socket: Deno.Conn, release?: () => void): void {
-    const session = this.#session(socket).finally(() => release?.());
-    this.#sessions.add(session);
-    session.finally(() => {
-      this.#sessions.delete(session);
-      if (this.#closing && this.#sessions.size === 0) this.#drained?.();
-    });
+    this.#active++;
+    void this.#session(socket, release);
   }
 
-  async #session(raw: Deno.Conn): Promise<void> {
+  /**
+   * One connection, from accept to close. While the handler runs this is
+   * the one async function (with few locals: its frame is kept as long as
+   * the connection is open) a connection costs the server; a server may
+   * hold 100,000 of them. Never rejects.
+   */
+  async #session(raw: Deno.Conn, release: (() => void) | undefined): Promise<void> {
+    const tracked = await this.#setUp(raw, release);
+    if (tracked === undefined) return;
+    const conn = tracked.conn;
+    try {
+      await this.#handler(conn as unknown as C);
+    } catch (error) {
+      if (!this.#forced && !tracked.killed) {
+        this.#onEvent({ type: "error", remoteAddr: conn.remoteAddr, error });
+      }
+      conn.destroy();
+    }
+    // A handler may outlive its session: the server ended it (idle, end of
+    // the grace period) and did the rest already.
+    if (!tracked.ended) await conn.close().catch(() => conn.destroy());
+    this.#end(tracked);
+  }
+
+  /**
+   * PROXY header, per-address admission, then the wrapper (TLS handshake,
+   * upgrade): the connection, tracked and announced; or undefined when the
+   * setup failed (reported, and the session's slot given back).
+   */
+  async #setUp(raw: Deno.Conn, release: (() => void) | undefined): Promise<Tracked | undefined> {
     let socket = raw;
-    let release: (() => void) | undefined;
-    if (this.#proxyFrom !== undefined) {
-      this.#pending.add(raw);
-      const proxied = await this.#unwrapProxy(raw).finally(() => this.#pending.delete(raw));
-      if (proxied === undefined) return;
-      const admitted = this.#admit(proxied);
-      if (admitted === false) return;
-      socket = proxied;
-      release = admitted;
-    }
+    let conn: ManagedConn;
     try {
-      await this.#sessionOf(socket);
-    } finally {
-      release?.();
-    }
-  }
-
-  async #sessionOf(socket: Deno.Conn): Promise<void> {
-    const remoteAddr = toAddr(socket.remoteAddr);
-    let conn: ManagedConn | undefined;
-    this.#pending.add(socket);
-    try {
+      if (this.#proxyFrom !== undefined) {
+        this.#pending.add(raw);
+        const proxied = await this.#unwrapProxy(raw).finally(() => this.#pending.delete(raw));
+        if (proxied === undefined) return this.#left(release);
+        const admitted = this.#admit(proxied);
+        if (admitted === false) return this.#left(release);
+        socket = proxied;
+        release = admitted;
+      }
+      this.#pending.add(socket);
       conn = await this.#wrap(socket);
     } catch (error) {
       closeQuietly(socket);
-      if (!this.#forced && !(error instanceof Answered)) this.#failedSetup(error);
-      if (!this.#forced) this.#onEvent({ type: "error", remoteAddr, error });
-      return;
+      if (!this.#forced) {
+        if (!(error instanceof Answered)) this.#failedSetup(error);
+        this.#onEvent({ type: "error", remoteAddr: toAddr(socket.remoteAddr), error });
+      }
+      return this.#left(release);
     } finally {
       this.#pending.delete(socket);
     }
     if (this.#forced) {
       conn.destroy();
-      return;
+      return this.#left(release);
     }
-    // A handler that never returns must not hold its session (its
-    // maxConnections slot, and shutdown) once the server has closed its
-    // connection: the session ends then, whatever the handler does.
-    let kill!: () => void;
-    const killed = new Promise<void>((resolve) => (kill = resolve));
-    this.#conns.set(conn, { seen: conn.activity, since: performance.now(), kill });
-    this.#onEvent({ type: "open", remoteAddr, connections: this.#sessions.size });
-    try {
-      const running = Promise.resolve(this.#handler(conn as unknown as C));
-      // A rejection after the server closed the connection is expected.
-      running.catch(() => {});
-      await Promise.race([running, killed]);
-    } catch (error) {
-      if (!this.#forced && !this.#killed.has(conn)) {
-        this.#onEvent({ type: "error", remoteAddr, error });
-      }
-      conn.destroy();
-    } finally {
-      await conn.close().catch(() => conn!.destroy());
-      this.#conns.delete(conn);
-      this.#stats.bytesRead += conn.bytesRead ?? 0;
-      this.#stats.bytesWritten += conn.bytesWritten ?? 0;
-      this.#onEvent({ type: "close", remoteAddr, connections: this.#sessions.size - 1 });
-    }
+    const tracked = new Tracked(conn, release);
+    this.#conns.set(conn, tracked);
+    this.#onEvent({ type: "open", remoteAddr: conn.remoteAddr, connections: this.#active });
+    return tracked;
+  }
+
+  /**
+   * Ends a tracked connection's session, once: by its handler returning, or
+   * by the server (idle timeout, end of the grace period) — then a handler
+   * that never returns holds no slot, and does not hold up shutdown.
+   */
+  #end(tracked: Tracked): void {
+    if (tracked.ended) return;
+    tracked.ended = true;
+    const conn = tracked.conn;
+    this.#conns.delete(conn);
+    this.#stats.bytesRead += conn.bytesRead ?? 0;
+    this.#stats.bytesWritten += conn.bytesWritten ?? 0;
+    this.#onEvent({ type: "close", remoteAddr: conn.remoteAddr, connections: this.#active - 1 });
+    this.#left(tracked.release);
+  }
+
+  /** A session is over: its slot and its address's count go back. */
+  #left(release: (() => void) | undefined): undefined {
+    release?.();
+    this.#active--;
+    if (this.#closing && this.#active === 0) this.#drained?.();
+    return undefined;
   }
 
   #sweep(): void {
@@ -484,12 +528,11 @@ export class StreamServer<C extends Conn = Conn> implements Server {
         state.seen = conn.activity;
         state.since = now;
       } else if (now - state.since >= this.#idle) {
-        this.#conns.delete(conn);
-        this.#killed.add(conn);
+        state.killed = true;
         this.#stats.idleClosed++;
         this.#onEvent({ type: "idle", remoteAddr: conn.remoteAddr });
         conn.destroy();
-        state.kill();
+        this.#end(state);
       }
     }
   }

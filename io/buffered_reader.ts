@@ -1,11 +1,17 @@
 import { describeDelimiter, indexOfBytes, toDelimiter } from "./_bytes.ts";
 import { LimitExceededError, UnexpectedEofError } from "./errors.ts";
 import { type RawSink, rawSinkOf } from "../internal/raw_writable.ts";
+import { MAX_READ_SIZE, MIN_READ_SIZE, ReadSizes } from "../internal/read_sizes.ts";
 
 /** A source that reads into the caller's buffer, as `Deno.Conn` does. */
 export interface ByteSource {
   /** Reads into `p`; resolves to the count read, or `null` at the end. */
   read(p: Uint8Array): Promise<number | null>;
+  /**
+   * Told the count of every read that brought bytes, by whoever read them
+   * (a source that counts its traffic need not wrap each read's promise).
+   */
+  counted?(n: number): void;
 }
 
 /** Options for {@linkcode BufferedReader}. */
@@ -41,55 +47,7 @@ export const DEFAULT_MAX_BYTES = 64 * 1024;
 /** The default of {@linkcode BufferedReaderOptions.bufferSize}: 1 KiB. */
 const DEFAULT_BUFFER_SIZE = 1024;
 
-const MAX_READ_SIZE = 64 * 1024;
-const MIN_READ_SIZE = 64;
 const MIN_FREE = 4096;
-
-/**
- * How big the next read buffer should be, from what the last reads brought
- * (as Netty's adaptive receive buffer). The sizes are `idle`, 4×, 16× …, up
- * to 64 KiB. A read that fills its buffer asks for one four times bigger:
- * a busy connection soon reads 64 KiB at a time. A short read (the source
- * had no more for now) of `n` bytes lets the buffer shrink to the smallest
- * size that holds `2n`, never grow — unless the read before it filled its
- * buffer: then it is the rest of a burst, and the buffer stays so that the
- * next burst is read at once (a broadcast server publishes what one read
- * brings as one write per subscriber: bursts split in two would halve its
- * fan-out). So after a small message — a request, a ping — the read that
- * then waits, perhaps for hours, holds `idle` bytes, while a stream whose
- * reads come back part-full (TLS gives one 16 KiB record a read) keeps its
- * buffer rather than paying for a small read and a new buffer each time.
- */
-class ReadSizes {
-  readonly idle: number;
-  #next: number;
-  #filled = false;
-
-  constructor(idle: number) {
-    this.idle = this.#next = idle;
-  }
-
-  /** The size for a read into an empty buffer. */
-  get next(): number {
-    return this.#next;
-  }
-
-  /** Records a read of `n` bytes into a buffer with `room` bytes free, of `size` in all. */
-  record(n: number, room: number, size: number): void {
-    if (n >= room) {
-      this.#next = Math.min(size * 4, MAX_READ_SIZE);
-      this.#filled = true;
-      return;
-    }
-    if (this.#filled) {
-      this.#filled = false;
-      return;
-    }
-    let fits = this.idle;
-    while (fits < 2 * n && fits < MAX_READ_SIZE) fits *= 4;
-    this.#next = Math.max(this.idle, Math.min(size, fits, MAX_READ_SIZE));
-  }
-}
 
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
@@ -302,6 +260,7 @@ export class BufferedReader {
       this.#eof = true;
       return null;
     }
+    this.#raw!.counted?.(n);
     this.#end += n;
     this.#sizes.record(n, this.#tailLength, this.#buf.length);
     return this.#chunk();
@@ -329,6 +288,7 @@ export class BufferedReader {
         try {
           const n = await this.#raw.read(p);
           if (n === null) this.#eof = true;
+          else this.#raw.counted?.(n);
           return n;
         } finally {
           this.#pending = false;
@@ -494,6 +454,7 @@ export class BufferedReader {
           this.#eof = true;
           return false;
         }
+        this.#raw.counted?.(n);
         this.#end += n;
         this.#sizes.record(n, tail.length, this.#buf.length);
         return true;
@@ -705,6 +666,7 @@ async function directLoop(
       buffered.markEnded();
       return;
     }
+    source.counted?.(n);
     try {
       let off = await writeSome(n === buf.length ? buf : buf.subarray(0, n));
       while (off < n) off += await writeSome(buf.subarray(off, n));

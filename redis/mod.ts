@@ -30,3 +30,19 @@ export {
   type RedisBusStats,
   type RedisTarget,
 } from "./bus.ts";
+export {
+  RedisStreamBus,
+  RedisStreamBusError,
+  type RedisStreamBusEvent,
+  type RedisStreamBusOptions,
+  type RedisStreamBusStats,
+} from "./stream_bus.ts";
+// What a sequenced bus (one that gives every message a log position, as
+// RedisStreamBus does) hands a hub: for writing one's own bus.
+export type {
+  BusEntry,
+  BusListener,
+  BusPosition,
+  BusPositionListener,
+  BusPublishOptions,
+} from "../websocket/fanout/bus.ts";

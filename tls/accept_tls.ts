@@ -1,7 +1,7 @@
 import type { Conn } from "../conn.ts";
 import { checkWithDeno } from "./acceptor.ts";
 import { type CertificateOptions, loadCredentials } from "./_credentials.ts";
-import { nodeServerHandshake } from "./_node_tls.ts";
+import { NodeTlsServer } from "./_node_tls.ts";
 import type { TlsConn } from "./_tls_conn.ts";
 import { checkUpgradable } from "./_upgrade.ts";
 
@@ -73,16 +73,11 @@ export interface AcceptTlsOptions extends CertificateOptions {
  */
 export async function acceptTls(conn: Conn, options: AcceptTlsOptions): Promise<TlsConn> {
   const credentials = loadCredentials(options, true)!;
-  checkOnce(credentials);
+  const server = serverFor(credentials, options);
   const { plain, peer } = checkUpgradable(conn);
   options.signal?.throwIfAborted();
   const socket = plain.detach();
-  const handshake = nodeServerHandshake(
-    socket,
-    { ...credentials, alpnProtocols: options.alpnProtocols, clientCaCerts: options.clientCaCerts },
-    options.handshakeTimeout ?? 10_000,
-    peer,
-  );
+  const handshake = server.handshake(socket, options.handshakeTimeout ?? 10_000, peer);
   plain.handOver(handshake);
   const onAbort = () => handshake.destroy();
   options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -98,14 +93,31 @@ export async function acceptTls(conn: Conn, options: AcceptTlsOptions): Promise<
   }
 }
 
-// Certificate and key pairs already checked, so a busy STARTTLS server does
-// not re-check its one pair on every upgrade.
-const checked = new Set<string>();
+// The server-side TLS of the certificates a program upgrades with, each
+// checked once and made once: a busy STARTTLS server neither re-checks its
+// one pair nor makes a node:tls context for every upgrade.
+const servers = new Map<string, NodeTlsServer>();
 
-function checkOnce(credentials: { cert: string; key: string }): void {
-  const id = `${credentials.cert}\0${credentials.key}`;
-  if (checked.has(id)) return;
+/** The {@linkcode NodeTlsServer} for these credentials and options (tests: it is shared). */
+export function serverFor(
+  credentials: { cert: string; key: string },
+  options: { alpnProtocols?: string[]; clientCaCerts?: string[] },
+): NodeTlsServer {
+  const id = JSON.stringify([
+    credentials.cert,
+    credentials.key,
+    options.alpnProtocols ?? null,
+    options.clientCaCerts ?? null,
+  ]);
+  let server = servers.get(id);
+  if (server !== undefined) return server;
   checkWithDeno(credentials);
-  if (checked.size >= 32) checked.clear();
-  checked.add(id);
+  server = new NodeTlsServer({
+    ...credentials,
+    alpnProtocols: options.alpnProtocols,
+    clientCaCerts: options.clientCaCerts,
+  });
+  if (servers.size >= 32) servers.clear();
+  servers.set(id, server);
+  return server;
 }

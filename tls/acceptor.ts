@@ -15,7 +15,7 @@ import {
   type ServedCertificate,
 } from "./_credentials.ts";
 import { handshakeWithin } from "./_handshake.ts";
-import { nodeServerHandshake, type NodeServerOptions, secureContext } from "./_node_tls.ts";
+import { NodeTlsServer, secureContext } from "./_node_tls.ts";
 import type tls from "node:tls";
 import { TlsSocketConn } from "./_tls_conn.ts";
 import { TlsError } from "./errors.ts";
@@ -124,6 +124,12 @@ export interface Acceptor {
   readonly certificates: ServedCertificate[];
   /** Reads the certificate files again and swaps all or nothing; see {@linkcode TlsReloadable}. */
   reloadCertificates(): Promise<CertificateReload>;
+  /**
+   * The node engine's server-side TLS now in service, shared by every
+   * handshake until a reload replaces it (tests look at it); `undefined`
+   * with the `"deno"` engine.
+   */
+  readonly nodeServer?: NodeTlsServer;
 }
 
 /**
@@ -196,16 +202,17 @@ export function openAcceptor(options: TlsListenOptions): Acceptor {
     let reloading: Promise<unknown> = Promise.resolve();
     return {
       listener,
-      handshake: (socket) => {
-        // The set as it is now: a reload during this handshake does not
-        // change what this connection is served.
-        const { nodeOptions } = served.current;
-        return nodeServerHandshake(
+      // An arrow: servers take it detached. The server as it is now: a
+      // reload during this handshake does not change what this connection
+      // is served.
+      handshake: (socket) =>
+        served.current.server.handshake(
           socket,
-          nodeOptions,
           timeout,
           formatAddr(socket.remoteAddr as Deno.NetAddr),
-        );
+        ),
+      get nodeServer() {
+        return served.current.server;
       },
       get certificates() {
         return served.current.set.served;
@@ -214,8 +221,10 @@ export function openAcceptor(options: TlsListenOptions): Acceptor {
         const run = reloading.then(async () => {
           const before = served.current.set;
           let next: CertificateSet;
+          let prepared: ServedSet["current"];
           try {
             next = await reloadCertificateSet(sources);
+            prepared = served.prepare(next);
           } catch (err) {
             const error = err instanceof TlsError ? err : credentialsError(err);
             if (error instanceof TlsError) {
@@ -223,7 +232,7 @@ export function openAcceptor(options: TlsListenOptions): Acceptor {
             }
             throw error;
           }
-          served.swap(next);
+          served.current = prepared;
           const changed = next.entries.filter((entry, i) =>
             entry.info.fingerprint256 !== before.entries[i]?.info.fingerprint256 ||
             entry.key !== before.entries[i]?.key
@@ -281,14 +290,14 @@ export function openAcceptor(options: TlsListenOptions): Acceptor {
 }
 
 /**
- * The node engine's certificates in service, with what each handshake
- * needs precomputed (one node:tls context per SNI certificate), swapped
- * whole on reload.
+ * The node engine's certificates in service, with the server-side TLS that
+ * every handshake shares (one node:tls context per certificate, made once),
+ * replaced whole on reload.
  */
 class ServedSet {
   #clientCaCerts: string[] | undefined;
   #alpnProtocols: string[] | undefined;
-  current!: { set: CertificateSet; nodeOptions: NodeServerOptions };
+  current: { set: CertificateSet; server: NodeTlsServer };
 
   constructor(
     set: CertificateSet,
@@ -296,10 +305,11 @@ class ServedSet {
   ) {
     this.#clientCaCerts = options.clientCaCerts;
     this.#alpnProtocols = options.alpnProtocols;
-    this.swap(set);
+    this.current = this.prepare(set);
   }
 
-  swap(set: CertificateSet): void {
+  /** What serving `set` takes; throws a TlsError when node:tls cannot use it. */
+  prepare(set: CertificateSet): { set: CertificateSet; server: NodeTlsServer } {
     const { cert, key } = set.entries[0];
     let sni: ((serverName: string) => tls.SecureContext | undefined) | undefined;
     if (set.entries.length > 1) {
@@ -309,18 +319,19 @@ class ServedSet {
       );
       sni = (serverName) => contexts[set.indexFor(serverName)];
     }
-    this.current = {
+    return {
       set,
-      nodeOptions: {
+      server: new NodeTlsServer({
         cert,
         key,
         alpnProtocols: this.#alpnProtocols,
         clientCaCerts: this.#clientCaCerts,
         sni,
-      },
+      }),
     };
   }
 }
+
 function denoServerHandshake(socket: Deno.TlsConn, timeout: number): Accepting {
   const peer = formatAddr(socket.remoteAddr);
   let destroyed = false;

@@ -72,6 +72,9 @@ export interface ReceiverOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+// Shared empty lists, replaced by a connection's own on first use (never pushed to).
+const NONE: Uint8Array[] = [];
+const NO_TEXT: string[] = [];
 
 function protocolError(code: string, message: string): WebSocketError {
   return new WebSocketError(code, message, CloseCode.ProtocolError);
@@ -109,11 +112,13 @@ export class Receiver {
     | null = null;
   // A fragmented message in progress.
   #fragOpcode = -1;
-  #fragments: Uint8Array[] = [];
+  // Made for the first fragmented message: most connections never see one,
+  // and a server holds a receiver per open connection.
+  #fragments: Uint8Array[] = NONE;
   #fragBytes = 0;
   #fragCount = 0;
-  #textParts: string[] = [];
-  #decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  #textParts: string[] = NO_TEXT;
+  #decoder: TextDecoder | undefined;
   #failed = false;
   #decompressor: DeflateContext | undefined;
   // The fragmented message in progress is compressed (its first frame had RSV1).
@@ -161,8 +166,8 @@ export class Receiver {
       this.#failed = true;
       this.#chunks = [];
       this.#buffered = 0;
-      this.#fragments = [];
-      this.#textParts = [];
+      this.#fragments = NONE;
+      this.#textParts = NO_TEXT;
       throw err;
     }
   }
@@ -317,14 +322,19 @@ export class Receiver {
     }
     this.#fragCount++;
     if (payload.length > 0) {
+      if (this.#fragments === NONE) this.#fragments = [];
       this.#fragments.push(payload);
       this.#fragBytes += payload.length;
     }
     if (this.#fragOpcode === Opcode.Text && !this.#fragCompressed) {
       // Validate as the fragments come: bad UTF-8 fails fast.
       try {
+        this.#decoder ??= new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
         const part = this.#decoder.decode(payload, { stream: !fin });
-        if (part !== "") this.#textParts.push(part);
+        if (part !== "") {
+          if (this.#textParts === NO_TEXT) this.#textParts = [];
+          this.#textParts.push(part);
+        }
       } catch {
         throw invalidUtf8("a text message");
       }
@@ -346,10 +356,10 @@ export class Receiver {
       text = binary ? undefined : this.#textParts.join("");
     }
     this.#fragOpcode = -1;
-    this.#fragments = [];
+    this.#fragments = NONE;
     this.#fragBytes = 0;
     this.#fragCount = 0;
-    this.#textParts = [];
+    this.#textParts = NO_TEXT;
     this.#fragCompressed = false;
     return binary ? { type: "message", binary, data } : { type: "message", binary, data, text };
   }

@@ -74,13 +74,17 @@ export interface EngineDeflate {
   owned: DeflateContext[];
 }
 
-interface Hooks {
+/**
+ * What an engine reports, to its owner (one object for a whole server: each
+ * call names the engine, rather than a closure per connection naming it).
+ */
+export interface Hooks {
   /** A slow consumer was closed, started being skipped, or drained. */
-  onSlow?: (event: SlowEvent, dropped: number) => void;
+  onSlow?: (engine: FramedEngine, event: SlowEvent, dropped: number) => void;
   /** The idle timeout closed the connection. */
-  onIdle?: () => void;
+  onIdle?: (engine: FramedEngine) => void;
   /** A pong answered a ping after `ms` milliseconds. */
-  onRoundTrip?: (ms: number) => void;
+  onRoundTrip?: (engine: FramedEngine, ms: number) => void;
 }
 
 interface PendingPing {
@@ -90,10 +94,11 @@ interface PendingPing {
   reject: (err: unknown) => void;
 }
 
+const NO_WAITERS: { bytes: number; resolve: () => void }[] = [];
+const NO_PINGS: PendingPing[] = [];
+
 /** The RFC 6455 engine over a socket. */
 export class FramedEngine implements WebSocketEngine {
-  readonly closed: Promise<void>;
-
   #conn: SocketConn;
   #socket: Deno.Conn;
   #written = 0;
@@ -117,7 +122,8 @@ export class FramedEngine implements WebSocketEngine {
   #head = 0;
   #queued = 0;
   #writing = false;
-  #waiters: { bytes: number; resolve: () => void }[] = [];
+  // Shared empty lists until first use (a server holds an engine per connection).
+  #waiters: { bytes: number; resolve: () => void }[] = NO_WAITERS;
   #hwm: number;
   #pressured = false;
   #dropping = false;
@@ -134,10 +140,15 @@ export class FramedEngine implements WebSocketEngine {
   #destroyed = false;
   #reading = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  #resolveClosed!: () => void;
+  // Made when someone asks for `closed` (the sink hears of the release anyway).
+  #closed: Promise<void> | undefined;
+  #resolveClosed: (() => void) | undefined;
+  #isReleased = false;
+  /** The client's address when a trusted proxy named it; reported in hooks. */
+  clientAddr: Addr | undefined;
 
   // Pings and idle.
-  #pings: PendingPing[] = [];
+  #pings: PendingPing[] = NO_PINGS;
   #pingSeq = 0;
   #received = 0;
   #idleSeen = 0;
@@ -173,7 +184,18 @@ export class FramedEngine implements WebSocketEngine {
     this.#closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
     this.#hwm = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     this.#hooks = hooks;
-    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** Resolves once the connection is released. */
+  get closed(): Promise<void> {
+    return this.#closed ??= this.#isReleased
+      ? Promise.resolve()
+      : new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** The address hooks report: the client's, or the socket's peer. */
+  get reportedAddr(): Addr {
+    return this.clientAddr ?? this.#conn.remoteAddr;
   }
 
   get localAddr(): Addr {
@@ -218,11 +240,15 @@ export class FramedEngine implements WebSocketEngine {
     this.#enqueue(bytes);
   }
 
-  start(sink: EngineSink): void {
-    if (this.#started) return;
-    this.#started = true;
+  attach(sink: EngineSink): void {
     this.#sink = sink;
     if (this.#endInfo) sink.end(...this.#endInfo);
+    if (this.#isReleased) sink.released();
+  }
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
     if (this.#destroyed) return;
     this.#kick();
     this.#reading = true;
@@ -281,6 +307,7 @@ export class FramedEngine implements WebSocketEngine {
 
   waitBelow(bytes: number): Promise<void> {
     if (this.#queued <= bytes || this.#destroyed) return Promise.resolve();
+    if (this.#waiters === NO_WAITERS) this.#waiters = [];
     return new Promise((resolve) => this.#waiters.push({ bytes, resolve }));
   }
 
@@ -294,6 +321,7 @@ export class FramedEngine implements WebSocketEngine {
     const payload = new Uint8Array(4);
     new DataView(payload.buffer).setUint32(0, id);
     return new Promise((resolve, reject) => {
+      if (this.#pings === NO_PINGS) this.#pings = [];
       this.#pings.push({ id, start: performance.now(), resolve, reject });
       this.#enqueue(encodeFrame(Opcode.Ping, payload, { mask: !this.#server }));
     });
@@ -334,8 +362,10 @@ export class FramedEngine implements WebSocketEngine {
         // Nothing reads or writes any more: a dedicated compressor's zlib
         // memory (hundreds of KiB) goes back now, not when GC finds it.
         for (const ctx of this.#deflate?.owned ?? []) ctx.close();
+        this.#isReleased = true;
+        this.#resolveClosed?.();
+        this.#sink?.released();
       }
-      this.#resolveClosed();
     }
   }
 
@@ -483,7 +513,7 @@ export class FramedEngine implements WebSocketEngine {
     while (this.#pings.length > 0 && this.#pings[0].id <= id) {
       const ping = this.#pings.shift()!;
       ping.resolve(now - ping.start);
-      this.#hooks.onRoundTrip?.(now - ping.start);
+      this.#hooks.onRoundTrip?.(this, now - ping.start);
     }
   }
 
@@ -502,7 +532,7 @@ export class FramedEngine implements WebSocketEngine {
       this.#idleProbe = true;
       this.ping().catch(() => {});
     } else {
-      this.#hooks.onIdle?.();
+      this.#hooks.onIdle?.(this);
       void this.close(CloseCode.GoingAway, "idle timeout");
       return;
     }
@@ -531,7 +561,7 @@ export class FramedEngine implements WebSocketEngine {
         this.#dropping = true;
         this.#dropped++;
         this.#droppedSince = 1;
-        this.#hooks.onSlow?.("dropping", this.#dropped);
+        this.#hooks.onSlow?.(this, "dropping", this.#dropped);
         return "dropped";
       }
       this.#closeSlow();
@@ -547,7 +577,7 @@ export class FramedEngine implements WebSocketEngine {
     this.#queue = [];
     this.#head = 0;
     this.#queued -= discarded;
-    this.#hooks.onSlow?.("closed", this.#dropped);
+    this.#hooks.onSlow?.(this, "closed", this.#dropped);
     void this.close(CloseCode.PolicyViolation, "slow consumer: send backlog over maxBuffered");
     this.#end(CloseCode.PolicyViolation, "slow consumer: send backlog over maxBuffered");
   }
@@ -599,7 +629,7 @@ export class FramedEngine implements WebSocketEngine {
     }
     if (this.#dropping) {
       this.#dropping = false;
-      this.#hooks.onSlow?.("drained", this.#droppedSince);
+      this.#hooks.onSlow?.(this, "drained", this.#droppedSince);
       this.#droppedSince = 0;
     }
     if (this.#pressured) {

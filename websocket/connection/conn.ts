@@ -32,6 +32,8 @@ export interface EngineSink {
   end(code: number, reason: string): void;
   /** The send backlog emptied. */
   drain(): void;
+  /** The connection is released (what `closed` resolves on). */
+  released(): void;
 }
 
 /** The transport under a {@linkcode WebSocketConn}. Internal. */
@@ -56,8 +58,13 @@ export interface WebSocketEngine {
   readonly bytesWritten: number;
   /** Whether this end has sent its close frame (or the connection is gone). */
   readonly closing: boolean;
+  /**
+   * Names who hears about messages, the end and the release. Called once,
+   * by the connection that owns the engine, before `start`.
+   */
+  attach(sink: EngineSink): void;
   /** Starts reading and writing. */
-  start(sink: EngineSink): void;
+  start(): void;
   /** Queues a message. */
   sendData(data: Message, binary: boolean): SendStatus;
   /** Queues a message encoded once for many connections. */
@@ -72,8 +79,21 @@ export interface WebSocketEngine {
   destroy(): void;
 }
 
+/**
+ * Where a served connection's messages go (a server's handler object): one
+ * object for every connection, each call naming the connection. Internal.
+ */
+export interface MessageTarget<T> {
+  /** A message; a returned promise pauses the connection's reading until it settles. */
+  message(ws: WebSocketConn<T>, data: Message): void | Promise<void>;
+  /** No more messages: what to do before the session ends (close, the `close` callback). */
+  ended(ws: WebSocketConn<T>): void | Promise<void>;
+}
+
 /** How a {@linkcode WebSocketConn} is made. Internal. */
 export interface WebSocketConnInit<T> {
+  /** Called once the connection is released (a server's bookkeeping: no closure per connection). */
+  onReleased?: (ws: WebSocketConn<T>) => void;
   /** The transport. */
   engine: WebSocketEngine;
   /** The subprotocol agreed on, `""` if none. */
@@ -106,6 +126,17 @@ interface Inbound {
   bytes: Uint8Array | undefined;
 }
 
+// A connection's private steps, for its engine sink (set in a static block).
+let deliver: (
+  ws: WebSocketConn<unknown>,
+  data: Message,
+  bytes: Uint8Array | undefined,
+) => void | Promise<void>;
+let endOf: (ws: WebSocketConn<unknown>, code: number, reason: string) => void;
+let releasedOf: (ws: WebSocketConn<unknown>) => void;
+
+const NO_INBOX: (Inbound | undefined)[] = [];
+const NO_READERS: (() => void)[] = [];
 const encoder = new TextEncoder();
 const TRUE = Promise.resolve(true);
 const FALSE = Promise.resolve(false);
@@ -180,7 +211,9 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #engine: WebSocketEngine;
   #hub: BroadcastHub | undefined;
   #hwm: number;
-  #inbox: (Inbound | undefined)[] = [];
+  // Shared empty lists until first use: a served connection's messages go
+  // straight to its handler, and a server holds one of these per connection.
+  #inbox: (Inbound | undefined)[] = NO_INBOX;
   #head = 0;
   #inboxBytes = 0;
   #discard = false;
@@ -188,7 +221,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   #replied = false;
   #closeCode: number | undefined;
   #closeReason = "";
-  #readers: (() => void)[] = [];
+  #readers: (() => void)[] = NO_READERS;
   #room: (() => void) | undefined;
   #roomPromise: Promise<void> | undefined;
   #replyTimer: ReturnType<typeof setTimeout> | undefined;
@@ -202,14 +235,20 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   /** Internal: wraps each message `send` and `writable` queue (`netkit.v1`). */
   [kWrap]: ((data: Message, binary: boolean) => Message) | undefined;
   // Set by [kServe]: messages go straight to it, not through the inbox.
-  #direct: ((data: Message) => void | Promise<void>) | undefined;
-  #directDone: (() => void) | undefined;
+  #direct: MessageTarget<T> | undefined;
+  #directDone: ((ended: void | Promise<void>) => void) | undefined;
   // A direct handler's promise is pending: messages wait in the inbox (the
   // socket is still read, so a pong or a close the handler awaits arrives).
   #busy = false;
 
   // The client's address when a trusted proxy named it (X-Forwarded-For).
   #remote: Addr | undefined;
+
+  static {
+    deliver = (ws, data, bytes) => ws.#deliver(data, bytes);
+    endOf = (ws, code, reason) => ws.#end(code, reason);
+    releasedOf = (ws) => ws.#released();
+  }
 
   /** Made by `serve`, `connect` and `upgrade`; not meant to be called directly. */
   constructor(init: WebSocketConnInit<T>) {
@@ -221,23 +260,25 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     this.data = init.data as T;
     this.#hub = init.hub;
     this.#hwm = init.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
-    this.#engine.closed.then(() => {
-      this.#finished = true;
-      clearTimeout(this.#replyTimer);
-      this.#hub?.unsubscribeAll(this);
-      this.#directDone?.();
-    });
+    this.#onReleased = init.onReleased;
+    this.#engine.attach(new ConnSink(this as unknown as WebSocketConn<unknown>));
+  }
+
+  #onReleased: ((ws: WebSocketConn<T>) => void) | undefined;
+
+  #released(): void {
+    this.#finished = true;
+    clearTimeout(this.#replyTimer);
+    this.#hub?.unsubscribeAll(this);
+    this.#finishDirect();
+    this.#onReleased?.(this);
   }
 
   /** Starts the engine (after the server's `open` ran). Internal. */
   [kStart](): void {
     if (this.#started) return;
     this.#started = true;
-    this.#engine.start({
-      message: (data, bytes) => this.#deliver(data, bytes),
-      end: (code, reason) => this.#end(code, reason),
-      drain: () => this[kOnDrain]?.(this),
-    });
+    this.#engine.start();
   }
 
   /** This end's address. */
@@ -562,7 +603,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     if (direct !== undefined && !this.#busy) {
       // Straight from the read loop to the handler: no inbox, no iterator
       // hops, so many subscribers' writes coalesce per read.
-      const pending = direct(data);
+      const pending = direct.message(this, data);
       if (pending !== undefined) this.#await(pending);
       return;
     }
@@ -570,6 +611,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     // after this end sent its own: never dropped, only paused on. After our
     // close the inbox may hold more before reading pauses (CLOSING_FACTOR),
     // so a close handshake is not held up by a few unread messages.
+    if (this.#inbox === NO_INBOX) this.#inbox = [];
     this.#inbox.push({ data, bytes });
     this.#inboxBytes += data.length;
     this.#readers.shift()?.();
@@ -586,7 +628,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   /** Drops unread and further messages (a handler that failed). Internal. */
   [kDiscard](): void {
     this.#discard = true;
-    this.#inbox = [];
+    this.#inbox = NO_INBOX;
     this.#head = 0;
     this.#inboxBytes = 0;
     this.#releaseRoom();
@@ -611,7 +653,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       // unless a handler is still busy: then #await finishes the job.
       if (!this.#busy) {
         this.#reply();
-        this.#directDone?.();
+        this.#finishDirect();
       }
       return;
     }
@@ -629,27 +671,41 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   }
 
   /**
-   * Hands every message to `onMessage`, in order, straight from the read
-   * loop, until the peer's close frame (or the end of the connection).
-   * Messages that queued up before are handed over first. Internal: the
-   * server's handler objects.
+   * Hands every message to `target.message`, in order, straight from the
+   * read loop, until the peer's close frame (or the end of the connection);
+   * then resolves once `target.ended` has. Messages that queued up before
+   * are handed over first. Internal: the server's handler objects. While it
+   * serves, a connection holds no promise or closure of its own but the one
+   * this returns.
    */
-  async [kServe](onMessage: (data: Message) => void | Promise<void>): Promise<void> {
-    for (;;) {
-      if (this.#head < this.#inbox.length) {
-        const msg = await this.#next();
-        if (msg !== null) await onMessage(msg.data);
-        continue;
-      }
-      if (this.#ended || this.#finished) {
-        this.#reply();
-        return;
-      }
-      break;
+  [kServe](target: {
+    message(ws: WebSocketConn<T>, data: Message): void | Promise<void>;
+    ended(ws: WebSocketConn<T>): void | Promise<void>;
+  }): Promise<void> {
+    if (this.#head < this.#inbox.length) return this.#serveQueued(target);
+    if (this.#ended || this.#finished) {
+      this.#reply();
+      return Promise.resolve(target.ended(this));
     }
-    const done = new Promise<void>((resolve) => (this.#directDone = resolve));
-    this.#direct = onMessage;
-    await done;
+    this.#direct = target;
+    return new Promise<void>((resolve) => (this.#directDone = resolve));
+  }
+
+  /** [kServe] with messages waiting in the inbox: those first, then direct. */
+  async #serveQueued(target: MessageTarget<T>): Promise<void> {
+    while (this.#head < this.#inbox.length) {
+      const msg = await this.#next();
+      if (msg !== null) await target.message(this, msg.data);
+    }
+    return this[kServe](target);
+  }
+
+  /** The direct handler saw its last message: on to `ended`, once. */
+  #finishDirect(): void {
+    const done = this.#directDone;
+    if (done === undefined) return;
+    this.#directDone = undefined;
+    done(this.#direct!.ended(this));
   }
 
   /**
@@ -661,7 +717,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     try {
       await pending;
       for (let msg; this.#direct !== undefined && (msg = this.#shift()) !== undefined;) {
-        const next = this.#direct(msg.data);
+        const next = this.#direct.message(this, msg.data);
         if (next !== undefined) await next;
       }
     } catch {
@@ -671,7 +727,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     }
     if (this.#ended) {
       this.#reply();
-      this.#directDone?.();
+      this.#finishDirect();
     }
   }
 
@@ -681,7 +737,7 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     const msg = this.#inbox[this.#head]!;
     this.#inbox[this.#head++] = undefined;
     if (this.#head === this.#inbox.length) {
-      this.#inbox = [];
+      this.#inbox = NO_INBOX;
       this.#head = 0;
     }
     this.#inboxBytes -= msg.data.length;
@@ -703,7 +759,32 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
         this.#reply();
         return null;
       }
+      if (this.#readers === NO_READERS) this.#readers = [];
       await new Promise<void>((resolve) => this.#readers.push(resolve));
     }
+  }
+}
+
+/**
+ * What an engine calls: one small object per connection with prototype
+ * methods, rather than a closure per callback (a server holds one per open
+ * connection).
+ */
+class ConnSink implements EngineSink {
+  #ws: WebSocketConn<unknown>;
+  constructor(ws: WebSocketConn<unknown>) {
+    this.#ws = ws;
+  }
+  message(data: Message, bytes: Uint8Array | undefined): void | Promise<void> {
+    return deliver(this.#ws, data, bytes);
+  }
+  end(code: number, reason: string): void {
+    endOf(this.#ws, code, reason);
+  }
+  drain(): void {
+    this.#ws[kOnDrain]?.(this.#ws);
+  }
+  released(): void {
+    releasedOf(this.#ws);
   }
 }

@@ -92,10 +92,18 @@ export class LogEntry {
 export class TopicLog {
   /** The topic. */
   readonly topic: string;
-  /** Random per log: a client holding another epoch cannot resume here. */
-  readonly epoch: string = newEpoch();
+  /**
+   * Random per log (or the bus's, with a sequenced bus): a client holding
+   * another epoch cannot resume here.
+   */
+  readonly epoch: string;
   /** The offset of the last message appended (0: none yet). */
   head = 0;
+  /**
+   * With a sequenced bus: whether the epoch and head are the bus's (else
+   * the log waits for the bus to say where it stands).
+   */
+  readonly synced: boolean;
   /** Payload bytes kept. */
   bytes = 0;
   /** When the last subscriber left (or the log was made); the log is forgotten a TTL later. */
@@ -103,9 +111,12 @@ export class TopicLog {
   #entries: (LogEntry | undefined)[] = [];
   #start = 0;
 
-  constructor(topic: string, now: number) {
+  constructor(topic: string, now: number, at?: { epoch: string; offset: number }) {
     this.topic = topic;
     this.lastLeft = now;
+    this.epoch = at?.epoch ?? newEpoch();
+    this.head = at?.offset ?? 0;
+    this.synced = at !== undefined;
   }
 
   /** Messages kept. */
@@ -133,6 +144,14 @@ export class TopicLog {
     this.bytes += size;
     this.trim(now, bounds);
     return entry;
+  }
+
+  /** Forgets every message kept and moves the head to `head` (messages were missed). */
+  skipTo(head: number): void {
+    this.#entries = [];
+    this.#start = 0;
+    this.bytes = 0;
+    this.head = head;
   }
 
   /** Drops messages over the count, the bytes or the age. */
@@ -203,6 +222,18 @@ export class History {
   open(topic: string, now = performance.now()): TopicLog {
     let log = this.get(topic, now);
     if (log === undefined) this.#logs.set(topic, log = new TopicLog(topic, now));
+    return log;
+  }
+
+  /**
+   * Replaces `topic`'s log with an empty one at the position a sequenced bus
+   * gives (its epoch; `offset`: the last message so far).
+   */
+  reset(topic: string, at: { epoch: string; offset: number }, now = performance.now()): TopicLog {
+    const old = this.#logs.get(topic);
+    const log = new TopicLog(topic, now, at);
+    if (old !== undefined) log.lastLeft = old.lastLeft;
+    this.#logs.set(topic, log);
     return log;
   }
 

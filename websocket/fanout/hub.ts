@@ -5,10 +5,14 @@
  *
  * @module
  */
-import type { BroadcastBus, BusListener } from "./bus.ts";
+import type { BroadcastBus, BusListener, BusPosition, BusPositionListener } from "./bus.ts";
 import { PreparedMessage } from "./prepared_message.ts";
-import { History, type LogEntry, type TopicLog } from "./history.ts";
-import { formatSubscribed, type NetkitV1Position } from "../codec/netkit_v1.ts";
+import { History, LogEntry, type TopicLog } from "./history.ts";
+import {
+  encodeServerEnvelope,
+  formatSubscribed,
+  type NetkitV1Position,
+} from "../codec/netkit_v1.ts";
 
 /** What happened to a message sent to one connection. Internal: public signatures spell it out. */
 export type SendStatus = "sent" | "dropped" | "closed";
@@ -62,13 +66,28 @@ export let attachResume: (hub: BroadcastHub, conn: Subscriber, link: ResumeLink)
  * it made is the one acknowledged, with its position.
  */
 export let ackBegin: (hub: BroadcastHub, id: string) => string | undefined;
-/** See {@linkcode ackBegin}: the answer to send, and whether the handler published. */
-export let ackEnd: (hub: BroadcastHub) => { answer: string; published: boolean };
+/**
+ * See {@linkcode ackBegin}: the answer to send, and whether the handler
+ * published. With a sequenced bus (Redis Streams) the position is known
+ * only once the log has the message: `durable` resolves with the answer to
+ * send then (`undefined`: the publish was dropped — send nothing, the
+ * client retries), and `answer` is the position-less stand-in for a server
+ * that cannot wait.
+ */
+export let ackEnd: (
+  hub: BroadcastHub,
+) => { answer: string; published: boolean; durable?: Promise<string | undefined> };
 /** Forgets an id whose handler failed before publishing, so that a retry is handled. */
 export let ackForget: (hub: BroadcastHub, id: string) => void;
 
+const decoder = new TextDecoder();
+
 /** Ids of acknowledged publishes remembered per hub, at most. */
 const MAX_ACK_IDS = 65_536;
+/** Messages read back from a sequenced bus's log per request, for a replay. */
+const RANGE_PAGE = 500;
+/** How long a resume from a position this process has not read yet waits for it. */
+const AHEAD_WAIT = 5000;
 
 /** How a publish went: how many subscribers got the message queued, and how many were skipped. */
 export interface PublishResult {
@@ -132,15 +151,32 @@ export class BroadcastHub {
   #delivered = 0;
   #dropped = 0;
   #detach: (() => void) | undefined;
-  #fromBus: BusListener = (topic, message) =>
-    void this.#fanOut(topic, message, undefined, this.#record(topic, message));
+  #fromBus: BusListener = (topic, message, position, tag) => {
+    if (this.#bus?.sequenced !== true) {
+      this.#fanOut(topic, message, undefined, this.#record(topic, message));
+    } else if (position === undefined) {
+      // Published here (another hub on the bus) while the bus is down.
+      this.#fanOutUnpositioned(topic, message, tag as Subscriber | undefined);
+    } else {
+      this.#fromLog(topic, message, position, tag as Subscriber | undefined);
+    }
+  };
+  #onBusPosition: BusPositionListener = (topic, position) => this.#moveLog(topic, position);
+  // netkit.v1 starts waiting for a sequenced bus to say where a topic's log stands.
+  #deferred = new Map<string, { conn: Subscriber; session: Session; skips: Set<number> }[]>();
   // Topics subscribed on the bus (released when neither subscribers nor a log need them).
   #onBus = new Set<string>();
   #history: History | undefined;
   #sessions = new Map<Subscriber, Session>();
   // Acknowledged publishes: the id being handled, the first publish it made,
   // and the answers given (in order of time) for the dedupe window.
-  #capture: { id: string; entry: LogEntry | undefined } | undefined;
+  #capture:
+    | {
+      id: string;
+      entry: LogEntry | undefined;
+      durable: Promise<BusPosition | undefined> | undefined;
+    }
+    | undefined;
   #acks = new Map<string, { answer: string; at: number }>();
 
   static {
@@ -156,7 +192,7 @@ export class BroadcastHub {
       }
       const seen = hub.#acks.get(id);
       if (seen !== undefined) return seen.answer;
-      hub.#capture = { id, entry: undefined };
+      hub.#capture = { id, entry: undefined, durable: undefined };
       return undefined;
     };
     ackEnd = (hub) => {
@@ -168,8 +204,19 @@ export class BroadcastHub {
           ? { ack: capture.id }
           : { ack: capture.id, t: entry.log.topic, e: entry.log.epoch, o: entry.offset },
       );
-      hub.#acks.set(capture.id, { answer, at: performance.now() });
-      return { answer, published: entry !== undefined };
+      const seen = { answer, at: performance.now() };
+      hub.#acks.set(capture.id, seen);
+      if (capture.durable === undefined) return { answer, published: entry !== undefined };
+      const durable = capture.durable.then((position) => {
+        if (position === undefined) {
+          hub.#acks.delete(capture.id);
+          return undefined;
+        }
+        const { topic, epoch, offset } = position as BusPosition & { topic: string };
+        seen.answer = JSON.stringify({ ack: capture.id, t: topic, e: epoch, o: offset });
+        return seen.answer;
+      });
+      return { answer, published: true, durable };
     };
     ackForget = (hub, id) => void hub.#acks.delete(id);
   }
@@ -205,7 +252,7 @@ export class BroadcastHub {
   ) {
     if ((options.historySize ?? 0) !== 0) this.#history = new History(options);
     this.#bus = options.bus;
-    this.#detach = this.#bus?.attach(this.#fromBus);
+    this.#detach = this.#bus?.attach(this.#fromBus, this.#onBusPosition);
   }
 
   /** Whether the hub keeps history (and so speaks `netkit.v1`). */
@@ -271,7 +318,7 @@ export class BroadcastHub {
     topics.add(topic);
     // With history a subscribed topic has a log (from the first subscriber
     // on, a client that drops can resume).
-    this.#history?.open(topic);
+    if (this.#history !== undefined) this.#openLog(topic);
     const session = this.#sessions.get(conn);
     if (session !== undefined) this.#start(conn, session, topic);
     return true;
@@ -359,6 +406,28 @@ export class BroadcastHub {
       ? message
       : new PreparedMessage(message, options.binary);
     this.#published++;
+    if (bus?.sequenced === true) {
+      // The bus gives the position: the message comes back through it, to
+      // this hub too, and is delivered then (in the log's order). An
+      // acknowledged publish's id is the bus's idempotency key.
+      const capture = this.#capture;
+      let onPosition: ((position: BusPosition | undefined) => void) | undefined;
+      let idempotencyKey: string | undefined;
+      if (capture !== undefined && capture.durable === undefined) {
+        idempotencyKey = `ack:${capture.id}`;
+        capture.durable = new Promise((resolve) => {
+          onPosition = (position) => resolve(position && { ...position, topic } as BusPosition);
+        });
+      }
+      const viaBus = bus.publish(topic, prepared, this.#fromBus, {
+        tag: options.except,
+        idempotencyKey,
+        onPosition,
+      });
+      if (viaBus === true) return { delivered: 0, dropped: 0 };
+      // The bus is down: delivered here at once, without a position.
+      return this.#fanOutUnpositioned(topic, prepared, options.except);
+    }
     const result = this.#fanOut(topic, prepared, options.except, this.#record(topic, prepared));
     bus?.publish(topic, prepared, this.#fromBus);
     return result;
@@ -390,6 +459,140 @@ export class BroadcastHub {
     if (this.#capture !== undefined) this.#capture.entry ??= entry;
     history.maybeSweep(now, (t) => this.#topics.has(t), (t) => this.#leaveBus(t));
     return entry;
+  }
+
+  /**
+   * With a sequenced bus: the log of `topic`, made if need be, at the
+   * position the bus knows; unsynced (waiting for the bus) if it knows none.
+   */
+  #openLog(topic: string): TopicLog {
+    const history = this.#history!;
+    const log = history.open(topic);
+    if (this.#bus?.sequenced !== true || log.synced) return log;
+    const at = this.#bus.position?.(topic);
+    if (at === undefined) return log;
+    return history.reset(topic, at);
+  }
+
+  /** A sequenced bus says where `topic`'s log stands (subscribed, or a new epoch). */
+  #moveLog(topic: string, at: BusPosition): void {
+    const history = this.#history;
+    if (history === undefined) return;
+    const log = history.get(topic);
+    if (log === undefined || !log.synced) {
+      history.reset(topic, at);
+      this.#runDeferred(topic);
+    } else if (log.epoch !== at.epoch) {
+      this.#logMoved(topic, history.reset(topic, at), "epoch");
+    } else if (at.offset > log.head) {
+      log.skipTo(at.offset);
+      this.#logMoved(topic, log, "trimmed");
+    }
+  }
+
+  /**
+   * The log of `topic` lost messages (a new epoch, or a gap): every live
+   * `netkit.v1` subscriber is told `recovered: false` and where it now
+   * stands (a replay in progress finds out by itself).
+   */
+  #logMoved(topic: string, log: TopicLog, reason: string): void {
+    const subs = this.#topics.get(topic);
+    if (subs === undefined || this.#sessions.size === 0) return;
+    const answer = new PreparedMessage(
+      formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason }),
+    );
+    for (const conn of subs) {
+      const session = this.#sessions.get(conn);
+      if (session === undefined || session.replaying.has(topic)) continue;
+      if (session.link.send(answer) === "dropped") session.link.fail("netkit.v1: cannot catch up");
+    }
+  }
+
+  #runDeferred(topic: string): void {
+    const waiting = this.#deferred.get(topic);
+    if (waiting === undefined) return;
+    this.#deferred.delete(topic);
+    for (const { conn, session, skips } of waiting) {
+      if (this.#sessions.get(conn) !== session || session.replaying.get(topic) !== skips) continue;
+      session.replaying.delete(topic);
+      this.#start(conn, session, topic);
+    }
+  }
+
+  /** A message read from a sequenced bus's log: recorded at its position, then delivered. */
+  #fromLog(
+    topic: string,
+    message: PreparedMessage,
+    position: BusPosition,
+    except: Subscriber | undefined,
+  ): void {
+    const history = this.#history;
+    let entry: LogEntry | undefined;
+    if (history !== undefined) {
+      const now = performance.now();
+      let log = history.get(topic, now);
+      if (log === undefined || !log.synced) {
+        log = history.reset(topic, { epoch: position.epoch, offset: position.offset - 1 }, now);
+        this.#runDeferred(topic);
+      } else if (log.epoch !== position.epoch) {
+        log = history.reset(topic, { epoch: position.epoch, offset: position.offset - 1 }, now);
+        this.#logMoved(topic, log, "epoch");
+      } else if (position.offset <= log.head) {
+        return; // had it already
+      } else if (position.offset > log.head + 1) {
+        log.skipTo(position.offset - 1);
+        this.#logMoved(topic, log, "trimmed");
+      }
+      entry = log.append(message, now, history.bounds);
+      history.maybeSweep(now, (t) => this.#topics.has(t), (t) => this.#leaveBus(t));
+    }
+    if (position.seen) {
+      // Delivered already, without a position, while the bus was down:
+      // netkit.v1 subscribers learn its position (and skip it in a replay).
+      const subs = this.#topics.get(topic);
+      if (subs === undefined || entry === undefined) return;
+      for (const conn of subs) {
+        const session = this.#sessions.get(conn);
+        if (session !== undefined) this.#sendEntry(conn, session, topic, entry, true);
+      }
+      return;
+    }
+    this.#fanOut(topic, message, except, entry);
+  }
+
+  /**
+   * Delivery without a position (a sequenced bus is down): plain
+   * subscribers get the message, `netkit.v1` ones a position-less envelope
+   * (`{"d":…}`); its position follows once the log has it.
+   */
+  #fanOutUnpositioned(
+    topic: string,
+    prepared: PreparedMessage,
+    except: Subscriber | undefined,
+  ): PublishResult {
+    const result: PublishResult = { delivered: 0, dropped: 0 };
+    const subs = this.#topics.get(topic);
+    if (subs === undefined) return result;
+    let envelope: PreparedMessage | undefined;
+    for (const conn of subs) {
+      if (conn === except) continue;
+      let message = prepared;
+      if (this.#sessions.has(conn)) {
+        envelope ??= prepared.binary
+          ? new PreparedMessage(encodeServerEnvelope(prepared.payload), true)
+          : new PreparedMessage(
+            encodeServerEnvelope(
+              typeof prepared.data === "string" ? prepared.data : decoder.decode(prepared.data),
+            ),
+          );
+        message = envelope;
+      }
+      if (conn.sendPrepared(message) === "sent") result.delivered++;
+      else result.dropped++;
+    }
+    this.#delivered += result.delivered;
+    this.#dropped += result.dropped;
+    return result;
   }
 
   #fanOut(
@@ -455,9 +658,31 @@ export class BroadcastHub {
    * then the replay, then live).
    */
   #start(conn: Subscriber, session: Session, topic: string): void {
-    const log = this.#history!.open(topic);
+    const log = this.#openLog(topic);
+    const sequenced = this.#bus?.sequenced === true;
+    if (sequenced && !log.synced) {
+      // Where the log stands is the bus's to say: wait for it (live
+      // messages held back meanwhile, as during a replay).
+      const skips = new Set<number>();
+      session.replaying.set(topic, skips);
+      const waiting = this.#deferred.get(topic);
+      if (waiting === undefined) this.#deferred.set(topic, [{ conn, session, skips }]);
+      else waiting.push({ conn, session, skips });
+      return;
+    }
     const asked = session.link.since.get(topic);
     session.link.since.delete(topic);
+    if (
+      sequenced && asked !== undefined && asked.epoch === log.epoch &&
+      (asked.offset > log.head || (asked.offset < log.first - 1 && this.#bus!.range))
+    ) {
+      // The log is shared by every process: a position this one has not
+      // read yet is waited for; one older than this process keeps is read
+      // back from the bus. The answer comes once it is known.
+      session.replaying.set(topic, new Set());
+      void this.#replay(conn, session, log, asked.offset, undefined, true);
+      return;
+    }
     // The answer, and the offset after which messages go out.
     let answer: string;
     let from = log.head;
@@ -485,6 +710,28 @@ export class BroadcastHub {
   }
 
   /**
+   * Reads back from a sequenced bus the messages of `log` right after
+   * `cursor` that the log no longer keeps (a page); `undefined` when the
+   * bus cannot (none, trimmed there too, another epoch, down).
+   */
+  async #readBack(log: TopicLog, cursor: number): Promise<LogEntry[] | undefined> {
+    const bus = this.#bus;
+    if (bus?.sequenced !== true || bus.range === undefined) return undefined;
+    const to = Math.min(log.first - 1, cursor + RANGE_PAGE);
+    const got = await bus.range(log.topic, log.epoch, cursor + 1, to, to - cursor);
+    if (got === undefined || got.length === 0 || got[0].offset !== cursor + 1) return undefined;
+    const now = performance.now();
+    const out: LogEntry[] = [];
+    let next = cursor + 1;
+    for (const { offset, message } of got) {
+      if (offset !== next) break; // contiguous only; the rest on the next page
+      out.push(new LogEntry(log, offset, now, message, message.payload.length));
+      next++;
+    }
+    return out;
+  }
+
+  /**
    * Feeds a `netkit.v1` connection `log`'s messages after `cursor` (after
    * `answer`, if one is still to be sent), keeping its backlog under the
    * link's window, until it has them all — then, in the same turn (no
@@ -498,22 +745,92 @@ export class BroadcastHub {
     log: TopicLog,
     cursor: number,
     answer?: PreparedMessage,
+    undecided = false,
   ): Promise<void> {
     const { topic } = log;
     const skips = session.replaying.get(topic)!;
     const link = session.link;
+    const history = this.#history!;
+    const aheadUntil = performance.now() + AHEAD_WAIT;
     let drops = 0;
+    // Whether the connection is still this replay's.
+    const current = () =>
+      this.#sessions.get(conn) === session && session.replaying.get(topic) === skips;
+    const decided = (recovered: boolean, reason?: string) => {
+      undecided = false;
+      if (recovered) {
+        answer = new PreparedMessage(
+          formatSubscribed(topic, log.epoch, cursor, { recovered: true }),
+        );
+      } else {
+        answer = new PreparedMessage(
+          formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason }),
+        );
+        cursor = log.head;
+      }
+    };
     try {
       for (;;) {
         // Gone, unsubscribed, or subscribed anew (another replay, or live).
-        if (this.#sessions.get(conn) !== session || session.replaying.get(topic) !== skips) return;
-        log.trim(performance.now(), this.#history!.bounds);
-        if (cursor < log.first - 1) {
-          answer = new PreparedMessage(
-            formatSubscribed(topic, log.epoch, log.head, { recovered: false, reason: "trimmed" }),
-          );
-          cursor = log.head;
+        if (!current()) return;
+        const now = performance.now();
+        const latest = history.get(topic, now);
+        if (latest !== undefined && latest !== log) {
+          // A sequenced bus started a new epoch meanwhile.
+          log = latest;
+          decided(false, "epoch");
         }
+        log.trim(now, history.bounds);
+        if (undecided && cursor > log.head) {
+          // Asked from a position this process has not read yet.
+          if (now > aheadUntil) decided(false, "epoch");
+          else {
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            continue;
+          }
+        }
+        if (cursor < log.first - 1) {
+          // Without a sequenced bus no await here: trimmed is decided in this turn.
+          const page = this.#bus?.sequenced === true
+            ? await this.#readBack(log, cursor)
+            : undefined;
+          if (!current()) return;
+          if (history.get(topic) !== log) continue;
+          if (page === undefined) {
+            decided(false, "trimmed");
+          } else {
+            if (undecided) decided(true);
+            // The answer (if still to send), then the page, within the window.
+            let i = 0;
+            while (answer !== undefined || i < page.length) {
+              const entry = answer === undefined ? page[i] : undefined;
+              const message = answer ?? entry!.envelope();
+              const size = message.frame.length;
+              const buffered = link.bufferedAmount;
+              if (buffered > 0 && buffered + size > link.window) {
+                await link.waitBelow(Math.max(0, link.window - size));
+                if (!current()) return;
+                continue;
+              }
+              const status = link.send(message);
+              if (status === "closed") return;
+              if (status === "dropped") {
+                if (++drops > 3) return link.fail("netkit.v1: cannot catch up");
+                await link.waitBelow(0);
+                if (!current()) return;
+                continue;
+              }
+              drops = 0;
+              if (entry === undefined) answer = undefined;
+              else {
+                i++;
+                cursor = entry.offset;
+              }
+            }
+            continue;
+          }
+        }
+        if (undecided) decided(true);
         let wait = -1;
         while (answer !== undefined || cursor < log.head) {
           const entry = answer === undefined ? log.at(cursor + 1)! : undefined;

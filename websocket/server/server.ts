@@ -43,9 +43,17 @@ import {
   kStart,
   kWrap,
   type Message,
+  type MessageTarget,
   WebSocketConn,
 } from "../connection/conn.ts";
-import { type ConnectionOptions, type EngineDeflate, FramedEngine } from "../connection/_engine.ts";
+import {
+  type ConnectionOptions,
+  type EngineDeflate,
+  FramedEngine,
+  type Hooks,
+} from "../connection/_engine.ts";
+
+const NOOP = (): void => {};
 import { HandshakeError } from "../errors.ts";
 import {
   answer,
@@ -603,7 +611,7 @@ export class WebSocketServer<T = unknown> implements Server {
     const options = this.#options;
     const head = await readRequestHead(conn, options.maxHeadSize ?? DEFAULT_MAX_HEAD_SIZE);
     const client = this.#forwardedClient(conn.remoteAddr, head.headers);
-    let release = () => {};
+    let release = NOOP;
     if (client !== undefined) {
       const admitted = this.#stream.admitLater(client.hostname, client);
       if ("refused" in admitted) {
@@ -741,7 +749,6 @@ export class WebSocketServer<T = unknown> implements Server {
         new HandshakeError("ERR_WS_HANDSHAKE", "the server is shutting down", 503),
       );
     }
-    const remoteAddr = client ?? conn.remoteAddr;
     let negotiated: { response: string; deflate: EngineDeflate } | null = null;
     if (this.#compression !== undefined) {
       try {
@@ -750,7 +757,7 @@ export class WebSocketServer<T = unknown> implements Server {
         // A malformed offer costs the compression, not the connection.
         this.#emit({
           type: "error",
-          remoteAddr,
+          remoteAddr: client ?? conn.remoteAddr,
           error: new HandshakeError(
             "ERR_WS_BAD_EXTENSIONS_HEADER",
             `${(err as Error).message}; upgraded without compression`,
@@ -768,14 +775,11 @@ export class WebSocketServer<T = unknown> implements Server {
     const engine = new FramedEngine(
       conn,
       true,
-      this.#engineOptions(),
-      {
-        onSlow: (action, dropped) => this.#emit({ type: "slow", remoteAddr, action, dropped }),
-        onIdle: () => this.#emit({ type: "idle", remoteAddr }),
-        onRoundTrip: (roundTrip) => this.#emit({ type: "ping", remoteAddr, roundTrip }),
-      },
+      this.#engineOptions ??= this.#makeEngineOptions(),
+      this.#hooks,
       negotiated?.deflate,
     );
+    engine.clientAddr = client;
     engine.queueRaw(response);
     const ws = new WebSocketConn<T>({
       engine,
@@ -786,13 +790,11 @@ export class WebSocketServer<T = unknown> implements Server {
       hub: this.hub,
       highWaterMark: options.highWaterMark,
       remoteAddr: client,
+      onReleased: this.#onReleased,
     });
     if (protocol === NETKIT_V1 && v1) this.#speakV1(ws, engine, url);
     this.#open.add(ws);
-    ws.closed.then(() => {
-      this.#open.delete(ws);
-      release();
-    });
+    if (release !== NOOP) this.#releases.set(ws, release);
     return ws;
   }
 
@@ -821,7 +823,27 @@ export class WebSocketServer<T = unknown> implements Server {
     });
   }
 
-  #engineOptions(): ConnectionOptions {
+  // Shared by every connection's engine (nothing in it is per connection).
+  #engineOptions: ConnectionOptions | undefined;
+  #hooks: Hooks = {
+    onSlow: (engine, action, dropped) =>
+      this.#emit({ type: "slow", remoteAddr: engine.reportedAddr, action, dropped }),
+    onIdle: (engine) => this.#emit({ type: "idle", remoteAddr: engine.reportedAddr }),
+    onRoundTrip: (engine, roundTrip) =>
+      this.#emit({ type: "ping", remoteAddr: engine.reportedAddr, roundTrip }),
+  };
+  // Per-address admission releases made after the upgrade (trusted proxies).
+  #releases = new Map<WebSocketConn<T>, () => void>();
+  #onReleased = (ws: WebSocketConn<T>): void => {
+    this.#open.delete(ws);
+    const release = this.#releases.get(ws);
+    if (release !== undefined) {
+      this.#releases.delete(ws);
+      release();
+    }
+  };
+
+  #makeEngineOptions(): ConnectionOptions {
     const o = this.#options;
     return {
       maxPayload: o.maxPayload,
@@ -834,107 +856,132 @@ export class WebSocketServer<T = unknown> implements Server {
     };
   }
 
-  async #run(ws: WebSocketConn<T>): Promise<void> {
+  /**
+   * A connection's session. With a handler object whose `open` is
+   * synchronous, no async function waits per connection: the messages go
+   * from the read loop to {@linkcode #target}, a single object for the whole
+   * server, and the session is the one promise `kServe` returns.
+   */
+  #run(ws: WebSocketConn<T>): void | Promise<void> {
     const handler = this.#handler;
     if (typeof handler === "function") {
-      let running: void | Promise<void>;
       try {
-        running = handler(ws);
+        return handler(ws);
       } finally {
         ws[kStart]();
       }
-      await running;
-      return;
     }
-    if (handler.drain) {
-      ws[kOnDrain] = (conn) => {
-        try {
-          handler.drain!(conn);
-        } catch (error) {
-          // As for a message handler that throws: report it, close with 1011.
-          this.#emit({ type: "error", remoteAddr: conn.remoteAddr, error });
-          conn[kDiscard]();
-          conn.close(CloseCode.InternalError, "internal error").catch(() => {});
-        }
-      };
-    }
+    if (handler.drain) ws[kOnDrain] = this.#onDrain;
     let opened: void | Promise<void>;
     try {
-      try {
-        opened = handler.open?.(ws);
-      } finally {
-        ws[kStart]();
-      }
-      await opened;
-      const onMessage = handler.message;
-      let failed = false;
-      // A message handler that throws or rejects costs its own connection:
-      // report it, drop what follows, close with 1011.
-      const fail = (error: unknown) => {
-        if (failed) return;
-        failed = true;
-        this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
-        ws[kDiscard]();
-        ws.close(CloseCode.InternalError, "internal error").catch(() => {});
-      };
-      const v1 = ws[kWrap] !== undefined;
-      const handle = (data: Message): void | Promise<void> => {
-        try {
-          return onMessage?.call(handler, ws, data, typeof data !== "string");
-        } catch (error) {
-          return fail(error);
-        }
-      };
-      await ws[kServe]((data) => {
-        if (failed) return;
-        if (!v1) {
-          const pending = handle(data);
-          if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
-          return;
-        }
-        // A netkit.v1 client's message comes in an envelope; anything else
-        // is a broken client: closed with 1008, reported.
-        let envelope;
-        try {
-          envelope = decodeClientEnvelope(data);
-        } catch (error) {
-          failed = true;
-          this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
-          ws[kDiscard]();
-          const reason = "netkit.v1: expected an envelope";
-          ws.close(CloseCode.PolicyViolation, reason).catch(() => {});
-          return;
-        }
-        const { id } = envelope;
-        if (id === undefined) {
-          const pending = handle(envelope.data);
-          if (pending !== undefined) return Promise.resolve(pending).then(undefined, fail);
-          return;
-        }
-        // An acknowledged publish: handled once per id (a retry gets the
-        // first answer again), answered once the handler is done — after
-        // the publish it made synchronously is in the log.
-        const answered = ackBegin(this.hub, id);
-        if (answered !== undefined) return void ws.sendPrepared(new PreparedMessage(answered));
-        const pending = handle(envelope.data); // never throws: a failure is handled by fail()
-        const { answer, published } = ackEnd(this.hub);
-        const acknowledge = () => {
-          if (failed && !published) ackForget(this.hub, id);
-          else if (!failed) ws.sendPrepared(new PreparedMessage(answer));
-        };
-        if (pending === undefined) return acknowledge();
-        return Promise.resolve(pending).then(acknowledge, (error) => {
-          fail(error);
-          acknowledge();
-        });
-      });
+      opened = handler.open?.(ws);
     } catch (error) {
+      ws[kStart]();
+      return this.#openFailed(ws, error);
+    }
+    ws[kStart]();
+    if (opened !== undefined && typeof (opened as PromiseLike<void>).then === "function") {
+      return Promise.resolve(opened).then(
+        () => ws[kServe](this.#target),
+        (error) => this.#openFailed(ws, error),
+      );
+    }
+    return ws[kServe](this.#target);
+  }
+
+  /** `open` threw or rejected: reported, closed with 1011, then the `close` callback. */
+  async #openFailed(ws: WebSocketConn<T>, error: unknown): Promise<void> {
+    this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+    ws[kDiscard]();
+    await ws.close(CloseCode.InternalError, "internal error");
+    await this.#target.ended(ws);
+  }
+
+  #onDrain = (conn: WebSocketConn<T>): void => {
+    const handler = this.#handler as WebSocketHandler<T>;
+    try {
+      handler.drain!(conn);
+    } catch (error) {
+      // As for a message handler that throws: report it, close with 1011.
+      this.#emit({ type: "error", remoteAddr: conn.remoteAddr, error });
+      conn[kDiscard]();
+      conn.close(CloseCode.InternalError, "internal error").catch(() => {});
+    }
+  };
+
+  // Connections whose message handler failed: what follows is dropped.
+  #failed = new WeakSet<WebSocketConn<T>>();
+
+  /** Where every served connection's messages go (one object per server). */
+  #target: MessageTarget<T> = {
+    message: (ws, data) => this.#onMessage(ws, data),
+    ended: async (ws) => {
+      await ws.close();
+      const handler = this.#handler as WebSocketHandler<T>;
+      await handler.close?.(ws, ws.closeCode ?? CloseCode.Abnormal, ws.closeReason);
+    },
+  };
+
+  /**
+   * A message handler that throws or rejects costs its own connection:
+   * report it, drop what follows, close with 1011.
+   */
+  #fail(ws: WebSocketConn<T>, error: unknown): void {
+    if (this.#failed.has(ws)) return;
+    this.#failed.add(ws);
+    this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
+    ws[kDiscard]();
+    ws.close(CloseCode.InternalError, "internal error").catch(() => {});
+  }
+
+  #handle(ws: WebSocketConn<T>, data: Message): void | Promise<void> {
+    const handler = this.#handler as WebSocketHandler<T>;
+    try {
+      const pending = handler.message?.call(handler, ws, data, typeof data !== "string");
+      if (pending === undefined) return;
+      return Promise.resolve(pending).then(undefined, (error) => this.#fail(ws, error));
+    } catch (error) {
+      return this.#fail(ws, error);
+    }
+  }
+
+  #onMessage(ws: WebSocketConn<T>, data: Message): void | Promise<void> {
+    if (this.#failed.has(ws)) return;
+    if (ws[kWrap] === undefined) return this.#handle(ws, data);
+    // A netkit.v1 client's message comes in an envelope; anything else
+    // is a broken client: closed with 1008, reported.
+    let envelope;
+    try {
+      envelope = decodeClientEnvelope(data);
+    } catch (error) {
+      this.#failed.add(ws);
       this.#emit({ type: "error", remoteAddr: ws.remoteAddr, error });
       ws[kDiscard]();
-      await ws.close(CloseCode.InternalError, "internal error");
+      const reason = "netkit.v1: expected an envelope";
+      ws.close(CloseCode.PolicyViolation, reason).catch(() => {});
+      return;
     }
-    await ws.close();
-    await handler.close?.(ws, ws.closeCode ?? CloseCode.Abnormal, ws.closeReason);
+    const { id } = envelope;
+    if (id === undefined) return this.#handle(ws, envelope.data);
+    // An acknowledged publish: handled once per id (a retry gets the
+    // first answer again), answered once the handler is done — after
+    // the publish it made synchronously is in the log.
+    const answered = ackBegin(this.hub, id);
+    if (answered !== undefined) return void ws.sendPrepared(new PreparedMessage(answered));
+    const pending = this.#handle(ws, envelope.data); // never throws: a failure is handled by #fail
+    const { answer, published, durable } = ackEnd(this.hub);
+    const acknowledge = () => {
+      const failed = this.#failed.has(ws);
+      if (failed && !published) return ackForget(this.hub, id);
+      if (failed) return;
+      // A sequenced bus (Redis Streams): acknowledged once the log has it, with its position.
+      if (durable === undefined) return void ws.sendPrepared(new PreparedMessage(answer));
+      void durable.then((text) => {
+        if (text !== undefined) ws.sendPrepared(new PreparedMessage(text));
+      });
+    };
+    if (pending === undefined) return acknowledge();
+    return pending.then(acknowledge);
   }
 }
 

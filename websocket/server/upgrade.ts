@@ -206,8 +206,13 @@ class DenoEngine implements WebSocketEngine {
     return this.#closeCalled || this.#done || this.#socket.readyState >= WebSocket.CLOSING;
   }
 
-  start(sink: EngineSink): void {
+  attach(sink: EngineSink): void {
     this.#sink = sink;
+    if (this.#done) sink.released();
+  }
+
+  start(): void {
+    // Deno's socket reads by itself; messages go to the sink from attach on.
   }
 
   sendData(data: Message, binary: boolean): SendStatus {
@@ -340,5 +345,6 @@ class DenoEngine implements WebSocketEngine {
     for (const w of this.#waiters.splice(0)) w.resolve();
     this.#sink?.end(code === 0 ? CloseCode.Abnormal : code, reason);
     this.#resolveClosed();
+    this.#sink?.released();
   }
 }

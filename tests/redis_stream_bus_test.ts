@@ -1,0 +1,213 @@
+// RedisStreamBus, library level, against real redis-server processes (each
+// test starts its own on a free port): two buses stand for two processes,
+// each with a hub keeping history. After each scenario, per topic, the exact
+// sequence of payloads every subscriber got, and the positions each hub gave.
+import assert from "node:assert/strict";
+import { BroadcastHub, type PreparedMessage, type Subscriber } from "../websocket/mod.ts";
+import { RedisStreamBus, type RedisStreamBusEvent } from "../redis/mod.ts";
+import { haveRedis, RedisProcess } from "./_redis.ts";
+import { delay } from "./support/time.ts";
+
+const REDIS = haveRedis();
+const decoder = new TextDecoder();
+
+class Recorder implements Subscriber {
+  got: string[] = [];
+  sendPrepared(m: PreparedMessage): "sent" {
+    this.got.push(typeof m.data === "string" ? m.data : `bin:${decoder.decode(m.data)}`);
+    return "sent";
+  }
+}
+
+/** Waits until `check()` holds; the deadline turns a hang into a failure that says what was awaited. */
+async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/** A "process": a bus on the Redis and a hub with history on it, one subscriber on `topic`. */
+async function node(url: string, topic: string, events: RedisStreamBusEvent[] = []) {
+  const bus = await RedisStreamBus.connect(url, {
+    historySize: 1000,
+    reconnectDelay: 50,
+    maxReconnectDelay: 200,
+    onEvent: (e) => events.push(e),
+  });
+  const hub = new BroadcastHub({ bus, historySize: 1000 });
+  await bus.subscribe(topic);
+  const sub = new Recorder();
+  hub.subscribe(sub, topic);
+  return { bus, hub, sub, events };
+}
+
+const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+Deno.test({
+  name:
+    "RedisStreamBus: two processes — every message to every subscriber exactly once, one order, the same positions",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const a = await node(redis.url, "room");
+    const b = await node(redis.url, "room");
+    try {
+      for (let i = 0; i < 50; i++) {
+        a.hub.publish("room", `a${i}`);
+        b.hub.publish("room", i % 2 ? new TextEncoder().encode(`b${i}`) : `b${i}`);
+      }
+      await until(() => a.sub.got.length >= 100 && b.sub.got.length >= 100, "100 messages each");
+      assert.deepEqual(a.sub.got, b.sub.got, "one order everywhere");
+      assert.equal(new Set(a.sub.got).size, 100, "no duplicate");
+      // Per sender, publish order kept; binary kept binary.
+      assert.deepEqual(a.sub.got.filter((m) => m.startsWith("a")), names("a", 50));
+      assert.deepEqual(
+        a.sub.got.filter((m) => !m.startsWith("a")),
+        names("b", 50).map((m, i) => (i % 2 ? `bin:${m}` : m)),
+      );
+      assert.deepEqual(a.hub.position("room"), b.hub.position("room"));
+      assert.equal(a.hub.position("room")!.offset, 100);
+      // Nothing more arrives (no late duplicate).
+      a.hub.publish("room", "end");
+      await until(() => b.sub.got.length === 101, "the end");
+      assert.equal(b.sub.got.at(-1), "end");
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "RedisStreamBus: Redis restarted without persistence — publishes made while down reach the other process once; a new epoch, said so",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const a = await node(redis.url, "room");
+    const b = await node(redis.url, "room");
+    try {
+      a.hub.publish("room", "before");
+      await until(() => b.sub.got.length === 1, "before");
+      const epoch = a.hub.position("room")!.epoch;
+      await redis.kill();
+      await until(() => a.events.some((e) => e.type === "lost"), "a lost");
+      // Local broadcast goes on, at once.
+      for (const m of ["down1", "down2", "down3"]) a.hub.publish("room", m);
+      assert.deepEqual(a.sub.got, ["before", "down1", "down2", "down3"]);
+      await redis.restart();
+      await until(() => b.sub.got.length === 4, "the queued publishes at b");
+      assert.deepEqual(b.sub.got, ["before", "down1", "down2", "down3"]);
+      // (Until a bus knows Redis is back, its publishes are delivered locally first.)
+      await until(() => b.events.some((e) => e.type === "back"), "b back");
+      const back = a.events.find((e) => e.type === "back");
+      assert.ok(back?.type === "back" && back.queued === 3 && back.dropped === 0);
+      a.hub.publish("room", "after");
+      b.hub.publish("room", "after b");
+      await until(() => a.sub.got.length === 6 && b.sub.got.length === 6, "after");
+      // Never twice at the publisher either.
+      assert.deepEqual(a.sub.got, ["before", "down1", "down2", "down3", "after", "after b"]);
+      assert.deepEqual(b.sub.got, a.sub.got);
+      // The data was gone: a new epoch, the same on both, reported.
+      const now = a.hub.position("room")!;
+      assert.notEqual(now.epoch, epoch);
+      assert.deepEqual(b.hub.position("room"), now);
+      assert.equal(now.offset, 5);
+      assert.ok(b.events.some((e) => e.type === "epoch"));
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "RedisStreamBus: Redis restarted with persistence — the same epoch, no gap, no duplicate; the reader goes on from its last ID",
+  ignore: !REDIS,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    await using redis = await RedisProcess.start([
+      "--appendonly",
+      "yes",
+      "--appendfsync",
+      "always",
+      "--dir",
+      dir,
+    ]);
+    const a = await node(redis.url, "room");
+    const b = await node(redis.url, "room");
+    try {
+      for (const m of names("x", 10)) a.hub.publish("room", m);
+      await until(() => b.sub.got.length === 10, "10 at b");
+      const before = b.hub.position("room")!;
+      await redis.kill();
+      await until(() => a.events.some((e) => e.type === "lost"), "a lost");
+      for (const m of names("d", 5)) a.hub.publish("room", m);
+      await redis.restart();
+      for (const m of names("y", 5)) b.hub.publish("room", m);
+      await until(() => a.sub.got.length === 20 && b.sub.got.length === 20, "20 each");
+      // a had its own at once (while down); the log order is what b sees, and
+      // the positions are the same on both.
+      assert.deepEqual(a.sub.got.slice(0, 15), [...names("x", 10), ...names("d", 5)]);
+      assert.equal(new Set(b.sub.got).size, 20);
+      assert.deepEqual(b.sub.got.filter((m) => m[0] === "d"), names("d", 5));
+      assert.deepEqual(b.sub.got.filter((m) => m[0] === "y"), names("y", 5));
+      const after = b.hub.position("room")!;
+      assert.equal(after.epoch, before.epoch, "the log survived: the same epoch");
+      assert.equal(after.offset, 20);
+      assert.deepEqual(a.hub.position("room"), after);
+      assert.ok(!b.events.some((e) => e.type === "epoch" || e.type === "missed"));
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+      await redis.kill();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "RedisStreamBus: range() reads the log back by offset; an idempotency key publishes once across processes",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const a = await node(redis.url, "room");
+    const b = await node(redis.url, "room");
+    try {
+      for (const m of names("m", 20)) a.hub.publish("room", m);
+      await until(() => b.sub.got.length === 20, "20 at b");
+      const { epoch } = b.hub.position("room")!;
+      const got = await b.bus.range("room", epoch, 5, 9, 100);
+      assert.deepEqual(got!.map((e) => [e.offset, e.message.data]), [
+        [5, "m4"],
+        [6, "m5"],
+        [7, "m6"],
+        [8, "m7"],
+        [9, "m8"],
+      ]);
+      assert.equal(await b.bus.range("room", "another", 1, 2, 10), undefined);
+
+      const first = Promise.withResolvers<unknown>();
+      const again = Promise.withResolvers<unknown>();
+      const { PreparedMessage } = await import("../websocket/mod.ts");
+      a.bus.publish("room", new PreparedMessage("once"), undefined, {
+        idempotencyKey: "k1",
+        onPosition: first.resolve,
+      });
+      const p1 = await first.promise;
+      b.bus.publish("room", new PreparedMessage("once"), undefined, {
+        idempotencyKey: "k1",
+        onPosition: again.resolve,
+      });
+      assert.deepEqual(await again.promise, p1);
+      assert.deepEqual(p1, { epoch, offset: 21 });
+      a.hub.publish("room", "end");
+      await until(() => b.sub.got.at(-1) === "end" && a.sub.got.at(-1) === "end", "the end");
+      assert.deepEqual(b.sub.got.slice(20), ["once", "end"]);
+      assert.deepEqual(a.sub.got.slice(20), ["once", "end"]);
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+    }
+  },
+});

@@ -1,0 +1,215 @@
+// ws-server --redis as a user runs it: broadcasts travel through a Redis
+// Stream per topic, so a message has one position on every server and a
+// netkit.v1 client (ReconnectingWebSocket with resume) recovers against any
+// of them. Real redis-server and ws-server processes; after each scenario,
+// the exact sequence of messages each client got.
+import assert from "node:assert/strict";
+import { connect, ReconnectingWebSocket, type WebSocketConn } from "../websocket/mod.ts";
+import { haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
+import { delay } from "./support/time.ts";
+
+const REDIS = haveRedis();
+const TOPIC = "broadcast"; // ws-server's one topic
+
+type Recovered = { topic: string; recovered: boolean; reason?: string };
+
+/** Rejects if `promise` has not settled within `ms`: every network wait has a deadline. */
+function within<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/** A resuming netkit.v1 client, recording what it is told about recovery. */
+function resumer(port: number, resume: true | Record<string, { epoch: string; offset: number }>) {
+  const recovered: Recovered[] = [];
+  const rws = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, {
+    resume,
+    reconnect: { minDelay: 20, maxDelay: 100, onRecovered: (e) => recovered.push(e) },
+  });
+  return { rws, recovered };
+}
+
+async function receiveN(rws: ReconnectingWebSocket, n: number, who: string): Promise<string[]> {
+  const out: string[] = [];
+  while (out.length < n) {
+    out.push(String(await within(rws.receive(), `${who}: message ${out.length + 1} of ${n}`)));
+  }
+  return out;
+}
+
+async function receivePlain(ws: WebSocketConn, n: number): Promise<string[]> {
+  const out: string[] = [];
+  while (out.length < n) out.push(String(await within(ws.receive(), "a plain client's message")));
+  return out;
+}
+
+const names = (prefix: string, from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => `${prefix}${from + i}`);
+
+Deno.test({
+  name:
+    "ws-server --redis: netkit.v1 clients on two servers get every message once, in one order, at one position; a server killed, its client resumes on the other with nothing lost",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const s1 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
+    await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
+    const a = resumer(s1.port, true);
+    const b = resumer(s2.port, true);
+    await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
+    await using p2 = await connect(`ws://127.0.0.1:${s2.port}/`);
+    try {
+      await until(
+        () => a.rws.positions[TOPIC] !== undefined && b.rws.positions[TOPIC] !== undefined,
+        "both subscribed",
+      );
+      assert.deepEqual(a.rws.positions, b.rws.positions, "one log: the same position");
+      for (let i = 1; i <= 10; i++) {
+        await p1.send(`x${i}`);
+        await p2.send(`y${i}`);
+      }
+      const gotA = await receiveN(a.rws, 20, "a");
+      const gotB = await receiveN(b.rws, 20, "b");
+      assert.deepEqual(gotA, gotB, "one order on both servers");
+      assert.deepEqual(gotA.filter((m) => m[0] === "x"), names("x", 1, 10));
+      assert.deepEqual(gotA.filter((m) => m[0] === "y"), names("y", 1, 10));
+      assert.deepEqual(a.rws.positions, b.rws.positions);
+      // Plain clients see the same stream, without envelopes.
+      assert.deepEqual(await receivePlain(p1, 20), gotA);
+
+      // s1 is killed outright; its client comes back on s2 from where it was.
+      const saved = a.rws.positions;
+      await s1.stop("SIGKILL");
+      await a.rws.close();
+      for (let i = 11; i <= 15; i++) await p2.send(`y${i}`);
+      const moved = resumer(s2.port, saved);
+      try {
+        assert.deepEqual(await receiveN(moved.rws, 5, "moved"), names("y", 11, 15));
+        assert.deepEqual(moved.recovered, [{ topic: TOPIC, recovered: true }]);
+        assert.deepEqual(moved.rws.positions[TOPIC].offset, saved[TOPIC].offset + 5);
+      } finally {
+        await moved.rws.close();
+      }
+      assert.deepEqual(await receiveN(b.rws, 5, "b"), names("y", 11, 15));
+    } finally {
+      await a.rws.close();
+      await b.rws.close();
+      await s1.stop("SIGKILL").catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ws-server --redis: a client resumes from further back than a server's own history holds — read back from the stream",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    await using s1 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
+    await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
+    const a = resumer(s1.port, true);
+    let saved: Record<string, { epoch: string; offset: number }>;
+    try {
+      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
+      for (let i = 1; i <= 3; i++) await p1.send(`m${i}`);
+      assert.deepEqual(await receiveN(a.rws, 3, "a"), names("m", 1, 3));
+      saved = a.rws.positions;
+    } finally {
+      await a.rws.close();
+    }
+    for (let i = 4; i <= 10; i++) await p1.send(`m${i}`);
+    assert.deepEqual(await receivePlain(p1, 10), names("m", 1, 10));
+    // A server started now keeps only what comes from now on in memory.
+    await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
+    const late = resumer(s2.port, saved);
+    try {
+      assert.deepEqual(await receiveN(late.rws, 7, "late"), names("m", 4, 10));
+      assert.deepEqual(late.recovered, [{ topic: TOPIC, recovered: true }]);
+      await p1.send("live");
+      assert.equal(await within(late.rws.receive(), "live"), "live");
+    } finally {
+      await late.rws.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ws-server --redis: Redis restarted without persistence — netkit.v1 clients are told recovered:false (epoch), never a silent gap; what was published meanwhile arrives once",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    await using s1 = await WsServerProcess.start(["--port", "0", "--redis", redis.url]);
+    await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
+    await using p2 = await connect(`ws://127.0.0.1:${s2.port}/`);
+    const a = resumer(s1.port, true);
+    try {
+      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
+      await p2.send("before");
+      assert.equal(await within(a.rws.receive(), "before"), "before");
+      const epoch = a.rws.positions[TOPIC].epoch;
+      await redis.kill();
+      await within(s1.waitFor(/redis: lost/), "s1 lost");
+      await p2.send("during");
+      assert.deepEqual(await receivePlain(p2, 2), ["before", "during"]);
+      await redis.restart();
+      await within(s1.waitFor(/redis: the log of "broadcast" was lost/), "s1: new epoch");
+      assert.equal(await within(a.rws.receive(), "during"), "during");
+      assert.deepEqual(a.recovered, [{ topic: TOPIC, recovered: false, reason: "epoch" }]);
+      assert.notEqual(a.rws.positions[TOPIC].epoch, epoch);
+      await p2.send("after");
+      assert.equal(await within(a.rws.receive(), "after"), "after");
+      assert.deepEqual(await receivePlain(p2, 1), ["after"]);
+    } finally {
+      await a.rws.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ws-server --redis --history 5: a client away while more than the stream keeps was published is told recovered:false (trimmed), then goes on live",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const args = ["--port", "0", "--quiet", "--redis", redis.url, "--history", "5"];
+    await using s1 = await WsServerProcess.start(args);
+    await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
+    const a = resumer(s1.port, true);
+    let saved: Record<string, { epoch: string; offset: number }>;
+    try {
+      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
+      await p1.send("m1");
+      assert.equal(await within(a.rws.receive(), "m1"), "m1");
+      saved = a.rws.positions;
+    } finally {
+      await a.rws.close();
+    }
+    // The stream keeps at least 1000 (a reader catches up from it): more than that.
+    const receiving = receivePlain(p1, 1200);
+    for (let i = 2; i <= 1200; i++) await p1.send(`m${i}`);
+    assert.deepEqual(await receiving, names("m", 1, 1200));
+    const back = resumer(s1.port, saved);
+    try {
+      await until(() => back.recovered.length > 0, "the resume answer");
+      assert.deepEqual(back.recovered, [{ topic: TOPIC, recovered: false, reason: "trimmed" }]);
+      await p1.send("m1201");
+      assert.equal(await within(back.rws.receive(), "m1201"), "m1201");
+    } finally {
+      await back.rws.close();
+    }
+  },
+});
