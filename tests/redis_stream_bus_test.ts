@@ -211,3 +211,64 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "RedisStreamBus on a Redis Cluster of three masters: topics on every shard, exactly once, one order, shared positions",
+  ignore: !REDIS,
+  async fn() {
+    const { RedisCluster } = await import("./support/redis_cluster.ts");
+    const { slotOf } = await import("../redis/_client.ts");
+    await using cluster = await RedisCluster.start({ masters: 3 });
+    // Three topics whose streams sit on three different masters.
+    const topics: string[] = [];
+    const owners = new Set<string>();
+    for (let i = 0; topics.length < 3 && i < 1000; i++) {
+      const topic = `t${i}`;
+      const owner = await cluster.ownerOf(slotOf(`netkit:ws:{${topic}}:log`));
+      if (owners.has(owner)) continue;
+      owners.add(owner);
+      topics.push(topic);
+    }
+    assert.equal(topics.length, 3, "topics on three shards");
+    const open = async () => {
+      const bus = await RedisStreamBus.connect(cluster.urls, { historySize: 1000 });
+      const hub = new BroadcastHub({ bus, historySize: 1000 });
+      const subs = new Map<string, Recorder>();
+      for (const topic of topics) {
+        await bus.subscribe(topic);
+        const sub = new Recorder();
+        hub.subscribe(sub, topic);
+        subs.set(topic, sub);
+      }
+      return { bus, hub, subs };
+    };
+    const a = await open();
+    const b = await open();
+    try {
+      for (let i = 0; i < 30; i++) {
+        for (const topic of topics) {
+          a.hub.publish(topic, `${topic}:a${i}`);
+          b.hub.publish(topic, `${topic}:b${i}`);
+        }
+      }
+      for (const topic of topics) {
+        await until(
+          () => a.subs.get(topic)!.got.length >= 60 && b.subs.get(topic)!.got.length >= 60,
+          `60 messages on ${topic} each`,
+        );
+        const got = a.subs.get(topic)!.got;
+        assert.deepEqual(b.subs.get(topic)!.got, got, `one order on ${topic}`);
+        assert.equal(new Set(got).size, 60, `no duplicate on ${topic}`);
+        assert.deepEqual(
+          got.filter((m) => m.startsWith(`${topic}:a`)),
+          names(`${topic}:a`, 30),
+        );
+        assert.deepEqual(a.hub.position(topic), b.hub.position(topic));
+        assert.equal(a.hub.position(topic)!.offset, 60);
+      }
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+    }
+  },
+});
