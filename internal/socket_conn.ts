@@ -23,12 +23,19 @@ export interface ManagedConn extends Conn {
 /** Options for {@linkcode SocketConn}. */
 export interface SocketConnOptions {
   /**
-   * The read buffer of a quiet connection, in bytes: it grows to 64 KiB
-   * while reads fill it and goes back to this size after a short read (see
-   * `BufferedReaderOptions.bufferSize`). @default {1024}
+   * The read buffer of a quiet connection, in bytes: it grows fourfold up
+   * to 64 KiB while reads fill it and goes back to this size after a short
+   * read (see `BufferedReaderOptions.bufferSize`). Small, because it is
+   * what the read waiting on a silent peer holds, for as long as the peer
+   * is silent, on every open connection: a request, a ping or a chat
+   * message fits, and a bulk transfer reaches 64 KiB reads four reads in.
+   * @default {256}
    */
   bufferSize?: number;
 }
+
+/** The default of {@linkcode SocketConnOptions.bufferSize}. */
+export const SOCKET_IDLE_READ_SIZE = 256;
 
 // Everything a SocketConn holds is paid once per open connection, and a
 // server may hold 100,000 of them: fields are plain values, the promise and
@@ -124,7 +131,7 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
   get reader(): BufferedReader {
     if (this.#echoing) throw new TypeError("the connection is being echoed: its input is taken");
     return this.#reader ??= new BufferedReader(new SocketSource(this), {
-      bufferSize: this.#bufferSize,
+      bufferSize: this.#bufferSize ?? SOCKET_IDLE_READ_SIZE,
     });
   }
 
@@ -149,7 +156,7 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
   }
 
   async #echoLoop(): Promise<void> {
-    const sizes = new ReadSizes(Math.max(this.#bufferSize ?? 1024, 64));
+    const sizes = new ReadSizes(Math.max(this.#bufferSize ?? SOCKET_IDLE_READ_SIZE, 64));
     let buf = new Uint8Array(sizes.next);
     try {
       for (;;) {

@@ -442,10 +442,28 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   async #session(raw: Deno.Conn, release: (() => void) | undefined): Promise<void> {
     const tracked = await this.#setUp(raw, release);
     if (tracked === undefined) return;
-    const conn = tracked.conn;
+    // From here on nothing waits in an async function: the handler's
+    // promise settles into two callbacks (a generator kept for the whole
+    // life of a connection costs more than the callbacks do).
+    let running: void | Promise<void>;
     try {
-      await this.#handler(conn as unknown as C);
+      running = this.#handler(tracked.conn as unknown as C);
     } catch (error) {
+      return this.#handled(tracked, error, true);
+    }
+    if (typeof (running as PromiseLike<void> | undefined)?.then !== "function") {
+      return this.#handled(tracked, undefined, false);
+    }
+    (running as PromiseLike<void>).then(
+      () => this.#handled(tracked, undefined, false),
+      (error) => this.#handled(tracked, error, true),
+    );
+  }
+
+  /** The handler returned (or failed): close the connection, end the session. */
+  #handled(tracked: Tracked, error: unknown, failed: boolean): void {
+    const conn = tracked.conn;
+    if (failed) {
       if (!this.#forced && !tracked.killed) {
         this.#onEvent({ type: "error", remoteAddr: conn.remoteAddr, error });
       }
@@ -453,8 +471,8 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     }
     // A handler may outlive its session: the server ended it (idle, end of
     // the grace period) and did the rest already.
-    if (!tracked.ended) await conn.close().catch(() => conn.destroy());
-    this.#end(tracked);
+    if (tracked.ended) return;
+    conn.close().catch(() => conn.destroy()).finally(() => this.#end(tracked));
   }
 
   /**
