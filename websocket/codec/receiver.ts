@@ -104,7 +104,9 @@ export class Receiver {
   #server: boolean;
   #maxPayload: number;
   #maxFragments: number;
-  #chunks: Uint8Array[] = [];
+  // Received bytes not parsed yet; the shared empty list whenever nothing
+  // is buffered, so that an idle connection keeps no array's capacity.
+  #chunks: Uint8Array[] = NONE;
   #buffered = 0;
   // A header parsed whose payload has not fully arrived yet.
   #pending:
@@ -146,7 +148,8 @@ export class Receiver {
   /** Adds bytes read from the socket. */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
+    if (this.#chunks === NONE) this.#chunks = [chunk];
+    else this.#chunks.push(chunk);
     this.#buffered += chunk.length;
   }
 
@@ -164,7 +167,7 @@ export class Receiver {
       return this.#next();
     } catch (err) {
       this.#failed = true;
-      this.#chunks = [];
+      this.#chunks = NONE;
       this.#buffered = 0;
       this.#fragments = NONE;
       this.#textParts = NO_TEXT;
@@ -393,7 +396,8 @@ export class Receiver {
     this.#buffered -= n;
     const first = this.#chunks[0];
     if (n === first.length) {
-      this.#chunks.shift();
+      if (this.#buffered === 0) this.#chunks = NONE;
+      else this.#chunks.shift();
       return first;
     }
     if (n < first.length) {
@@ -412,6 +416,7 @@ export class Receiver {
       if (take === chunk.length) this.#chunks.shift();
       else this.#chunks[0] = chunk.subarray(take);
     }
+    if (this.#buffered === 0) this.#chunks = NONE;
     return out;
   }
 }
