@@ -14,23 +14,12 @@ import { OversizedBulk } from "../redis/_resp.ts";
 import { haveRedis, RedisProcess } from "./_redis.ts";
 import { tempDevCerts } from "./support/certs.ts";
 import { RedisServer } from "./support/redis_cluster.ts";
-import { delay } from "./support/time.ts";
+import { delay, within } from "./support/time.ts";
 
 const ignore = !haveRedis();
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const text = (v: unknown) => decoder.decode(v as Uint8Array);
-
-/** Bounds a promise: a test never waits on the network forever. */
-function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 Deno.test("slotOf: CRC16/XMODEM mod 16384, with the hash tag rule", () => {
   assert.equal(slotOf("123456789"), 0x31c3); // the CRC16/XMODEM check value

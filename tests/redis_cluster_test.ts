@@ -6,19 +6,10 @@ import assert from "node:assert/strict";
 import { RedisClient, type RedisClientEvent, RedisDownError, slotOf } from "../redis/_client.ts";
 import { replyText } from "../redis/_resp.ts";
 import { haveRedisServer, RedisCluster } from "./support/redis_cluster.ts";
+import { within } from "./support/time.ts";
 
 const decoder = new TextDecoder();
 const text = (v: unknown) => decoder.decode(v as Uint8Array);
-
-function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /**
  * A GET right after a kill may be written before the client has seen the
