@@ -140,6 +140,20 @@ export class SocketConn<S extends Deno.Conn = Deno.Conn> implements ManagedConn 
   }
 
   /**
+   * Lets the reader go when it holds nothing (no buffered byte, no read
+   * under way, no stream made from it), so that a protocol engine reading
+   * the socket itself from now on keeps no second buffer. True when it did
+   * (or there was none); the next `reader` access makes a new one.
+   */
+  releaseReader(): boolean {
+    const reader = this.#reader;
+    if (reader === undefined) return true;
+    if (reader.directSource() === undefined || reader.hasReadable) return false;
+    this.#reader = undefined;
+    return true;
+  }
+
+  /**
    * The echo handler's loop, run straight on the socket when nothing has
    * touched the connection's streams yet: everything read is written back,
    * in order, and the end of input half-closes. No stream, reader or

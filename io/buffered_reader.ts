@@ -404,6 +404,11 @@ export class BufferedReader {
       : undefined;
   }
 
+  /** Whether {@linkcode readable} has been made (someone may be reading through it). */
+  get hasReadable(): boolean {
+    return this.#readable !== undefined;
+  }
+
   /** Records that a pipe reading {@linkcode directSource} reached its end. Internal to io. */
   markEnded(): void {
     this.#eof = true;

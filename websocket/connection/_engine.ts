@@ -4,7 +4,8 @@
 // backpressure into the socket on the way in; permessage-deflate when the
 // handshake agreed on it. Internal.
 import type { Addr } from "../../conn.ts";
-import type { SocketConn } from "../../internal/socket_conn.ts";
+import { SOCKET_IDLE_READ_SIZE, type SocketConn } from "../../internal/socket_conn.ts";
+import { ReadSizes } from "../../internal/read_sizes.ts";
 import {
   CloseCode,
   COALESCE_LIMIT,
@@ -94,7 +95,10 @@ interface PendingPing {
   reject: (err: unknown) => void;
 }
 
+const READ_IDLE_SIZE = SOCKET_IDLE_READ_SIZE;
 const NO_WAITERS: { bytes: number; resolve: () => void }[] = [];
+// The shared empty send queue (never pushed to): an idle engine keeps no array.
+const NO_FRAMES: Uint8Array[] = [];
 const NO_PINGS: PendingPing[] = [];
 
 /** The RFC 6455 engine over a socket. */
@@ -115,10 +119,11 @@ export class FramedEngine implements WebSocketEngine {
   #released = false;
 
   // Outbound.
-  #queue: Uint8Array[] = [];
+  #queue: Uint8Array[] = NO_FRAMES;
   // Joined small frames are copied here, reused write after write (each
   // write completes before the next is taken): no allocation per write.
-  #joined: Uint8Array = new Uint8Array(0);
+  // Let go once the queue drains: an idle connection holds no write buffer.
+  #joined: Uint8Array = EMPTY;
   #head = 0;
   #queued = 0;
   #writing = false;
@@ -347,7 +352,7 @@ export class FramedEngine implements WebSocketEngine {
     this.#end(CloseCode.Abnormal, "");
     const closedErr = new WebSocketError("ERR_WS_CLOSED", "the WebSocket closed before the pong");
     for (const ping of this.#pings.splice(0)) ping.reject(closedErr);
-    this.#queue = [];
+    this.#queue = NO_FRAMES;
     this.#head = 0;
     this.#queued = 0;
     this.#notify();
@@ -431,10 +436,33 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   async #readLoop(): Promise<void> {
-    const reader = this.#conn.reader;
+    const conn = this.#conn;
+    // Bytes the handshake read past its head go first, through the reader;
+    // then the loop reads the socket itself into a buffer of its own, small
+    // while the peer is quiet (what a waiting read holds), 64 KiB in bulk.
+    let direct = conn.releaseReader();
+    const sizes = new ReadSizes(READ_IDLE_SIZE);
+    let buf = direct ? new Uint8Array(sizes.next) : EMPTY;
     try {
       for (;;) {
-        const chunk = await reader.readChunk();
+        let chunk: Uint8Array | null;
+        if (direct) {
+          const n = await conn.readSocket(buf);
+          if (n === null) chunk = null;
+          else {
+            conn.countIn(n);
+            // A copy: the receiver keeps partial frames, the buffer is reused.
+            chunk = buf.slice(0, n);
+            sizes.record(n, buf.length, buf.length);
+            if (sizes.next !== buf.length) buf = new Uint8Array(sizes.next);
+          }
+        } else {
+          chunk = await conn.reader.readChunk();
+          if (conn.releaseReader()) {
+            direct = true;
+            buf = new Uint8Array(sizes.next);
+          }
+        }
         if (this.#destroyed) return;
         if (chunk === null) {
           if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
@@ -574,7 +602,7 @@ export class FramedEngine implements WebSocketEngine {
   #closeSlow(): void {
     let discarded = 0;
     for (let i = this.#head; i < this.#queue.length; i++) discarded += this.#queue[i].length;
-    this.#queue = [];
+    this.#queue = NO_FRAMES;
     this.#head = 0;
     this.#queued -= discarded;
     this.#hooks.onSlow?.(this, "closed", this.#dropped);
@@ -583,7 +611,8 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #enqueue(frame: Uint8Array): void {
-    this.#queue.push(frame);
+    if (this.#queue === NO_FRAMES) this.#queue = [frame];
+    else this.#queue.push(frame);
     this.#queued += frame.length;
     if (this.#queued > this.#hwm) this.#pressured = true;
     this.#kick();
@@ -627,6 +656,7 @@ export class FramedEngine implements WebSocketEngine {
       this.#kick();
       return;
     }
+    this.#joined = EMPTY;
     if (this.#dropping) {
       this.#dropping = false;
       this.#hooks.onSlow?.(this, "drained", this.#droppedSince);
@@ -661,7 +691,7 @@ export class FramedEngine implements WebSocketEngine {
       }
     }
     if (end === queue.length) {
-      this.#queue = [];
+      this.#queue = NO_FRAMES;
       this.#head = 0;
     } else if (end > 1024) {
       this.#queue = queue.slice(end);

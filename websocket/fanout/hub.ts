@@ -145,7 +145,9 @@ export interface PublishResult {
  */
 export class BroadcastHub {
   #topics = new Map<string, Set<Subscriber>>();
-  #byConn = new Map<Subscriber, Set<string>>();
+  // A connection's topics: the topic itself while it has one (most have
+  // one, and a server holds an entry per connection), a Set beyond.
+  #byConn = new Map<Subscriber, string | Set<string>>();
   #bus: BroadcastBus | undefined;
   #published = 0;
   #delivered = 0;
@@ -313,9 +315,10 @@ export class BroadcastHub {
     }
     if (subs.has(conn)) return false;
     subs.add(conn);
-    let topics = this.#byConn.get(conn);
-    if (topics === undefined) this.#byConn.set(conn, topics = new Set());
-    topics.add(topic);
+    const topics = this.#byConn.get(conn);
+    if (topics === undefined) this.#byConn.set(conn, topic);
+    else if (typeof topics === "string") this.#byConn.set(conn, new Set([topics, topic]));
+    else topics.add(topic);
     // With history a subscribed topic has a log (from the first subscriber
     // on, a client that drops can resume).
     if (this.#history !== undefined) this.#openLog(topic);
@@ -331,17 +334,20 @@ export class BroadcastHub {
     this.#sessions.get(conn)?.replaying.delete(topic);
     if (subs.size === 0) this.#dropTopic(topic);
     const topics = this.#byConn.get(conn);
-    topics?.delete(topic);
-    if (topics?.size === 0) this.#byConn.delete(conn);
+    if (typeof topics === "string") this.#byConn.delete(conn);
+    else {
+      topics?.delete(topic);
+      if (topics?.size === 0) this.#byConn.delete(conn);
+    }
     return true;
   }
 
   /** Unsubscribes `conn` from every topic (done for you when a connection closes). */
   unsubscribeAll(conn: Subscriber): void {
     this.#sessions.delete(conn);
-    const topics = this.#byConn.get(conn);
-    if (topics === undefined) return;
-    for (const topic of topics) {
+    const held = this.#byConn.get(conn);
+    if (held === undefined) return;
+    for (const topic of typeof held === "string" ? [held] : held) {
       const subs = this.#topics.get(topic);
       subs?.delete(conn);
       if (subs?.size === 0) this.#dropTopic(topic);
@@ -369,7 +375,8 @@ export class BroadcastHub {
 
   /** The topics `conn` is subscribed to. */
   topicsOf(conn: Subscriber): string[] {
-    return [...(this.#byConn.get(conn) ?? [])];
+    const topics = this.#byConn.get(conn);
+    return typeof topics === "string" ? [topics] : [...(topics ?? [])];
   }
 
   /** How many connections are subscribed to `topic`. */
