@@ -5,7 +5,7 @@
 // the exact sequence of messages each client got.
 import assert from "node:assert/strict";
 import { connect, ReconnectingWebSocket, type WebSocketConn } from "../websocket/mod.ts";
-import { haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
+import { alive, childPids, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
 import { delay } from "./support/time.ts";
 
 const REDIS = haveRedis();
@@ -210,6 +210,142 @@ Deno.test({
       assert.equal(await within(back.rws.receive(), "m1201"), "m1201");
     } finally {
       await back.rws.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "ws-server --redis rediss://… --redis-ca: two servers share broadcasts over TLS; a CA that did not sign Redis's certificate exits 1 before listening",
+  ignore: !REDIS,
+  async fn() {
+    const { tempDevCerts } = await import("./support/certs.ts");
+    const { RedisServer } = await import("./support/redis_cluster.ts");
+    await using certs = await tempDevCerts({ hosts: ["localhost", "127.0.0.1"] });
+    await using redis = await RedisServer.start({
+      tls: true,
+      args: [
+        "--tls-cert-file",
+        certs.files.cert,
+        "--tls-key-file",
+        certs.files.key,
+        "--tls-ca-cert-file",
+        certs.files.ca,
+        "--tls-auth-clients",
+        "no",
+      ],
+    });
+    const url = `rediss://localhost:${redis.port}`;
+    const args = ["--port", "0", "--quiet", "--redis", url, "--redis-ca", certs.files.ca];
+    await using s1 = await WsServerProcess.start(args);
+    await using s2 = await WsServerProcess.start(args);
+    await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
+    await using p2 = await connect(`ws://127.0.0.1:${s2.port}/`);
+    await p1.send("over TLS");
+    assert.deepEqual(await receivePlain(p2, 1), ["over TLS"]);
+    assert.deepEqual(await receivePlain(p1, 1), ["over TLS"]);
+
+    // Another development CA does not vouch for this Redis.
+    await using other = await tempDevCerts({ hosts: ["localhost"] });
+    const refused = await WsServerProcess.start([
+      ...args.slice(0, -1),
+      other.files.ca,
+    ]).then(
+      (p) => (p.stop("SIGKILL"), undefined),
+      (err: { code?: number; stderr?: string }) => err,
+    );
+    assert.ok(refused !== undefined, "the server must not start");
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr ?? "", /certificate/);
+    assert.doesNotMatch(refused.stderr ?? "", /listening on/);
+  },
+});
+
+Deno.test({
+  name:
+    "ws-server --workers 2 --redis: a worker killed, its netkit.v1 clients reconnect to the same URL and recover every message once, in order",
+  ignore: !REDIS || childPids(Deno.pid) === undefined,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    await using server = await WsServerProcess.start([
+      "--port",
+      "0",
+      "--quiet",
+      "--workers",
+      "2",
+      "--redis",
+      redis.url,
+    ]);
+    const url = `ws://127.0.0.1:${server.port}/`;
+    const clients = Array.from({ length: 6 }, () => {
+      const recovered: Recovered[] = [];
+      const rws = new ReconnectingWebSocket(url, {
+        resume: true,
+        reconnect: { minDelay: 20, maxDelay: 100, onRecovered: (e) => recovered.push(e) },
+      });
+      return { rws, recovered, got: [] as string[] };
+    });
+    const pump = (c: (typeof clients)[number]) =>
+      (async () => {
+        for (;;) {
+          const m = await c.rws.receive().catch(() => null);
+          if (m === null) return;
+          c.got.push(String(m));
+        }
+      })();
+    const pumps = clients.map(pump);
+    try {
+      await until(
+        () => clients.every((c) => c.rws.positions[TOPIC] !== undefined),
+        "all subscribed",
+      );
+      // Phase 1, one publisher.
+      {
+        await using p = await connect(url);
+        for (let i = 1; i <= 10; i++) await p.send(`m${i}`);
+        await until(() => clients.every((c) => c.got.length >= 10), "phase 1 everywhere");
+      }
+      const workers = childPids(server.pid) ?? [];
+      assert.equal(workers.length, 2, "two workers");
+      Deno.kill(workers[0], "SIGKILL");
+      await until(() => !alive(workers[0]), "the worker gone");
+      // Phase 2: each message on a fresh connection (which the kernel gives
+      // to a live worker), seen by a witness before the next: one order.
+      // A connection the kernel still hands to the dead worker's socket is
+      // reset before its upgrade (nothing sent yet): try again.
+      const connectLive = async () => {
+        for (let attempt = 1;; attempt++) {
+          try {
+            return await connect(url);
+          } catch (err) {
+            if (attempt >= 10) throw err;
+            await delay(50);
+          }
+        }
+      };
+      await using witness = await connectLive();
+      for (let i = 11; i <= 20; i++) {
+        const q = await connectLive();
+        await q.send(`m${i}`);
+        await q.close();
+        for (;;) {
+          const m = String(await within(witness.receive(), `the witness: m${i}`));
+          if (m === `m${i}`) break;
+        }
+      }
+      await until(() => clients.every((c) => c.got.length >= 20), "phase 2 everywhere", 20_000);
+      await delay(200); // nothing more (no duplicate) arrives
+      for (const c of clients) {
+        assert.deepEqual(c.got, names("m", 1, 20));
+        assert.ok(c.recovered.every((r) => r.recovered), JSON.stringify(c.recovered));
+      }
+      assert.ok(
+        clients.some((c) => c.recovered.length > 0),
+        "some client was on the killed worker and resumed",
+      );
+    } finally {
+      await Promise.all(clients.map((c) => c.rws.close()));
+      await Promise.all(pumps);
     }
   },
 });
