@@ -8,13 +8,18 @@
  *
  * | key | what |
  * | --- | --- |
- * | `<prefix>{<topic>}:log` | the stream; entry ID `<offset>-0`, fields `e` epoch, `o` origin, `s` sequence, `y` type (`t`/`b`), `p` payload |
+ * | `<prefix>{<topic>}:log` | the stream; entry ID `<offset>-0`, one field: its name `<type> <epoch> <origin> <sequence>` (type `t` text, `b` binary), its value the payload |
  * | `<prefix>{<topic>}:epoch` | the log's epoch: made when missing, so it changes when Redis loses its data |
  * | `<prefix>{<topic>}:seq` | the last offset given (INCR: consecutive across processes) |
  * | `<prefix>{<topic>}:origins` | per publishing process, the last sequence added: a retried publish is not added twice |
  * | `<prefix>{<topic>}:id:<key>` | an acknowledged publish's idempotency key (expires after the history TTL) |
  *
- * A publish is one Lua script (EVALSHA). Each process reads the streams of
+ * Publishing: per topic, one Lua script call at a time (EVALSHA) adds every
+ * publish queued for that topic since the last call (up to 256 messages or
+ * 256 KiB), so a burst costs a few round trips, not one per message, and a
+ * topic's publishes can never overtake one another (a NOSCRIPT after a
+ * restart is answered by the same call sent again as EVAL, alone in
+ * flight for its topic). Each process reads the streams of
  * its topics with XREAD BLOCK on a connection of its own (one per slot in
  * Cluster mode) from the last ID it read, and delivers what it reads — its
  * own publishes too, so every process sees one order and one set of
@@ -39,7 +44,7 @@ import { busClosed } from "../websocket/fanout/bus.ts";
 import { PreparedMessage } from "../websocket/fanout/prepared_message.ts";
 import { DEFAULT_MAX_PAYLOAD } from "../websocket/codec/constants.ts";
 import { decodeUtf8 } from "../websocket/codec/validation.ts";
-import { RedisClient, type RedisConnection, slotOf } from "./_client.ts";
+import { RedisClient, type RedisConnection, RedisReplyError, slotOf } from "./_client.ts";
 import { OversizedBulk, type RespValue } from "./_resp.ts";
 
 const decoder = new TextDecoder();
@@ -151,25 +156,56 @@ if not epoch then
 end
 `;
 
-// KEYS: log, epoch, seq, origins [, id]. ARGV: new epoch, maxlen, ttl (s),
-// origin, sequence, type, payload. Returns {epoch, offset, duplicate}.
+// KEYS: log, epoch, seq, origins, then the idempotency keys of the batch.
+// ARGV: new epoch, maxlen, ttl (s), origin, then what the messages are —
+// `<sequence> <type> <index in KEYS of its idempotency key, 0: none>` each,
+// separated by commas, in one argument (one string to encode per call, not
+// three per message) — then their payloads. Returns
+// {epoch, offset1, duplicate1, …}: a duplicate is 1 with the offset the
+// key's publish got (0: a retry of a publish added before, by its origin's
+// sequence). The trimming is done once per batch; INCR per entry keeps the
+// seq key and the stream's last ID in step whatever happens mid-script.
 const PUBLISH_LUA = EPOCH_LUA + `
-if KEYS[5] then
-  local prev = redis.call('GET', KEYS[5])
-  if prev then
-    local e, o = string.match(prev, '^(%S+) (%d+)$')
-    if e == epoch then return {epoch, tonumber(o), 1} end
+local ttl, origin = ARGV[3], ARGV[4]
+local last = tonumber(redis.call('HGET', KEYS[4], origin) or '0')
+local out = {epoch}
+local added = false
+local a = 5
+for seqText, kind, key in string.gmatch(ARGV[5], '(%d+) (%a) (%d+)') do
+  a = a + 1
+  local seq = tonumber(seqText)
+  local k = tonumber(key)
+  local dup = nil
+  if k > 0 then
+    local prev = redis.call('GET', KEYS[k])
+    if prev then
+      local e, o = string.match(prev, '^(%S+) (%d+)$')
+      if e == epoch then dup = tonumber(o) end
+    end
+  end
+  if dup then
+    out[#out + 1] = dup
+    out[#out + 1] = 1
+  elseif seq <= last then
+    out[#out + 1] = 0
+    out[#out + 1] = 1
+  else
+    local offset = redis.call('INCR', KEYS[3])
+    redis.call('XADD', KEYS[1], offset .. '-0',
+      kind .. ' ' .. epoch .. ' ' .. origin .. ' ' .. seqText, ARGV[a])
+    if k > 0 then redis.call('SET', KEYS[k], epoch .. ' ' .. offset, 'EX', ttl) end
+    last = seq
+    added = true
+    out[#out + 1] = offset
+    out[#out + 1] = 0
   end
 end
-local last = redis.call('HGET', KEYS[4], ARGV[4])
-if last and tonumber(last) >= tonumber(ARGV[5]) then return {epoch, 0, 1} end
-local offset = redis.call('INCR', KEYS[3])
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0',
-  'e', epoch, 'o', ARGV[4], 's', ARGV[5], 'y', ARGV[6], 'p', ARGV[7])
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
-redis.call('EXPIRE', KEYS[4], ARGV[3])
-if KEYS[5] then redis.call('SET', KEYS[5], epoch .. ' ' .. offset, 'EX', ARGV[3]) end
-return {epoch, offset, 0}
+if added then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[2])
+  redis.call('HSET', KEYS[4], origin, last)
+end
+redis.call('EXPIRE', KEYS[4], ttl)
+return out
 `;
 
 // KEYS: log, epoch, seq, origins. ARGV: new epoch, the offset this process
@@ -187,11 +223,31 @@ end
 return {epoch, seq}
 `;
 
-const WINDOW = 512; // publishes in flight at once
+// Error replies that mean "not now" (loading its data after a restart, a
+// script running, a failover): the batch is sent again, as after a loss.
+const TRANSIENT = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY)\b/;
+const WINDOW = 64; // publish batches (one per topic at most) in flight at once
+const BATCH_COUNT = 256; // messages per publish call, at most
+const BATCH_BYTES = 256 * 1024; // payload bytes per publish call, at most (one message may be bigger)
 const MIN_STREAM_LENGTH = 1000;
 const READ_COUNT = 1000; // entries per XREAD
 const BLOCK_MS = 5000;
 const RANGE_MAX = 1000;
+
+/**
+ * The offset of an entry ID `<offset>-0` read from its bytes (no string
+ * made: this runs for every entry read); -1 when it is not one.
+ */
+function idOffset(id: Uint8Array): number {
+  let n = 0;
+  let i = 0;
+  for (; i < id.length; i++) {
+    const d = id[i] - 0x30;
+    if (d < 0 || d > 9) break;
+    n = n * 10 + d;
+  }
+  return i > 0 && i < 16 && id[i] === 0x2d ? n : -1;
+}
 
 /** A log's epoch: 64 random bits, base64url (11 characters), as the hub's. */
 function newEpoch(): string {
@@ -217,18 +273,35 @@ interface Keys {
 /** A publish on its way to the log. */
 interface Pending {
   topic: string;
-  keys: Keys;
   message: PreparedMessage;
   seq: number;
   from: BusListener | undefined;
   tag: unknown;
   idKey: string | undefined;
   onPosition: ((position: BusPosition | undefined) => void) | undefined;
-  /** Published while down: already delivered here. */
+  /** Already delivered here (published while down, read back, or in flight at an outage). */
   local: boolean;
   done: boolean;
   /** Once added: where. */
   position: BusPosition | undefined;
+}
+
+/**
+ * A topic's publishes not yet added, in publish order. At most one batch of
+ * them is in flight: the next call is sent when its reply is in, so a
+ * topic's publishes reach the log in order whatever a call meets (NOSCRIPT,
+ * a lost connection), and what queues meanwhile goes in the next call.
+ */
+interface Outbox {
+  topic: string;
+  keys: Keys;
+  items: Pending[];
+  /** The first not added (items before it are done). */
+  head: number;
+  /** How many from `head` are in flight (0: none). */
+  inFlight: number;
+  /** Waiting in #ready for a free slot of the window. */
+  waiting: boolean;
 }
 
 /** One subscribed topic. */
@@ -312,10 +385,10 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
   #state: "up" | "down" | "closed" = "up";
   #seq = 0;
   #epochCandidate = newEpoch();
-  // Publishes not yet added, in order (#head: the oldest not done).
-  #queue: Pending[] = [];
-  #head = 0;
-  #next = 0;
+  // Per topic, the publishes not yet added; the outboxes waiting for a slot.
+  #outboxes = new Map<string, Outbox>();
+  #ready: Outbox[] = [];
+  #queued = 0;
   #queuedBytes = 0;
   #sending = 0;
   // Per topic and origin, the last sequence delivered.
@@ -492,7 +565,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     }
     const size = message.payload.length;
     const over = size > this.#maxPayload ||
-      this.#queue.length - this.#head >= this.#maxQueued ||
+      this.#queued >= this.#maxQueued ||
       this.#queuedBytes + size > this.#maxQueuedBytes;
     const down = this.#state === "down";
     if (over) {
@@ -505,7 +578,6 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     }
     const p: Pending = {
       topic,
-      keys: this.#keys(topic),
       message,
       seq: ++this.#seq,
       from,
@@ -516,10 +588,23 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       done: false,
       position: undefined,
     };
-    this.#queue.push(p);
+    let outbox = this.#outboxes.get(topic);
+    if (outbox === undefined) {
+      outbox = {
+        topic,
+        keys: this.#keys(topic),
+        items: [],
+        head: 0,
+        inFlight: 0,
+        waiting: false,
+      };
+      this.#outboxes.set(topic, outbox);
+    }
+    outbox.items.push(p);
+    this.#queued++;
     this.#queuedBytes += size;
     this.#awaiting.set(p.seq, p);
-    if (this.#awaiting.size > 2 * this.#maxQueued + WINDOW) {
+    if (this.#awaiting.size > 2 * this.#maxQueued + WINDOW * BATCH_COUNT) {
       // Bounded: a read-back that never came (trimmed, or the log lost).
       this.#awaiting.delete(this.#awaiting.keys().next().value!);
     }
@@ -529,7 +614,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       this.#deliverLocally(topic, message, from);
       return false;
     }
-    this.#pump();
+    this.#send(outbox);
     return true;
   }
 
@@ -539,7 +624,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
    */
   close(): Promise<void> {
     return this.#closing ??= (async () => {
-      if (this.#state === "up" && this.#head < this.#queue.length) {
+      if (this.#state === "up" && this.#queued > 0) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
           new Promise<void>((resolve) => (this.#flushed = resolve)),
@@ -562,8 +647,14 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       await this.#recovering;
       for (const t of this.#topics.values()) await t.ready.catch(() => {});
       this.#listeners = [];
-      for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i].onPosition?.(undefined);
-      this.#queue = [];
+      for (const outbox of this.#outboxes.values()) {
+        for (let i = outbox.head; i < outbox.items.length; i++) {
+          const p = outbox.items[i];
+          if (!p.done) p.onPosition?.(undefined);
+        }
+      }
+      this.#outboxes.clear();
+      this.#ready = [];
       this.#awaiting.clear();
     })();
   }
@@ -597,14 +688,12 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
   }
 
   /**
-   * A script, as EVAL — not EVALSHA: after a restart every EVALSHA in the
-   * pipeline would get NOSCRIPT and be sent again, and a publish sent after
-   * the script was loaded again could overtake an earlier one (which the
-   * origin's sequence would then take for a retry). Redis keeps the
-   * compiled script: what EVAL costs is the script's bytes on the wire.
+   * A script: EVALSHA, and EVAL when Redis does not have it (NOSCRIPT, after
+   * a restart). Safe for publishes because a topic has one call in flight
+   * at a time: nothing of the topic can overtake the call sent again.
    */
   #eval(script: string, keys: string[], args: (string | Uint8Array)[]): Promise<RespValue> {
-    return this.#client.call(keys[0], ["EVAL", script, String(keys.length), ...keys, ...args]);
+    return this.#client.eval(script, keys, args);
   }
 
   #candidate(used: string): void {
@@ -624,97 +713,158 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     }
   }
 
-  #pump(): void {
-    while (this.#state === "up" && this.#sending < WINDOW && this.#next < this.#queue.length) {
-      const p = this.#queue[this.#next++];
-      if (p.done) continue;
-      this.#sending++;
-      const keys = [p.keys.log, p.keys.epoch, p.keys.seq, p.keys.origins];
-      if (p.idKey !== undefined) keys.push(p.keys.id + p.idKey);
-      const epoch = this.#epochCandidate;
-      this.#eval(PUBLISH_LUA, keys, [
-        epoch,
-        String(this.#historySize),
-        this.#ttlSeconds,
-        this.origin,
-        String(p.seq),
-        p.message.binary ? "b" : "t",
-        p.message.payload,
-      ]).then(
-        (reply) => this.#added(p, reply, epoch),
-        (err) => this.#failed(p, err),
-      ).finally(() => {
-        this.#sending--;
-        if (this.#state === "up") this.#pump();
-      });
+  /**
+   * Sends the next batch of `outbox` if none of its is in flight: every
+   * publish queued for the topic, up to BATCH_COUNT / BATCH_BYTES, in one
+   * script call. Past WINDOW calls in flight it waits for a slot.
+   */
+  #send(outbox: Outbox): void {
+    if (this.#state !== "up" || outbox.inFlight > 0) return;
+    const items = outbox.items;
+    if (outbox.head >= items.length) {
+      // Nothing left: forget the outbox (topics come and go).
+      if (this.#outboxes.get(outbox.topic) === outbox) this.#outboxes.delete(outbox.topic);
+      return;
     }
+    if (this.#sending >= WINDOW) {
+      if (!outbox.waiting) {
+        outbox.waiting = true;
+        this.#ready.push(outbox);
+      }
+      return;
+    }
+    const keys = [outbox.keys.log, outbox.keys.epoch, outbox.keys.seq, outbox.keys.origins];
+    const epoch = this.#epochCandidate;
+    const args: (string | Uint8Array)[] = [
+      epoch,
+      String(this.#historySize),
+      this.#ttlSeconds,
+      this.origin,
+      "",
+    ];
+    let meta = "";
+    let n = 0;
+    let bytes = 0;
+    for (let i = outbox.head; i < items.length && n < BATCH_COUNT; i++) {
+      const p = items[i];
+      const size = p.message.payload.length;
+      if (n > 0 && bytes + size > BATCH_BYTES) break;
+      bytes += size;
+      n++;
+      let keyIndex = 0;
+      if (p.idKey !== undefined) keyIndex = keys.push(outbox.keys.id + p.idKey);
+      meta += `${n > 1 ? "," : ""}${p.seq} ${p.message.binary ? "b" : "t"} ${keyIndex}`;
+      args.push(p.message.payload);
+    }
+    args[4] = meta;
+    outbox.inFlight = n;
+    this.#sending++;
+    this.#eval(PUBLISH_LUA, keys, args).then(
+      (reply) => this.#added(outbox, reply, epoch),
+      (err) => this.#failed(outbox, err),
+    ).finally(() => {
+      outbox.inFlight = 0;
+      this.#sending--;
+      if (this.#state !== "up") return;
+      this.#send(outbox);
+      while (this.#sending < WINDOW && this.#ready.length > 0) {
+        const next = this.#ready.shift()!;
+        next.waiting = false;
+        this.#send(next);
+      }
+    });
   }
 
-  #added(p: Pending, reply: RespValue, candidate: string): void {
-    if (!Array.isArray(reply) || reply.length < 3) {
-      this.#failed(p, new NetkitError("ERR_REDIS_REPLY", `unexpected publish reply`));
+  /** The batch in flight of `outbox` was handled: `[epoch, offset, duplicate, …]`. */
+  #added(outbox: Outbox, reply: RespValue, candidate: string): void {
+    const n = outbox.inFlight;
+    if (!Array.isArray(reply) || reply.length !== 1 + 2 * n) {
+      this.#failed(outbox, new NetkitError("ERR_REDIS_REPLY", `unexpected publish reply`));
       return;
     }
     const epoch = text(reply[0]);
     this.#candidate(candidate === epoch ? epoch : "");
-    const offset = Number(reply[1]);
-    const duplicate = Number(reply[2]) === 1;
-    this.#settle(p);
-    if (!duplicate) this.#stats.published++;
-    if (offset > 0) {
-      p.position = { epoch, offset };
-      const t = this.#topics.get(p.topic);
-      if (this.#awaiting.has(p.seq)) {
-        // Not read back yet: kept until the reader reaches it (or passes it).
-        if (t !== undefined) t.confirmed.push(p);
-        else this.#awaiting.delete(p.seq);
-      }
-    }
-    // (offset 0: a retry of a publish added before; its read-back matches it.)
-    p.onPosition?.(offset > 0 ? { epoch, offset } : undefined);
-  }
-
-  #failed(p: Pending, err: unknown): void {
-    if (this.#isClosed()) return;
-    if (err instanceof NetkitError && err.code === "ERR_REDIS_REPLY") {
-      // Refused (a script error, OOM …): not relayed; delivered here at least.
+    const t = this.#topics.get(outbox.topic);
+    const batch = this.#take(outbox, n);
+    for (let i = 0; i < n; i++) {
+      const p = batch[i];
+      const offset = Number(reply[1 + 2 * i]);
+      const duplicate = Number(reply[2 + 2 * i]) === 1;
       this.#settle(p);
-      this.#stats.dropped++;
-      this.#awaiting.delete(p.seq);
-      if (!p.local) {
-        for (const { listener } of this.#listeners) {
-          try {
-            listener(p.topic, p.message, undefined, listener === p.from ? p.tag : undefined);
-          } catch (error) {
-            this.#onEvent({ type: "error", error });
-          }
+      if (!duplicate) this.#stats.published++;
+      if (offset > 0) {
+        p.position = { epoch, offset };
+        if (this.#awaiting.has(p.seq)) {
+          // Not read back yet: kept until the reader reaches it (or passes it).
+          if (t !== undefined) t.confirmed.push(p);
+          else this.#awaiting.delete(p.seq);
         }
       }
-      p.onPosition?.(undefined);
+      // (offset 0: a retry of a publish added before; its read-back matches it.)
+      p.onPosition?.(offset > 0 ? { epoch, offset } : undefined);
+    }
+  }
+
+  /** The first `n` not added of `outbox`, taken off it. */
+  #take(outbox: Outbox, n: number): Pending[] {
+    const items = outbox.items;
+    const batch = items.slice(outbox.head, outbox.head + n);
+    outbox.head += n;
+    if (outbox.head === items.length) {
+      outbox.items = [];
+      outbox.head = 0;
+    } else if (outbox.head > 1024 && outbox.head * 2 > items.length) {
+      outbox.items = items.slice(outbox.head);
+      outbox.head = 0;
+    }
+    return batch;
+  }
+
+  #failed(outbox: Outbox, err: unknown): void {
+    if (this.#isClosed()) return;
+    if (
+      err instanceof NetkitError && err.code === "ERR_REDIS_REPLY" &&
+      !(err instanceof RedisReplyError && TRANSIENT.test(err.reply))
+    ) {
+      // Refused (a script error, OOM …): not relayed; delivered here at least.
       this.#onEvent({ type: "error", error: err });
+      for (const p of this.#take(outbox, outbox.inFlight)) {
+        this.#settle(p);
+        this.#stats.dropped++;
+        this.#awaiting.delete(p.seq);
+        this.#deliverUnpositioned(p);
+        p.onPosition?.(undefined);
+      }
       return;
     }
-    // Down (or behind): it stays queued, retried in order once Redis is back.
+    // Down, loading its data, or behind: the batch stays queued, sent again
+    // in order once Redis is back.
     this.#down(err);
   }
 
-  /** Marks a publish done and drops the done ones at the head of the queue. */
+  /**
+   * Delivers an own publish here, without a position, unless it was already
+   * (published while down, or read back): everyone, its publisher included.
+   */
+  #deliverUnpositioned(p: Pending): void {
+    if (p.local) return;
+    p.local = true;
+    for (const { listener } of this.#listeners) {
+      try {
+        listener(p.topic, p.message, undefined, listener === p.from ? p.tag : undefined);
+      } catch (error) {
+        this.#onEvent({ type: "error", error });
+      }
+    }
+  }
+
+  /** Marks a publish done (added, or given up). */
   #settle(p: Pending): void {
     if (p.done) return;
     p.done = true;
+    this.#queued--;
     this.#queuedBytes -= p.message.payload.length;
-    const queue = this.#queue;
-    while (this.#head < queue.length && queue[this.#head].done) queue[this.#head++] = undefined!;
-    if (this.#head === queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-      this.#next = 0;
-      this.#flushed?.();
-    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
-      this.#queue = queue.slice(this.#head);
-      this.#next -= this.#head;
-      this.#head = 0;
-    }
+    if (this.#queued === 0) this.#flushed?.();
   }
 
   // --- up and down -----------------------------------------------------------
@@ -727,6 +877,18 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     this.#downQueued = 0;
     this.#downDropped = 0;
     this.#onEvent({ type: "lost", error: err });
+    // Own publishes not yet read back may never be (Redis may not come
+    // back): delivered here now, in publish order (those added before those
+    // still on their way), like those made from here on; read back later,
+    // they carry `seen` and are not delivered twice.
+    for (const t of this.#topics.values()) {
+      for (const p of t.confirmed) this.#deliverUnpositioned(p);
+    }
+    for (const outbox of this.#outboxes.values()) {
+      for (let i = outbox.head; i < outbox.items.length; i++) {
+        this.#deliverUnpositioned(outbox.items[i]);
+      }
+    }
     this.#recovering = this.#recover();
   }
 
@@ -750,7 +912,6 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       while (this.#sending > 0 && this.#state === "down") await this.#sleep(5);
       if (this.#state !== "down") return;
       this.#state = "up";
-      this.#next = this.#head;
       this.#onEvent({
         type: "back",
         downtime: performance.now() - this.#lostAt,
@@ -758,7 +919,11 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
         dropped: this.#downDropped,
         attempts,
       });
-      this.#pump();
+      this.#ready = [];
+      for (const outbox of [...this.#outboxes.values()]) {
+        outbox.waiting = false;
+        this.#send(outbox);
+      }
       for (const group of this.#groups.values()) group.wake?.();
       for (const t of this.#topics.values()) if (t.epoch === undefined) void this.#reestablish(t);
       return;
@@ -953,8 +1118,9 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
 
   #parseEntry(item: RespValue): ParsedEntry | undefined {
     if (!Array.isArray(item) || item.length < 2 || !Array.isArray(item[1])) return undefined;
-    const id = text(item[0]);
-    const offset = Number(id.slice(0, id.indexOf("-")));
+    const id = item[0];
+    const offset = id instanceof Uint8Array ? idOffset(id) : -1;
+    if (offset < 0) return undefined;
     const fields = item[1];
     const entry: ParsedEntry = {
       offset,
@@ -964,6 +1130,19 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       type: "",
       payload: undefined,
     };
+    if (fields.length === 2) {
+      // One field: `<type> <epoch> <origin> <sequence>` → the payload.
+      const meta = text(fields[0]).split(" ");
+      if (meta.length !== 4) return entry; // not netkit's: #decode says so
+      entry.type = meta[0];
+      entry.epoch = meta[1];
+      entry.origin = meta[2];
+      entry.seq = Number(meta[3]);
+      entry.payload = fields[1];
+      return entry;
+    }
+    // The first format (fields e, o, s, y, p), as a log written by an
+    // earlier version holds it.
     for (let i = 0; i + 1 < fields.length; i += 2) {
       const name = text(fields[i]);
       const value = fields[i + 1];
@@ -985,7 +1164,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
           break;
       }
     }
-    return Number.isSafeInteger(offset) ? entry : undefined;
+    return entry;
   }
 
   #decode(topic: string, entry: ParsedEntry): PreparedMessage | undefined {
@@ -1066,6 +1245,8 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     const position: BusPosition = own?.local || repeat
       ? { epoch: entry.epoch, offset: entry.offset, seen: true }
       : { epoch: entry.epoch, offset: entry.offset };
+    // Delivered now: an outage before its reply must not deliver it again.
+    if (own !== undefined) own.local = true;
     for (const { listener } of this.#listeners) {
       try {
         listener(

@@ -81,6 +81,49 @@ Deno.test({
 
 Deno.test({
   name:
+    "RedisStreamBus: publishes in flight when Redis dies are delivered here at once, and once when they are read back later",
+  ignore: !REDIS,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "netkit-aof-" });
+    await using redis = await RedisProcess.start([
+      "--appendonly",
+      "yes",
+      "--appendfsync",
+      "always",
+      "--dir",
+      dir,
+    ]);
+    const a = await node(redis.url, "room");
+    try {
+      a.hub.publish("room", "before");
+      await until(() => a.sub.got.length === 1, "before");
+      // Redis holds every write (and script) back: the next publishes stay in flight.
+      assert.equal(await redis.command(["CLIENT", "PAUSE", "60000", "WRITE"]), "OK");
+      for (const m of ["in flight 1", "in flight 2"]) a.hub.publish("room", m);
+      await delay(100);
+      assert.deepEqual(a.sub.got, ["before"], "not delivered before it is in the log");
+      await redis.kill();
+      await until(() => a.events.some((e) => e.type === "lost"), "a lost");
+      // Redis may never come back: what was on its way is delivered here now.
+      assert.deepEqual(a.sub.got, ["before", "in flight 1", "in flight 2"]);
+      a.hub.publish("room", "down");
+      assert.deepEqual(a.sub.got, ["before", "in flight 1", "in flight 2", "down"]);
+      // Back, from its append-only file (the paused writes never reached it):
+      // the retried publishes are added and read back, not delivered again.
+      await redis.restart();
+      await until(() => a.hub.position("room")?.offset === 4, "all four in the log");
+      a.hub.publish("room", "after");
+      await until(() => a.sub.got.length === 5, "after");
+      assert.deepEqual(a.sub.got, ["before", "in flight 1", "in flight 2", "down", "after"]);
+    } finally {
+      await a.bus.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
     "RedisStreamBus: Redis restarted without persistence — publishes made while down reach the other process once; a new epoch, said so",
   ignore: !REDIS,
   async fn() {
@@ -162,6 +205,106 @@ Deno.test({
       await Promise.all([a.bus.close(), b.bus.close()]);
       await redis.kill();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "RedisStreamBus: bursts from two processes on three topics, batched — per topic one order, per sender publish order, consecutive positions, keyed duplicates inside a batch added once",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const topics = ["t0", "t1", "t2"];
+    const a = await node(redis.url, "t0");
+    const b = await node(redis.url, "t0");
+    const { PreparedMessage } = await import("../websocket/mod.ts");
+    const subs = new Map<string, [Recorder, Recorder]>();
+    for (const t of topics) {
+      const pair: [Recorder, Recorder] = t === "t0"
+        ? [a.sub, b.sub]
+        : [new Recorder(), new Recorder()];
+      if (t !== "t0") {
+        await Promise.all([a.bus.subscribe(t), b.bus.subscribe(t)]);
+        a.hub.subscribe(pair[0], t);
+        b.hub.subscribe(pair[1], t);
+      }
+      subs.set(t, pair);
+    }
+    const positions: { epoch: string; offset: number }[] = [];
+    try {
+      // Synchronous bursts: hundreds queue while a batch is in flight.
+      for (let i = 0; i < 600; i++) {
+        for (const t of topics) {
+          a.hub.publish(t, `a${i}`);
+          b.hub.publish(t, `b${i}`);
+        }
+      }
+      // The same key twice in one burst (so in one batch): one entry.
+      for (let i = 0; i < 2; i++) {
+        a.bus.publish("t1", new PreparedMessage("keyed"), undefined, {
+          idempotencyKey: "k",
+          onPosition: (p) => positions.push(p!),
+        });
+      }
+      for (const t of topics) {
+        const want = t === "t1" ? 1201 : 1200;
+        const [x, y] = subs.get(t)!;
+        await until(() => x.got.length >= want && y.got.length >= want, `${want} on ${t}`);
+        assert.deepEqual(x.got, y.got, `one order on ${t}`);
+        assert.deepEqual(x.got.filter((m) => m.startsWith("a")), names("a", 600));
+        assert.deepEqual(x.got.filter((m) => m.startsWith("b")), names("b", 600));
+        assert.equal(x.got.length, want, `no duplicate on ${t}`);
+        assert.deepEqual(a.hub.position(t), b.hub.position(t));
+        assert.equal(a.hub.position(t)!.offset, want, "consecutive positions");
+      }
+      assert.equal(positions.length, 2);
+      assert.deepEqual(positions[0], positions[1]);
+      assert.equal(subs.get("t1")![0].got.filter((m) => m === "keyed").length, 1);
+    } finally {
+      await Promise.all([a.bus.close(), b.bus.close()]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "RedisStreamBus: entries in the first format (fields e, o, s, y, p) are still read, live and by range()",
+  ignore: !REDIS,
+  async fn() {
+    await using redis = await RedisProcess.start();
+    const a = await node(redis.url, "old");
+    try {
+      const { epoch, offset } = a.hub.position("old")!;
+      assert.equal(offset, 0);
+      // As the first version of the publish script wrote them.
+      await redis.command(["SET", "netkit:ws:{old}:seq", "1"]);
+      await redis.command([
+        "XADD",
+        "netkit:ws:{old}:log",
+        "1-0",
+        "e",
+        epoch,
+        "o",
+        "0011223344556677",
+        "s",
+        "1",
+        "y",
+        "t",
+        "p",
+        "from before",
+      ]);
+      await until(() => a.sub.got.length === 1, "the old entry, live");
+      a.hub.publish("old", "new");
+      await until(() => a.sub.got.length === 2, "the new one");
+      assert.deepEqual(a.sub.got, ["from before", "new"]);
+      const got = await a.bus.range("old", epoch, 1, 2, 10);
+      assert.deepEqual(got!.map((e) => [e.offset, e.message.data]), [[1, "from before"], [
+        2,
+        "new",
+      ]]);
+    } finally {
+      await a.bus.close();
     }
   },
 });

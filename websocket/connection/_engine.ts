@@ -127,6 +127,12 @@ export class FramedEngine implements WebSocketEngine {
   #head = 0;
   #queued = 0;
   #writing = false;
+  // The write in flight and how much of it the socket has taken.
+  #chunk: Uint8Array = EMPTY;
+  #off = 0;
+  // The write's callbacks, made on the first write (see #issue).
+  #onWrote: ((n: number) => void) | undefined;
+  #onWriteError: ((err: unknown) => void) | undefined;
   // Shared empty lists until first use (a server holds an engine per connection).
   #waiters: { bytes: number; resolve: () => void }[] = NO_WAITERS;
   #hwm: number;
@@ -623,39 +629,111 @@ export class FramedEngine implements WebSocketEngine {
       return;
     }
     this.#writing = true;
-    void this.#flush();
+    // The sends of this turn queue up and share one write: every engine
+    // kicked in a turn starts its write from one microtask (a publish to
+    // 10,000 subscribers schedules one, not 10,000 async calls).
+    const due = FramedEngine.#due;
+    due[FramedEngine.#dueCount++] = this;
+    if (FramedEngine.#dueCount === 1) queueMicrotask(FramedEngine.#writeDue);
   }
 
-  async #flush(): Promise<void> {
-    // Let the sends of this turn queue up, so that they share one write.
-    await undefined;
+  // Engines kicked this turn, written from one microtask. The array is
+  // kept (entries cleared, not the array replaced): no allocation per turn.
+  static #due: (FramedEngine | undefined)[] = [];
+  static #dueCount = 0;
+  static #writeDue = (): void => {
+    const due = FramedEngine.#due;
+    // A write that fails at once, or a drain, runs callers' code, which may
+    // send and kick more engines: they join this walk.
+    let i = 0;
     try {
-      while (this.#head < this.#queue.length && !this.#destroyed) {
-        const chunk = this.#take();
-        let off = 0;
-        while (off < chunk.length) off += await this.#socket.write(chunk.subarray(off));
-        this.#activity++;
-        this.#written += chunk.length;
-        if (this.#destroyed) break;
-        this.#queued -= chunk.length;
-        this.#notify();
-      }
-    } catch (err) {
-      if (!this.#destroyed) {
-        this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
-        this.destroy();
+      for (; i < FramedEngine.#dueCount; i++) {
+        const engine = due[i]!;
+        due[i] = undefined;
+        engine.#writeNext();
       }
     } finally {
-      this.#writing = false;
+      // Normally all done; after a throw (a drain handler's) the rest go in
+      // the next microtask, and the error goes on up.
+      const rest = FramedEngine.#dueCount - Math.min(i + 1, FramedEngine.#dueCount);
+      for (let k = 0; k < rest; k++) {
+        due[k] = due[i + 1 + k];
+        due[i + 1 + k] = undefined;
+      }
+      FramedEngine.#dueCount = rest;
+      if (rest > 0) queueMicrotask(FramedEngine.#writeDue);
     }
+  };
+
+  /**
+   * Writes what is queued (`#writing` is set): one socket write of the
+   * frames queued so far, joined, whose completion writes whatever was
+   * queued meanwhile — a then-callback loop, not an async function: no
+   * frame or promise of ours per write, only the socket's.
+   */
+  #writeNext(): void {
+    if (this.#destroyed || this.#head === this.#queue.length) {
+      this.#writeStopped();
+      return;
+    }
+    const chunk = this.#take();
+    this.#chunk = chunk;
+    this.#off = 0;
+    this.#issue(chunk);
+  }
+
+  #issue(bytes: Uint8Array): void {
+    let wrote: Promise<number>;
+    try {
+      wrote = this.#socket.write(bytes);
+    } catch (err) {
+      this.#writeFailed(err);
+      return;
+    }
+    // Made on the first write and kept: an engine that never sends has none.
+    wrote.then(
+      this.#onWrote ??= (n: number) => this.#wrote(n),
+      this.#onWriteError ??= (err: unknown) => this.#writeFailed(err),
+    );
+  }
+
+  #wrote(n: number): void {
+    const chunk = this.#chunk;
+    this.#off += n;
+    if (this.#off < chunk.length && !this.#destroyed) {
+      this.#issue(chunk.subarray(this.#off));
+      return;
+    }
+    this.#chunk = EMPTY;
+    this.#activity++;
+    this.#written += chunk.length;
+    if (this.#destroyed) {
+      this.#writeStopped();
+      return;
+    }
+    this.#queued -= chunk.length;
+    this.#notify();
+    // What was queued while this write was out goes in the next one.
+    this.#writeNext();
+  }
+
+  #writeFailed(err: unknown): void {
+    this.#chunk = EMPTY;
+    if (!this.#destroyed) {
+      this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
+      this.destroy();
+    }
+    this.#writeStopped();
+  }
+
+  /** The queue is empty (or the connection gone): no write in flight any more. */
+  #writeStopped(): void {
+    this.#writing = false;
     if (this.#destroyed) {
       this.#maybeClosed();
       return;
     }
-    if (this.#head < this.#queue.length) {
-      this.#kick();
-      return;
-    }
+    // Not while idle: neither the write buffer nor the queue array.
     this.#joined = EMPTY;
     if (this.#dropping) {
       this.#dropping = false;
@@ -680,16 +758,7 @@ export class FramedEngine implements WebSocketEngine {
         total += queue[end++].length;
       }
     }
-    let out = first;
-    if (end > start + 1) {
-      if (this.#joined.length < total) this.#joined = new Uint8Array(Math.max(total, 4096));
-      out = this.#joined.subarray(0, total);
-      let off = 0;
-      for (let i = start; i < end; i++) {
-        out.set(queue[i], off);
-        off += queue[i].length;
-      }
-    }
+    const out = end > start + 1 ? this.#join(queue, start, end, total) : first;
     if (end === queue.length) {
       this.#queue = NO_FRAMES;
       this.#head = 0;
@@ -701,6 +770,33 @@ export class FramedEngine implements WebSocketEngine {
       this.#head = end;
     }
     return out;
+  }
+
+  /**
+   * `queue[start..end)` as one buffer of `total` bytes. A fan-out queues
+   * the same frames (the same objects) on every subscriber: the run joined
+   * last is remembered by identity, and from the second connection that
+   * writes it on, all share one buffer of it (made once, never written to
+   * again) instead of each copying it. Other runs are copied into the
+   * engine's own buffer, kept while the queue is busy.
+   */
+  #join(queue: Uint8Array[], start: number, end: number, total: number): Uint8Array {
+    const count = end - start;
+    let same = count === shared.count;
+    for (let i = 0; same && i < count; i++) same = queue[start + i] === shared.frames[i];
+    if (same) return shared.joined ??= copyRun(new Uint8Array(total), queue, start, end);
+    if (count <= SHARED_RUN_MAX) {
+      for (let i = 0; i < count; i++) shared.frames[i] = queue[start + i];
+      for (let i = count; i < shared.count; i++) shared.frames[i] = EMPTY;
+      shared.count = count;
+      shared.joined = undefined;
+    }
+    if (this.#joined.length < total) {
+      // Sized to fit when this run drains the queue (the buffer is let go
+      // then), with room for more when frames are waiting behind it.
+      this.#joined = new Uint8Array(end === queue.length ? total : Math.max(total, 4096));
+    }
+    return copyRun(this.#joined.subarray(0, total), queue, start, end);
   }
 
   #notify(): void {
@@ -716,3 +812,23 @@ export class FramedEngine implements WebSocketEngine {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Most frames in a run remembered for sharing (a fan-out burst is a few). */
+const SHARED_RUN_MAX = 64;
+
+/** The run of frames joined last, by identity, and its shared buffer once a second engine wants it. */
+const shared: { frames: Uint8Array[]; count: number; joined: Uint8Array | undefined } = {
+  frames: [],
+  count: 0,
+  joined: undefined,
+};
+
+/** Copies `queue[start..end)` into `out`, one after the other; returns `out`. */
+function copyRun(out: Uint8Array, queue: Uint8Array[], start: number, end: number): Uint8Array {
+  let off = 0;
+  for (let i = start; i < end; i++) {
+    out.set(queue[i], off);
+    off += queue[i].length;
+  }
+  return out;
+}
