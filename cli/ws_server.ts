@@ -14,6 +14,7 @@
  * ```sh
  * deno run -A jsr:@netkit/netkit/ws-server --port 8080
  * deno run -A jsr:@netkit/netkit/ws-server --redis redis://127.0.0.1:6379 --workers 4
+ * deno run -A jsr:@netkit/netkit/ws-server --redis redis+sentinel://s1,s2,s3/mymaster
  * ```
  *
  * @module
@@ -99,8 +100,14 @@ Usage: ws-server [--hostname 127.0.0.1] [--port 8080] [--mode broadcast|echo] [o
                           reaches the clients of all of them, exactly once, through a
                           per-topic log (a Redis Stream) that netkit.v1 clients resume
                           from on any server; Redis lost: local broadcast goes on, and
-                          what was published meanwhile is relayed once it is back
-  --redis-ca FILE         trust this CA (PEM) for a rediss:// --redis
+                          what was published meanwhile is relayed once it is back.
+                          With Redis Sentinel, the master the Sentinels name, found
+                          again after a failover:
+                          redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER
+                          (Sentinel port 26379 by default; rediss+sentinel:// for
+                          TLS; ?sentinelPassword=P for the Sentinels' own password)
+  --redis-ca FILE         trust this CA (PEM) for a rediss:// (rediss+sentinel://)
+                          --redis
   --workers N             run N server processes on the one port (Linux reusePort),
                           sharing broadcasts through --redis (required)
   --history N             broadcast mode: keep the last N messages (default 1000) so

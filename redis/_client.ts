@@ -5,7 +5,10 @@
 // connection within `timeout` or rejects with ERR_REDIS_DOWN), and a cap on
 // the bytes in flight per connection (ERR_REDIS_BACKPRESSURE). Cluster: the
 // slot map from CLUSTER SLOTS, MOVED/ASK followed, failover ridden out by
-// refreshing the map until `timeout`. Internal to redis/.
+// refreshing the map until `timeout`. Sentinel: the master asked of the
+// Sentinels on every new connection (so after each loss: a failover), ROLE
+// checked, and a -READONLY reply drops the connection so that the next call
+// asks again. Internal to redis/.
 import type { Conn } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
 import { hostPort } from "../internal/host.ts";
@@ -13,7 +16,13 @@ import type { ManagedConn } from "../internal/socket_conn.ts";
 import { writeAll } from "../io/mod.ts";
 import { connect as tcpConnect } from "../tcp/connect.ts";
 import { connect as tlsConnect } from "../tls/connect.ts";
-import { parseRedisUrl, type RedisTarget } from "./bus.ts";
+import { isMasterRole, notMaster, viaSentinels } from "./_sentinel.ts";
+import {
+  type RedisAddress,
+  type RedisConnectionOptions,
+  type RedisTarget,
+  redisTarget,
+} from "./url.ts";
 import {
   encodeCommand,
   NEED_MORE,
@@ -26,7 +35,11 @@ import {
 export { type RespValue } from "./_resp.ts";
 
 /** Options for {@linkcode RedisClient.connect}. Times are milliseconds. */
-export interface RedisClientOptions {
+export interface RedisClientOptions extends
+  Pick<
+    RedisConnectionOptions,
+    "sentinels" | "masterName" | "sentinelPassword" | "sentinelUsername"
+  > {
   /** PEM CAs trusted for `rediss://`, beside the system roots (as `tls.connect` does). */
   caCerts?: string[];
   /** Connect + TLS + AUTH of one node, and how long a call waits out a failover. @default {5000} */
@@ -50,9 +63,11 @@ export interface RedisClientEvent {
   /**
    * `lost`: a node's connection dropped (in-flight calls rejected); `back`:
    * connected again after a loss; `moved`: a MOVED redirect to `node`;
-   * `topology`: the slot map was (re)read from `node`.
+   * `topology`: the slot map was (re)read from `node`; `master`: the
+   * Sentinels name another master, `node`, than the last connection's (a
+   * failover).
    */
-  type: "lost" | "back" | "moved" | "topology";
+  type: "lost" | "back" | "moved" | "topology" | "master";
   /** `host:port`. */
   node: string;
   /** Why, for `lost`. */
@@ -142,6 +157,9 @@ interface Pending {
   resolve: (value: RespValue) => void;
   reject: (err: unknown) => void;
   size: number;
+  // A call's arguments: an error reply rejects it (RedisReplyError) right
+  // here, without a second promise per call. undefined: replies as they are.
+  args: (string | Uint8Array)[] | undefined;
 }
 
 interface Limits {
@@ -198,6 +216,15 @@ class Pipe {
 
   /** Sends an encoded command; resolves with its reply (error replies included, as RespError). */
   send(bytes: Uint8Array): Promise<RespValue> {
+    return this.#send(bytes, undefined);
+  }
+
+  /** Sends `args`, encoded as `bytes`; an error reply rejects with a {@linkcode RedisReplyError}. */
+  call(bytes: Uint8Array, args: (string | Uint8Array)[]): Promise<RespValue> {
+    return this.#send(bytes, args);
+  }
+
+  #send(bytes: Uint8Array, args: (string | Uint8Array)[] | undefined): Promise<RespValue> {
     if (this.#isDead) {
       return Promise.reject(
         new RedisDownError(this.node, false, `the connection to Redis at ${this.node} is closed`),
@@ -216,7 +243,7 @@ class Pipe {
     this.#pendingBytes += size;
     this.#queue.push(bytes);
     if (!this.#writing) this.#flushing = this.#flush();
-    return new Promise((resolve, reject) => this.#pending.push({ resolve, reject, size }));
+    return new Promise((resolve, reject) => this.#pending.push({ resolve, reject, size, args }));
   }
 
   async #flush(): Promise<void> {
@@ -294,7 +321,11 @@ class Pipe {
       this.#head = 0;
     }
     this.#pendingBytes -= p.size;
-    p.resolve(value);
+    if (p.args !== undefined && value instanceof RespError) {
+      p.reject(new RedisReplyError(value.message, this.node, commandName(p.args)));
+    } else {
+      p.resolve(value);
+    }
   }
 
   /** Ends the connection: every call awaiting a reply rejects with `cause` (as a RedisDownError). */
@@ -360,6 +391,20 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A master's reply; `-READONLY` (it is a replica now) drops the connection, so the next call asks the Sentinels. */
+function masterReply(pipe: Pipe, value: RespValue, args: (string | Uint8Array)[]): RespValue {
+  if (value instanceof RespError && value.message.startsWith("READONLY")) {
+    pipe.die(
+      new RedisDownError(
+        pipe.node,
+        true,
+        `Redis at ${pipe.node} is no longer the master (READONLY): the Sentinels are asked again`,
+      ),
+    );
+  }
+  return unwrap(value, pipe.node, args);
+}
+
 // --- dedicated connections ---------------------------------------------------
 
 /** A connection of its own to one node (for blocking commands such as XREAD BLOCK). */
@@ -389,8 +434,7 @@ class DedicatedConnection implements RedisConnection {
     return this.#pipe.closed;
   }
   call(args: (string | Uint8Array)[]): Promise<RespValue> {
-    const node = this.#pipe.node;
-    return this.#pipe.send(encodeCommand(args)).then((v) => unwrap(v, node, args));
+    return this.#pipe.call(encodeCommand(args), args);
   }
   close(): void {
     this.#pipe.die(
@@ -461,6 +505,9 @@ export class RedisClient implements AsyncDisposable {
    * Connects to the first reachable of `urls` (`redis://` or
    * `rediss://[user:pass@]host:port`; several are Cluster seeds) and finds
    * out whether it is a Cluster (`CLUSTER SLOTS` answers) or a single node.
+   * A `redis+sentinel://` URL (or the `sentinels` option) stands alone: the
+   * master is the one the Sentinels name, asked again on every new
+   * connection.
    *
    * @throws {NetkitError} `ERR_REDIS_URL` for a malformed URL,
    *   `ERR_REDIS_AUTH` for refused or missing credentials,
@@ -473,7 +520,17 @@ export class RedisClient implements AsyncDisposable {
   ): Promise<RedisClient> {
     const list = typeof urls === "string" ? [urls] : urls;
     if (list.length === 0) throw new NetkitError("ERR_REDIS_URL", "no Redis URL given");
-    const targets = list.map((u) => parseRedisUrl(u));
+    const targets = list.map((u) => redisTarget(u, options));
+    const sentinel = targets.find((t) => t.sentinel !== undefined);
+    if (sentinel !== undefined) {
+      if (targets.length > 1) {
+        throw new NetkitError(
+          "ERR_REDIS_URL",
+          "a Sentinel URL (or the sentinels option) stands alone: several URLs are Cluster seeds",
+        );
+      }
+      return await RedisClient.#connectSentinel(sentinel, options);
+    }
     const failures: string[] = [];
     let lastError: unknown;
     for (const target of targets) {
@@ -525,6 +582,32 @@ export class RedisClient implements AsyncDisposable {
     );
   }
 
+  static async #connectSentinel(
+    target: RedisTarget,
+    options: RedisClientOptions,
+  ): Promise<RedisClient> {
+    const client = new RedisClient(target, false, options);
+    let found: { pipe: Pipe; master: RedisAddress };
+    try {
+      found = await client.#openMaster();
+    } catch (err) {
+      if (err instanceof NetkitError && err.code === "ERR_REDIS_AUTH") throw err;
+      const hint = target.tls
+        ? "are the Sentinels running there, with TLS, monitoring a master of that name, and " +
+          "is the CA that signed their certificates given (caCerts / --redis-ca)?"
+        : "are the Sentinels running there, monitoring a master of that name, and is it up?";
+      throw new NetkitError(
+        "ERR_REDIS_CONNECT",
+        `cannot reach Redis at ${target.display}: ${errorText(err)}: ${hint}`,
+        { cause: err },
+      );
+    }
+    const entry = client.#entry(found.master.hostname, found.master.port);
+    client.#adopt(entry, found.pipe);
+    client.#single = entry;
+    return client;
+  }
+
   /** The nodes known (`host:port`): the masters in Cluster mode. */
   get nodes(): string[] {
     return this.cluster ? [...this.#masters] : [this.#single!.key];
@@ -547,13 +630,30 @@ export class RedisClient implements AsyncDisposable {
     if (!this.cluster) {
       const entry = this.#single!;
       const pipe = entry.pipe;
+      if (this.#base.sentinel !== undefined) return this.#masterCall(entry, bytes, args);
       // The hot path: a live connection, no await before the write.
-      if (pipe !== undefined && !pipe.isDead) {
-        return pipe.send(bytes).then((v) => unwrap(v, entry.key, args));
-      }
-      return this.#reach(entry).then((p) => p.send(bytes)).then((v) => unwrap(v, entry.key, args));
+      if (pipe !== undefined && !pipe.isDead) return pipe.call(bytes, args);
+      return this.#reach(entry).then((p) => p.call(bytes, args));
     }
     return this.#clusterCall(key === undefined ? -1 : slotOf(key), bytes, args);
+  }
+
+  /**
+   * Sentinel: a call to the master. A `-READONLY` reply means the server was
+   * made a replica (a failover the connection outlived): the connection is
+   * dropped, so that the next call asks the Sentinels again; the call
+   * rejects with the reply (nothing was written).
+   */
+  #masterCall(
+    entry: NodeEntry,
+    bytes: Uint8Array,
+    args: (string | Uint8Array)[],
+  ): Promise<RespValue> {
+    const pipe = entry.pipe;
+    if (pipe !== undefined && !pipe.isDead) {
+      return pipe.send(bytes).then((v) => masterReply(pipe, v, args));
+    }
+    return this.#reach(entry).then((p) => p.send(bytes).then((v) => masterReply(p, v, args)));
   }
 
   async #clusterCall(
@@ -768,18 +868,63 @@ export class RedisClient implements AsyncDisposable {
   /** A new connection to `entry`; failures are a RedisDownError (sent: false). */
   async #connect(entry: NodeEntry): Promise<Pipe> {
     try {
+      if (this.#base.sentinel !== undefined) return await this.#connectMaster(entry);
       return await this.#open(entry.hostname, entry.port);
     } catch (err) {
       if (this.#closed) throw closedError();
       if (err instanceof NetkitError && err.code === "ERR_REDIS_AUTH") throw err;
+      const what = this.#base.sentinel === undefined
+        ? `Redis at ${entry.key}`
+        : `the Redis master "${this.#base.sentinel.masterName}" (last at ${entry.key})`;
       throw new RedisDownError(
         entry.key,
         false,
-        `Redis at ${entry.key} cannot be reached (${errorText(err)}): the call was not sent; ` +
+        `${what} cannot be reached (${errorText(err)}): the call was not sent; ` +
           "retry when it is back",
         err,
       );
     }
+  }
+
+  /**
+   * Sentinel: a connection to the master as the Sentinels name it now. When
+   * that is another server than before (a failover), `entry` follows it and
+   * a pooled connection still open to the old one is dropped.
+   */
+  async #connectMaster(entry: NodeEntry): Promise<Pipe> {
+    const { pipe, master } = await this.#openMaster();
+    const key = hostPort(master.hostname, master.port);
+    if (key !== entry.key) {
+      entry.key = key;
+      entry.hostname = master.hostname;
+      entry.port = master.port;
+      this.#onEvent({ type: "master", node: key });
+      const old = entry.pipe;
+      if (old !== undefined && !old.isDead && old.node !== key) {
+        old.die(
+          new RedisDownError(
+            old.node,
+            true,
+            `Redis at ${old.node} is no longer the master (the Sentinels name ${key})`,
+          ),
+        );
+      }
+    }
+    return pipe;
+  }
+
+  /** Asks the Sentinels for the master and connects to it (ROLE checked by #open). */
+  #openMaster(): Promise<{ pipe: Pipe; master: RedisAddress }> {
+    return viaSentinels(
+      this.#base.sentinel!,
+      {
+        tls: this.#base.tls,
+        caCerts: this.#caCerts,
+        timeout: this.#timeout,
+        signal: this.#abort.signal,
+      },
+      async (master) => ({ pipe: await this.#open(master.hostname, master.port), master }),
+    );
   }
 
   /** Connects to one node and authenticates, all within `timeout`. */
@@ -810,9 +955,12 @@ export class RedisClient implements AsyncDisposable {
         username === undefined ? ["AUTH", password] : ["AUTH", username, password],
       ));
       const ping = pipe.send(encodeCommand(["PING"]));
-      // Both are in flight: when one fails, the other is rejected by die(), unawaited.
+      // Sentinel: the address a Sentinel gave must really be the master.
+      const role = base.sentinel === undefined ? undefined : pipe.send(encodeCommand(["ROLE"]));
+      // All are in flight: when one fails, the others are rejected by die(), unawaited.
       auth?.catch(() => {});
       ping.catch(() => {});
+      role?.catch(() => {});
       if (auth !== undefined) {
         const reply = await auth;
         if (reply instanceof RespError) {
@@ -827,7 +975,9 @@ export class RedisClient implements AsyncDisposable {
         throw new NetkitError(
           "ERR_REDIS_AUTH",
           `Redis at ${this.#display(key)} needs a password: put it in the URL, ` +
-            "redis://:PASSWORD@host:port",
+            (base.sentinel === undefined
+              ? "redis://:PASSWORD@host:port"
+              : "redis+sentinel://:PASSWORD@host:port[,host:port…]/mastername"),
         );
       }
       if (pong !== "PONG") {
@@ -837,6 +987,10 @@ export class RedisClient implements AsyncDisposable {
             JSON.stringify(String(pong instanceof RespError ? pong.message : pong).slice(0, 60))
           }`,
         );
+      }
+      if (role !== undefined) {
+        const reply = await role;
+        if (!isMasterRole(reply)) throw notMaster(key, reply);
       }
       return pipe;
     } catch (err) {

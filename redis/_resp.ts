@@ -60,6 +60,8 @@ export interface RespLimits {
 export const NEED_MORE: unique symbol = Symbol("netkit.resp.needMore");
 
 const EMPTY = new Uint8Array(0);
+// What #bulkBody returns for a bulk complete in the buffer (not copied yet).
+const IN_BUF: unique symbol = Symbol("netkit.resp.inBuffer");
 // A bulk this big or bigger that has not fully arrived is gathered in a
 // buffer of its own size, so that chunks are copied once, not re-joined.
 const GATHER_AT = 16 * 1024;
@@ -82,8 +84,10 @@ export class RespParser {
   #maxArray: number;
   #maxDepth: number;
   // Bytes [pos, end) of buf are unparsed. buf is a chunk given to push (only
-  // read, never written) or a join of a leftover and the next chunk.
+  // read, never written, and let go of before next returns NEED_MORE) or
+  // the parser's own copy of a leftover, maybe joined with the next chunk.
   #buf: Uint8Array = EMPTY;
+  #bufIsChunk = false;
   #pos = 0;
   #end = 0;
   // Arrays under construction, outermost first.
@@ -95,6 +99,15 @@ export class RespParser {
   #gathered = 0;
   #skip = 0;
   #broken: RespProtocolError | undefined;
+  // The small bulks of the reply being parsed that are still in #buf (not
+  // yet copied out): an empty placeholder in their array, and here that
+  // array and, per bulk, [index in it, start in #buf, length]. #copyOut
+  // copies the span they cover once and puts views of it in place: one
+  // allocation per reply (or per buffer a reply spans), not one per bulk.
+  #refItems: RespValue[][] = [];
+  #refNums: number[] = [];
+  // The bulk #bulkBody just found in #buf (when it returned IN_BUF).
+  #bulkStart = 0;
 
   constructor(limits: RespLimits) {
     this.#maxBulk = limits.maxBulk;
@@ -109,7 +122,11 @@ export class RespParser {
       this.#skip > 0;
   }
 
-  /** Adds received bytes. The chunk is only read, never changed, and not kept past its parsing. */
+  /**
+   * Adds received bytes. The chunk is only read, never changed, and not
+   * kept once {@linkcode next} has returned NEED_MORE: the caller may then
+   * reuse it (no reply is a view of it).
+   */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
     if (this.#skip > 0) {
@@ -128,6 +145,7 @@ export class RespParser {
     }
     if (this.#pos === this.#end) {
       this.#buf = chunk;
+      this.#bufIsChunk = true;
       this.#pos = 0;
       this.#end = chunk.length;
       return;
@@ -138,8 +156,18 @@ export class RespParser {
     joined.set(this.#buf.subarray(this.#pos, this.#end));
     joined.set(chunk, rest);
     this.#buf = joined;
+    this.#bufIsChunk = false;
     this.#pos = 0;
     this.#end = joined.length;
+  }
+
+  /** Before NEED_MORE: nothing of the caller's chunk is kept (a leftover is copied, it is small). */
+  #letGo(): void {
+    if (!this.#bufIsChunk) return;
+    this.#buf = this.#pos < this.#end ? this.#buf.slice(this.#pos, this.#end) : EMPTY;
+    this.#bufIsChunk = false;
+    this.#end -= this.#pos;
+    this.#pos = 0;
   }
 
   /**
@@ -160,34 +188,79 @@ export class RespParser {
         this.#pos = this.#end = 0;
         this.#stack = [];
         this.#gather = undefined;
+        this.#refItems.length = 0;
+        this.#refNums.length = 0;
       }
       throw err;
     }
   }
 
   #next(): RespValue | typeof NEED_MORE {
+    const stack = this.#stack;
     for (;;) {
-      let value: RespValue | typeof NEED_MORE;
+      let value: RespValue | typeof NEED_MORE | typeof IN_BUF;
       if (this.#bulkLength >= 0) {
         value = this.#bulkBody();
       } else {
         value = this.#item();
       }
-      if (value === NEED_MORE) return NEED_MORE;
+      if (value === NEED_MORE) {
+        // #buf may be the caller's chunk, gone after this: copy out what the
+        // reply so far has in it.
+        if (this.#refItems.length > 0) this.#copyOut();
+        this.#letGo();
+        return NEED_MORE;
+      }
       // A complete value: it ends the reply, or fills the innermost array.
       for (;;) {
-        const top = this.#stack[this.#stack.length - 1];
-        if (top === undefined) return value;
-        top.items.push(value);
+        const top = stack[stack.length - 1];
+        if (top === undefined) {
+          if (value === IN_BUF) {
+            // A reply of one bulk: its own copy.
+            const start = this.#bulkStart;
+            return this.#buf.slice(start, this.#pos - 2);
+          }
+          return value;
+        }
+        if (value === IN_BUF) {
+          const start = this.#bulkStart;
+          this.#refItems.push(top.items);
+          this.#refNums.push(top.items.length, start, this.#pos - 2 - start);
+          top.items.push(EMPTY);
+        } else {
+          top.items.push(value);
+        }
         if (--top.left > 0) break;
-        this.#stack.pop();
+        stack.pop();
         value = top.items;
+        if (stack.length === 0 && this.#refItems.length > 0) this.#copyOut();
       }
     }
   }
 
+  /**
+   * Copies the bulks recorded in #refItems/#refNums out of #buf, in one
+   * copy of the span from the first to the last, and puts views of it in
+   * their arrays. A view never aliases a buffer anyone writes again (the
+   * copy is the parser's, and only read); it keeps the span alive (at most
+   * one reply, or one read's worth of it) while any bulk of it is kept.
+   */
+  #copyOut(): void {
+    const items = this.#refItems;
+    const nums = this.#refNums;
+    const from = nums[1];
+    const to = nums[nums.length - 2] + nums[nums.length - 1];
+    const copy = this.#buf.slice(from, to);
+    for (let i = 0, j = 0; i < items.length; i++, j += 3) {
+      const start = nums[j + 1] - from;
+      items[i][nums[j]] = copy.subarray(start, start + nums[j + 2]);
+    }
+    items.length = 0;
+    nums.length = 0;
+  }
+
   /** One item from its type line: a whole value, or an array/bulk begun (then NEED_MORE or loop). */
-  #item(): RespValue | typeof NEED_MORE {
+  #item(): RespValue | typeof NEED_MORE | typeof IN_BUF {
     for (;;) {
       const lineEnd = this.#lineEnd();
       if (lineEnd < 0) return NEED_MORE;
@@ -205,7 +278,10 @@ export class RespParser {
           const n = this.#length(buf, start, lineEnd);
           if (n === -1) return null;
           if (n > this.#maxBulk) {
-            // Skip it without buffering it: bounded memory, and the stream stays in sync.
+            // Skip it without buffering it: bounded memory, and the stream
+            // stays in sync. The bulks before it are copied out first, so
+            // that the skipped bytes are not copied with them.
+            if (this.#refItems.length > 0) this.#copyOut();
             const here = Math.min(this.#end - this.#pos, n + 2);
             this.#pos += here;
             this.#skip = n + 2 - here;
@@ -301,8 +377,12 @@ export class RespParser {
     return new RespProtocolError(`bad number in reply line ${JSON.stringify(line)}`);
   }
 
-  /** The body of the bulk string whose header was parsed (#bulkLength). */
-  #bulkBody(): Uint8Array | typeof NEED_MORE {
+  /**
+   * The body of the bulk string whose header was parsed (#bulkLength): a
+   * big one gathered in a buffer of its own, or IN_BUF: it is in #buf from
+   * #bulkStart to #pos - 2, not copied yet (#next decides how).
+   */
+  #bulkBody(): Uint8Array | typeof NEED_MORE | typeof IN_BUF {
     const n = this.#bulkLength;
     let body: Uint8Array;
     if (this.#gather !== undefined) {
@@ -330,10 +410,19 @@ export class RespParser {
         }
         return NEED_MORE;
       }
-      // A copy: replies outlive the chunk (a history may keep them), and a
-      // view would pin the whole 64 KiB read buffer for a 1 KiB message.
-      body = this.#buf.slice(this.#pos, this.#pos + n + 2);
-      this.#pos += n + 2;
+      // Not copied here: replies outlive the chunk (a history may keep
+      // them), but one copy per reply (#copyOut) is enough, and a view of
+      // the chunk could be overwritten, or pin a 64 KiB read buffer for a
+      // 1 KiB message.
+      const buf = this.#buf;
+      const at = this.#pos + n;
+      if (buf[at] !== 0x0d || buf[at + 1] !== 0x0a) {
+        throw new RespProtocolError("a bulk string not ended by CRLF");
+      }
+      this.#bulkStart = this.#pos;
+      this.#pos = at + 2;
+      this.#bulkLength = -1;
+      return IN_BUF;
     }
     this.#bulkLength = -1;
     if (body[n] !== 0x0d || body[n + 1] !== 0x0a) {
@@ -394,33 +483,112 @@ export class RespReader {
   }
 }
 
-const HEAD_CACHE: Uint8Array[] = [];
+// Commands whose worst case fits are encoded here, then copied out at their
+// exact size: one allocation per command, whatever its arguments. Bigger
+// ones (rare: a batch of large payloads) are measured first.
+const SCRATCH_SIZE = 64 * 1024;
+let scratch: Uint8Array | undefined;
+// Strings this short are tried as ASCII in a loop, cheaper than a call to
+// encodeInto (most arguments are command names, keys, numbers).
+const SHORT = 32;
 
-/** `$<n>\r\n` (cached for small n: most arguments are short). */
-function bulkHead(n: number): Uint8Array {
-  if (n < 256) return HEAD_CACHE[n] ??= encoder.encode(`$${n}\r\n`);
-  return encoder.encode(`$${n}\r\n`);
+/** How many decimal digits `n` (≥ 0) has. */
+function digits(n: number): number {
+  let d = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    d++;
+  }
+  return d;
 }
 
-/** Encodes a command as RESP2: an array of bulk strings, in one buffer. */
+/** Writes `<type><n>\r\n` at `at` (n ≥ 0, `width` its digits); returns the end. */
+function writeHead(buf: Uint8Array, at: number, type: number, n: number, width: number): number {
+  buf[at] = type;
+  let i = at + width;
+  do {
+    buf[i--] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  } while (n > 0);
+  buf[at + width + 1] = 0x0d;
+  buf[at + width + 2] = 0x0a;
+  return at + width + 3;
+}
+
+/**
+ * Encodes a command as RESP2: an array of bulk strings, in one buffer of
+ * its exact size. Strings are UTF-8, as `TextEncoder` makes it (a lone
+ * surrogate becomes U+FFFD); byte arguments are copied as they are.
+ */
 export function encodeCommand(args: (string | Uint8Array)[]): Uint8Array {
-  const parts: Uint8Array[] = new Array(args.length);
-  const first = encoder.encode(`*${args.length}\r\n`);
-  let size = first.length;
-  for (let i = 0; i < args.length; i++) {
+  const count = args.length;
+  // Worst case: 3 bytes per UTF-16 unit, and `$` + 16 digits + 2 CRLFs per argument.
+  let bound = 24;
+  for (let i = 0; i < count; i++) {
+    const a = args[i];
+    bound += (typeof a === "string" ? a.length * 3 : a.length) + 20;
+  }
+  if (bound > SCRATCH_SIZE) return encodeMeasured(args);
+  const buf = scratch ??= new Uint8Array(SCRATCH_SIZE);
+  let at = writeHead(buf, 0, 0x2a, count, digits(count));
+  for (let i = 0; i < count; i++) {
+    const a = args[i];
+    if (typeof a !== "string") {
+      at = writeHead(buf, at, 0x24, a.length, digits(a.length));
+      buf.set(a, at);
+      at += a.length;
+    } else {
+      const len = a.length;
+      const width = digits(len);
+      let body = at + width + 3;
+      let end = -1;
+      if (len <= SHORT) {
+        end = body;
+        for (let j = 0; j < len; j++) {
+          const c = a.charCodeAt(j);
+          if (c >= 0x80) {
+            end = -1;
+            break;
+          }
+          buf[end++] = c;
+        }
+      }
+      let written = len;
+      if (end < 0) {
+        // Not ASCII, or long: UTF-8 is at least one byte per unit, so the
+        // head reserved may be too short (then the body moves up), never long.
+        written = encoder.encodeInto(a, buf.subarray(body)).written;
+        const more = digits(written) - width;
+        if (more > 0) {
+          buf.copyWithin(body + more, body, body + written);
+          body += more;
+        }
+      }
+      writeHead(buf, at, 0x24, written, body - at - 3);
+      at = body + written;
+    }
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+  }
+  return buf.slice(0, at);
+}
+
+/** {@linkcode encodeCommand} for a big command: strings encoded first, to know the size. */
+function encodeMeasured(args: (string | Uint8Array)[]): Uint8Array {
+  const count = args.length;
+  const parts: Uint8Array[] = new Array(count);
+  let size = digits(count) + 3;
+  for (let i = 0; i < count; i++) {
     const a = args[i];
     const p = typeof a === "string" ? encoder.encode(a) : a;
     parts[i] = p;
-    size += bulkHead(p.length).length + p.length + 2;
+    size += digits(p.length) + 3 + p.length + 2;
   }
   const out = new Uint8Array(size);
-  out.set(first);
-  let at = first.length;
-  for (let i = 0; i < parts.length; i++) {
+  let at = writeHead(out, 0, 0x2a, count, digits(count));
+  for (let i = 0; i < count; i++) {
     const p = parts[i];
-    const head = bulkHead(p.length);
-    out.set(head, at);
-    at += head.length;
+    at = writeHead(out, at, 0x24, p.length, digits(p.length));
     out.set(p, at);
     at += p.length;
     out[at++] = 0x0d;

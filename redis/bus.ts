@@ -23,7 +23,7 @@
  */
 import type { Conn } from "../conn.ts";
 import { NetkitError } from "../errors.ts";
-import { urlHost } from "../internal/host.ts";
+import { hostPort } from "../internal/host.ts";
 import { writeAll } from "../io/mod.ts";
 import type { ManagedConn } from "../internal/socket_conn.ts";
 import { connect as tcpConnect } from "../tcp/connect.ts";
@@ -41,75 +41,28 @@ import {
   type RespValue,
 } from "./_resp.ts";
 import { decodeUtf8 } from "../websocket/codec/validation.ts";
+import { isMasterRole, notMaster, viaSentinels } from "./_sentinel.ts";
+import {
+  type RedisAddress,
+  type RedisConnectionOptions,
+  type RedisTarget,
+  redisTarget,
+} from "./url.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Where a Redis is, from a `redis://` or `rediss://` URL. */
-export interface RedisTarget {
-  /** Host name or address (IPv6 without brackets). */
-  hostname: string;
-  /** Port. @default {6379} */
-  port: number;
-  /** `rediss://`: TLS. */
-  tls: boolean;
-  /** For `AUTH username password` (Redis 6 ACLs). */
-  username?: string;
-  /** For `AUTH`. */
-  password?: string;
-  /** The URL without its password, for messages. */
-  display: string;
-}
+// Where a Redis is: moved to url.ts, still exported from here for the
+// programs that import it from this file.
+export { parseRedisUrl, type RedisTarget } from "./url.ts";
 
 /**
- * Parses `redis://[[username]:password@]host[:port][/db]` (or `rediss://`
- * for TLS). The database number is accepted and ignored: pub/sub channels
- * are the same in every database.
- *
- * @throws {NetkitError} `ERR_REDIS_URL`: not such a URL.
+ * Options for {@linkcode RedisBus.connect}. Times are milliseconds. Besides
+ * these, where and how to connect ({@linkcode RedisConnectionOptions}):
+ * `timeout`, `reconnectDelay`, `maxReconnectDelay`, `caCerts`, and the
+ * Sentinel ones (`sentinels`, `masterName`, …).
  */
-export function parseRedisUrl(url: string | URL): RedisTarget {
-  let u: URL;
-  try {
-    u = new URL(String(url));
-  } catch {
-    throw new NetkitError(
-      "ERR_REDIS_URL",
-      `"${url}" is not a Redis URL: use redis://host:port (or rediss:// for TLS)`,
-    );
-  }
-  if (u.protocol !== "redis:" && u.protocol !== "rediss:") {
-    throw new NetkitError(
-      "ERR_REDIS_URL",
-      `"${url}" is not a Redis URL: the scheme must be redis:// (or rediss:// for TLS)`,
-    );
-  }
-  const hostname = u.hostname.replace(/^\[(.*)\]$/, "$1");
-  if (hostname === "") {
-    throw new NetkitError("ERR_REDIS_URL", `"${url}" has no host: use redis://host:port`);
-  }
-  if (!/^(\/\d*)?$/.test(u.pathname)) {
-    throw new NetkitError(
-      "ERR_REDIS_URL",
-      `"${url}": the path must be a database number (redis://host:port/0), or nothing`,
-    );
-  }
-  const port = u.port === "" ? 6379 : Number(u.port);
-  const username = u.username === "" ? undefined : decodeURIComponent(u.username);
-  const password = u.password === "" ? undefined : decodeURIComponent(u.password);
-  const host = urlHost(hostname);
-  return {
-    hostname,
-    port,
-    tls: u.protocol === "rediss:",
-    username,
-    password,
-    display: `${u.protocol}//${host}:${port}`,
-  };
-}
-
-/** Options for {@linkcode RedisBus.connect}. Times are milliseconds. */
-export interface RedisBusOptions {
+export interface RedisBusOptions extends RedisConnectionOptions {
   /** Channels are `<prefix><topic>`; buses that should hear each other share it. @default {"netkit:ws:"} */
   prefix?: string;
   /**
@@ -123,16 +76,8 @@ export interface RedisBusOptions {
    * counted until Redis catches up. @default {16777216}
    */
   maxQueued?: number;
-  /** Connecting and the handshake, per attempt. @default {5000} */
-  timeout?: number;
   /** PING each connection this often; one that has not answered by the next is dropped. @default {5000} */
   pingInterval?: number;
-  /** The first reconnect delay; it doubles, with jitter, up to `maxReconnectDelay`. @default {100} */
-  reconnectDelay?: number;
-  /** The longest reconnect delay. @default {5000} */
-  maxReconnectDelay?: number;
-  /** For `rediss://`: CA certificates (PEM) to trust besides the system's. */
-  caCerts?: string[];
   /** Called for what happens to the connection; programs log these. */
   onEvent?: (event: RedisBusEvent) => void;
 }
@@ -378,6 +323,10 @@ function errorText(err: unknown): string {
  *   on, publishes meanwhile are dropped and counted, and the bus reconnects
  *   with backoff (100 ms doubling to 5 s, with jitter) and resubscribes,
  *   reporting `lost`, `retry` and `back` (with the count) to `onEvent`.
+ * - Sentinel (`redis+sentinel://…/mastername`, or the `sentinels` option):
+ *   both connections go to the master the Sentinels name (ROLE checked),
+ *   asked again on every reconnect, so a failover is an outage like any
+ *   other; what other processes published meanwhile is counted as missed.
  *
  * @example Every server on one Redis, one broadcast
  * ```ts
@@ -466,15 +415,18 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
 
   /**
    * Connects to the Redis at `url` (two connections: publish and subscribe)
-   * and checks that it answers.
+   * and checks that it answers. With a `redis+sentinel://` URL (or the
+   * `sentinels` option), to the master the Sentinels name, asked again on
+   * every reconnect (a failover), and checked with ROLE.
    *
    * @throws {NetkitError} `ERR_REDIS_URL` for a malformed URL; a
    *   {@linkcode RedisBusError} when nothing answers at the URL (its `code`
    *   says why: `ECONNREFUSED`, `ETIMEDOUT`, `ENOTFOUND`, `ERR_REDIS_AUTH`,
-   *   `ERR_REDIS_PROTOCOL`, …) with a message that names the URL.
+   *   `ERR_REDIS_PROTOCOL`, `ERR_REDIS_SENTINEL`, …) with a message that
+   *   names the URL.
    */
   static async connect(url: string | URL, options: RedisBusOptions = {}): Promise<RedisBus> {
-    const bus = new RedisBus(parseRedisUrl(url), options);
+    const bus = new RedisBus(redisTarget(url, options), options);
     try {
       await bus.#open();
     } catch (err) {
@@ -614,8 +566,13 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
 
   // --- connection ------------------------------------------------------------
 
-  async #connectLink(role: string): Promise<Link> {
-    const { hostname, port, tls } = this.#target;
+  async #connectLink(role: string, address: RedisAddress): Promise<Link> {
+    const { hostname, port } = address;
+    const { tls, sentinel } = this.#target;
+    // Messages name the server: for a Sentinel URL, the master it gave.
+    const where = sentinel === undefined
+      ? this.url
+      : `${tls ? "rediss" : "redis"}://${hostPort(hostname, port)}`;
     const timeout = this.#timeout;
     const signal = this.#abort.signal;
     const conn = tls
@@ -630,7 +587,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
         link.die(
           new RedisBusError(
             "ETIMEDOUT",
-            `no answer from Redis at ${this.url} within ${timeout / 1000}s`,
+            `no answer from Redis at ${where} within ${timeout / 1000}s`,
           ),
         ),
       timeout,
@@ -644,7 +601,7 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
         if (auth instanceof RespError) {
           throw new RedisBusError(
             "ERR_REDIS_AUTH",
-            `Redis at ${this.url} refused the credentials in the URL: ${auth.message}`,
+            `Redis at ${where} refused the credentials in the URL: ${auth.message}`,
           );
         }
         this.#expectOk(auth, "AUTH");
@@ -653,16 +610,24 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
       if (pong instanceof RespError && /^NOAUTH/.test(pong.message)) {
         throw new RedisBusError(
           "ERR_REDIS_AUTH",
-          `Redis at ${this.url} needs a password: put it in the URL, redis://:PASSWORD@host:port`,
+          `Redis at ${where} needs a password: put it in the URL, ` +
+            (sentinel === undefined
+              ? "redis://:PASSWORD@host:port"
+              : "redis+sentinel://:PASSWORD@host:port[,host:port…]/mastername"),
         );
       }
       if (pong !== "PONG") {
         throw new RedisBusError(
           "ERR_REDIS_PROTOCOL",
-          `unexpected answer to PING from ${this.url}: ${
+          `unexpected answer to PING from ${where}: ${
             JSON.stringify(replyText(pong).slice(0, 60))
           }`,
         );
+      }
+      if (sentinel !== undefined) {
+        // The address a Sentinel gave must really be the master.
+        const reply = await link.request(["ROLE"]);
+        if (!isMasterRole(reply)) throw notMaster(hostPort(hostname, port), reply);
       }
       // A name for CLIENT LIST; old servers without it are fine.
       await link.request(["CLIENT", "SETNAME", `netkit-ws-${this.origin}-${role}`]);
@@ -691,10 +656,26 @@ export class RedisBus implements BroadcastBus, AsyncDisposable {
 
   /** Opens both connections, resubscribes every topic, and marks the bus up. */
   async #open(): Promise<void> {
-    const results = await Promise.allSettled([
-      this.#connectLink("pub"),
-      this.#connectLink("sub"),
-    ]);
+    const target = this.#target;
+    let connecting: [Promise<Link>, Promise<Link>];
+    if (target.sentinel !== undefined) {
+      // The master as the Sentinels name it now: the publishing connection
+      // finds it (ROLE checked), the subscribing one follows.
+      const { link, master } = await viaSentinels(
+        target.sentinel,
+        {
+          tls: target.tls,
+          caCerts: this.#caCerts,
+          timeout: this.#timeout,
+          signal: this.#abort.signal,
+        },
+        async (master) => ({ link: await this.#connectLink("pub", master), master }),
+      );
+      connecting = [Promise.resolve(link), this.#connectLink("sub", master)];
+    } else {
+      connecting = [this.#connectLink("pub", target), this.#connectLink("sub", target)];
+    }
+    const results = await Promise.allSettled(connecting);
     const failed = results.find((r) => r.status === "rejected");
     if (failed !== undefined) {
       for (const r of results) {

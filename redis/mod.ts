@@ -7,6 +7,16 @@
  * In a server: `await using bus = await RedisBus.connect("redis://127.0.0.1:6379")`,
  * then `serve({ port: 0, bus }, handler)`; a publish on any server sharing
  * that Redis reaches the subscribers of all of them, exactly once.
+ * {@linkcode RedisStreamBus} does the same through a Redis Stream per topic,
+ * with positions a client can resume from on any server.
+ *
+ * Where Redis is: `redis://host:port` (`rediss://` for TLS), several such
+ * URLs for a Redis Cluster's seeds (RedisStreamBus), or, for a master that
+ * Redis Sentinel watches,
+ * `redis+sentinel://[:password@]host:port[,host:port…]/mastername` — the
+ * buses ask the Sentinels for the master, check it with ROLE, and ask again
+ * after every lost connection, so a failover is ridden out like a restart
+ * (see {@linkcode parseRedisUrl}).
  *
  * @example Where a bus connects to
  * ```ts
@@ -22,14 +32,19 @@
  * @module
  */
 export {
-  parseRedisUrl,
   RedisBus,
   RedisBusError,
   type RedisBusEvent,
   type RedisBusOptions,
   type RedisBusStats,
-  type RedisTarget,
 } from "./bus.ts";
+export {
+  parseRedisUrl,
+  type RedisAddress,
+  type RedisConnectionOptions,
+  type RedisSentinelTarget,
+  type RedisTarget,
+} from "./url.ts";
 export {
   RedisStreamBus,
   RedisStreamBusError,

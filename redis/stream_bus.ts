@@ -46,11 +46,17 @@ import { DEFAULT_MAX_PAYLOAD } from "../websocket/codec/constants.ts";
 import { decodeUtf8 } from "../websocket/codec/validation.ts";
 import { RedisClient, type RedisConnection, RedisReplyError, slotOf } from "./_client.ts";
 import { OversizedBulk, type RespValue } from "./_resp.ts";
+import type { RedisConnectionOptions } from "./url.ts";
 
 const decoder = new TextDecoder();
 
-/** Options for {@linkcode RedisStreamBus.connect}. Times are milliseconds. */
-export interface RedisStreamBusOptions {
+/**
+ * Options for {@linkcode RedisStreamBus.connect}. Times are milliseconds.
+ * Besides these, where and how to connect ({@linkcode RedisConnectionOptions}):
+ * `timeout`, `reconnectDelay`, `maxReconnectDelay`, `caCerts`, and the
+ * Sentinel ones (`sentinels`, `masterName`, …).
+ */
+export interface RedisStreamBusOptions extends RedisConnectionOptions {
   /** Keys are `<prefix>{<topic>}:…`; buses that should hear each other share it. @default {"netkit:ws:"} */
   prefix?: string;
   /**
@@ -69,14 +75,6 @@ export interface RedisStreamBusOptions {
   maxQueued?: number;
   /** Payload bytes queued, at most. @default {16777216} */
   maxQueuedBytes?: number;
-  /** Connecting, per attempt. @default {5000} */
-  timeout?: number;
-  /** The first reconnect delay; it doubles, with jitter, up to `maxReconnectDelay`. @default {100} */
-  reconnectDelay?: number;
-  /** The longest reconnect delay. @default {5000} */
-  maxReconnectDelay?: number;
-  /** For `rediss://`: CA certificates (PEM) to trust besides the system's. */
-  caCerts?: string[];
   /** Called for what happens to the connection; programs log these. */
   onEvent?: (event: RedisStreamBusEvent) => void;
 }
@@ -430,7 +428,9 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
 
   /**
    * Connects to Redis (`redis://`, `rediss://`; several URLs are Cluster
-   * seeds) and checks it answers.
+   * seeds; a `redis+sentinel://` URL, or the `sentinels` option, for the
+   * master the Sentinels name, asked again after every loss: a failover)
+   * and checks it answers.
    *
    * @throws {NetkitError} `ERR_REDIS_URL`, `ERR_REDIS_AUTH`, `ERR_REDIS_CONNECT`
    *   (nothing answers: the message names the URL and why).
@@ -443,6 +443,10 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     const client = await RedisClient.connect(urls, {
       caCerts: options.caCerts,
       timeout: options.timeout,
+      sentinels: options.sentinels,
+      masterName: options.masterName,
+      sentinelPassword: options.sentinelPassword,
+      sentinelUsername: options.sentinelUsername,
       // An entry is its payload plus a few short fields; XREAD replies are
       // arrays of up to READ_COUNT entries.
       maxBulkSize: maxPayload + 1024,
@@ -985,10 +989,17 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
   async #readPosition(t: Topic): Promise<void> {
     const candidate = this.#epochCandidate;
     const known = t.epoch ?? t.lastEpoch;
+    // How far the log reached: as far as read, or as far as own publishes
+    // were acknowledged in it (added, not read back yet). A log now short of
+    // that lost acknowledged entries (a failover to a replica that had not
+    // got them): a new epoch, said so, rather than their offsets given again.
+    let reached = t.cursor;
+    const last = t.confirmed.at(-1)?.position;
+    if (last !== undefined && last.epoch === known && last.offset > reached) reached = last.offset;
     const reply = await this.#eval(
       POSITION_LUA,
       [t.keys.log, t.keys.epoch, t.keys.seq, t.keys.origins],
-      [candidate, known === undefined ? "" : String(t.cursor), known ?? ""],
+      [candidate, known === undefined ? "" : String(reached), known ?? ""],
     );
     if (!Array.isArray(reply)) throw new NetkitError("ERR_REDIS_REPLY", "unexpected reply");
     const epoch = text(reply[0]);

@@ -13,7 +13,7 @@ import {
 import { OversizedBulk } from "../redis/_resp.ts";
 import { haveRedis, RedisProcess } from "./_redis.ts";
 import { tempDevCerts } from "./support/certs.ts";
-import { RedisServer } from "./support/redis_cluster.ts";
+import { RedisServer } from "./support/redis_server.ts";
 import { delay, within } from "./support/time.ts";
 
 const ignore = !haveRedis();

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { RedisClient, type RedisClientEvent, RedisDownError, slotOf } from "../redis/_client.ts";
 import { replyText } from "../redis/_resp.ts";
-import { haveRedisServer, RedisCluster } from "./support/redis_cluster.ts";
+import { type ClusterNode, RedisCluster } from "./support/redis_cluster.ts";
+import { haveRedisServer } from "./support/redis_server.ts";
 import { within } from "./support/time.ts";
 
 const decoder = new TextDecoder();
@@ -47,7 +48,21 @@ Deno.test({
       onEvent: (e) => events.push(e),
     });
     const [m0, m1, m2] = cluster.masters;
-    const command = (node: typeof m0, args: string[]) => node.server.command(args);
+    const command = (node: ClusterNode, args: string[]) => node.server.command(args);
+    /** Starts moving `slot` from `from` to `to`: IMPORTING on `to`, then MIGRATING on `from`. */
+    const beginMigration = async (slot: string, from: ClusterNode, to: ClusterNode) => {
+      await command(to, ["CLUSTER", "SETSLOT", slot, "IMPORTING", from.id]);
+      await command(from, ["CLUSTER", "SETSLOT", slot, "MIGRATING", to.id]);
+    };
+    /** MIGRATEs `key` from `from` to `to` (database 0, 5 s timeout): the reply. */
+    const migrate = (from: ClusterNode, to: ClusterNode, key: string) =>
+      command(from, ["MIGRATE", "127.0.0.1", String(to.server.port), "", "0", "5000", "KEYS", key]);
+    /** Ends a migration: `slot` is `owner`'s, told to `nodes` in that order. */
+    const assignSlot = async (slot: string, owner: ClusterNode, nodes: ClusterNode[]) => {
+      for (const node of nodes) {
+        assert.equal(await command(node, ["CLUSTER", "SETSLOT", slot, "NODE", owner.id]), "OK");
+      }
+    };
 
     await t.step("cluster mode is detected, with the three masters", () => {
       assert.equal(client.cluster, true);
@@ -82,22 +97,9 @@ Deno.test({
         const key = keyOn(1, "moved");
         const slot = String(slotOf(key));
         await client.call(key, ["SET", key, "here"]);
-        await command(m2, ["CLUSTER", "SETSLOT", slot, "IMPORTING", m1.id]);
-        await command(m1, ["CLUSTER", "SETSLOT", slot, "MIGRATING", m2.id]);
-        const migrated = await command(m1, [
-          "MIGRATE",
-          "127.0.0.1",
-          String(m2.server.port),
-          "",
-          "0",
-          "5000",
-          "KEYS",
-          key,
-        ]);
-        assert.equal(migrated, "OK");
-        for (const node of [m2, m1, m0]) {
-          assert.equal(await command(node, ["CLUSTER", "SETSLOT", slot, "NODE", m2.id]), "OK");
-        }
+        await beginMigration(slot, m1, m2);
+        assert.equal(await migrate(m1, m2, key), "OK");
+        await assignSlot(slot, m2, [m2, m1, m0]);
         const before = events.length;
         assert.equal(text(await client.call(key, ["GET", key])), "here");
         const moved = events.slice(before).filter((e) => e.type === "moved");
@@ -117,19 +119,8 @@ Deno.test({
         assert.equal(slotOf(stays), slotOf(gone));
         await client.call(gone, ["SET", gone, "moved-over"]);
         await client.call(stays, ["SET", stays, "still-here"]);
-        await command(m1, ["CLUSTER", "SETSLOT", slot, "IMPORTING", m0.id]);
-        await command(m0, ["CLUSTER", "SETSLOT", slot, "MIGRATING", m1.id]);
-        const migrated = await command(m0, [
-          "MIGRATE",
-          "127.0.0.1",
-          String(m1.server.port),
-          "",
-          "0",
-          "5000",
-          "KEYS",
-          gone,
-        ]);
-        assert.equal(migrated, "OK");
+        await beginMigration(slot, m0, m1);
+        assert.equal(await migrate(m0, m1, gone), "OK");
         // Without ASKING, the importing node redirects back: proof the key is only there.
         assert.match(replyText(await command(m1, ["GET", gone])), /^MOVED /);
         const before = events.length;
@@ -140,19 +131,8 @@ Deno.test({
         // ASK does not change the map.
         assert.equal(events.slice(before).filter((e) => e.type === "moved").length, 0);
         // Finish the migration (the remaining keys, then the slot).
-        await command(m0, [
-          "MIGRATE",
-          "127.0.0.1",
-          String(m1.server.port),
-          "",
-          "0",
-          "5000",
-          "KEYS",
-          stays,
-        ]);
-        for (const node of [m1, m0, m2]) {
-          assert.equal(await command(node, ["CLUSTER", "SETSLOT", slot, "NODE", m1.id]), "OK");
-        }
+        await migrate(m0, m1, stays);
+        await assignSlot(slot, m1, [m1, m0, m2]);
         assert.equal(text(await client.call(stays, ["GET", stays])), "still-here");
         assert.equal(text(await client.call(`{${tag}}new`, ["GET", `{${tag}}new`])), "1");
       },

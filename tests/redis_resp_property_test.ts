@@ -1,10 +1,15 @@
 // Property tests of the RESP2 reply reader behind RedisClient and RedisBus:
 // any reply, delivered in any chunking, decodes to itself; garbage ends in a
 // RespProtocolError (never another error, never a hang); oversized bulks are
-// skipped with the stream kept in sync; every limit holds and is named.
+// skipped with the stream kept in sync; every limit holds and is named; a
+// bulk never aliases memory that is written again (the reader's chunks, or
+// another bulk). And the command encoder: any arguments, parsed back, are
+// themselves (strings as TextEncoder makes them UTF-8).
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import fc from "fast-check";
 import {
+  encodeCommand,
   encodeReply,
   NEED_MORE,
   OversizedBulk,
@@ -15,6 +20,8 @@ import {
   RespReader,
   type RespValue,
 } from "../redis/_resp.ts";
+import { concat } from "./support/bytes.ts";
+import { chunk } from "./support/chunks.ts";
 
 // Modest by default; raise for a deeper search: RESP_PROPERTY_RUNS=5000 deno test -A …
 const NUM_RUNS = Number(Deno.env.get("RESP_PROPERTY_RUNS") ?? 300);
@@ -44,34 +51,12 @@ const leaf: fc.Arbitrary<RespValue> = fc.oneof(
 
 const reply: fc.Arbitrary<RespValue> = fc.letrec<{ value: RespValue }>((tie) => ({
   value: fc.oneof(
-    { depthSize: "small", withCrossShrink: true },
+    // Nested no deeper than WIDE.maxDepth allows.
+    { depthSize: "small", withCrossShrink: true, maxDepth: 6 },
     leaf,
     fc.array(tie("value"), { maxLength: 5 }),
   ),
 })).value;
-
-/** Cut points: the bytes split into chunks at arbitrary places (empty chunks too). */
-function chunked(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let at = 0;
-  for (const p of points) {
-    out.push(bytes.slice(at, p));
-    at = p;
-  }
-  out.push(bytes.slice(at));
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** Everything a parser yields for these chunks (no end-of-stream check). */
 function parseAll(chunks: Uint8Array[], limits: RespLimits): RespValue[] {
@@ -114,7 +99,7 @@ Deno.test("resp property: any replies, in any chunking, decode to themselves", a
       fc.array(reply, { minLength: 1, maxLength: 8 }),
       fc.array(fc.nat(), { maxLength: 12 }),
       async (values, cuts) => {
-        const chunks = chunked(concat(values.map(encodeReply)), cuts);
+        const chunks = chunk(concat(values.map(encodeReply)), cuts);
         assert.deepEqual(parseAll(chunks, WIDE), values);
         const read = await readAll(chunks, WIDE);
         assert.equal(read.error, undefined);
@@ -136,7 +121,7 @@ Deno.test("resp property: a byte at a time and all at once agree (big bulks gath
       (values, cuts) => {
         const bytes = concat(values.map(encodeReply));
         assert.deepEqual(parseAll([bytes], WIDE), values);
-        assert.deepEqual(parseAll(chunked(bytes, cuts), WIDE), values);
+        assert.deepEqual(parseAll(chunk(bytes, cuts), WIDE), values);
       },
     ),
     { numRuns: 60 },
@@ -158,7 +143,7 @@ Deno.test("resp property: oversized bulks become OversizedBulk and the stream st
       fc.array(fc.nat(), { maxLength: 12 }),
       async (values, maxBulk, cuts) => {
         const limits = { ...WIDE, maxBulk };
-        const chunks = chunked(concat(values.map(encodeReply)), cuts);
+        const chunks = chunk(concat(values.map(encodeReply)), cuts);
         const expected = values.map((v) => bounded(v, maxBulk));
         assert.deepEqual(parseAll(chunks, limits), expected);
         const read = await readAll(chunks, limits);
@@ -200,7 +185,7 @@ Deno.test("resp property: garbage never hangs, and fails only with RespProtocolE
         maxDepth: fc.integer({ min: 1, max: 4 }),
       }),
       async (bytes, cuts, limits) => {
-        const chunks = chunked(bytes, cuts);
+        const chunks = chunk(bytes, cuts);
         const read = await readAll(chunks, limits);
         if (read.error !== undefined) {
           assert.ok(read.error instanceof RespProtocolError, String(read.error));
@@ -236,13 +221,13 @@ Deno.test("resp property: lines, arrays and depth over their limit are refused, 
         // A line of exactly maxLine bytes (CRLF included) is fine…
         const fits = type === "+" || type === "-" ? `${type}${"x".repeat(maxLine - 3)}\r\n` : "";
         if (fits !== "") {
-          const read = await readAll(chunked(encoder.encode(fits), cuts), limits);
+          const read = await readAll(chunk(encoder.encode(fits), cuts), limits);
           assert.equal(read.error, undefined);
           assert.equal(read.values.length, 1);
         }
         // …one byte more is not, and it is refused before any CRLF arrives.
         const long = encoder.encode(`${type}${"7".repeat(maxLine)}`);
-        const read = await readAll(chunked(long, cuts), limits);
+        const read = await readAll(chunk(long, cuts), limits);
         assert.ok(read.error instanceof RespProtocolError);
         assert.equal(read.error.limit, "maxLine");
         assert.match(read.error.message, new RegExp(`maxLine \\(${maxLine} bytes\\)`));
@@ -279,4 +264,160 @@ Deno.test("resp: the stream ending inside a reply is a RespProtocolError; betwee
     assert.match(read.error.message, /ended inside a reply/);
   }
   assert.deepEqual(await readAll([whole], WIDE), { values: [[encoder.encode("a"), 1]] });
+});
+
+// --- aliasing ----------------------------------------------------------------
+
+/** Every bulk string in `values`. */
+function bulks(values: RespValue[], out: Uint8Array[] = []): Uint8Array[] {
+  for (const v of values) {
+    if (v instanceof Uint8Array) out.push(v);
+    else if (Array.isArray(v)) bulks(v, out);
+  }
+  return out;
+}
+
+/** deepEqual with a short message (a diff of 20 KB bulks takes fast-check's shrinking forever). */
+function assertSame(actual: RespValue[], expected: RespValue[], what: string): void {
+  if (!isDeepStrictEqual(actual, expected)) assert.fail(`${what}: not the replies sent`);
+}
+
+/**
+ * The chunks as a socket reading into one buffer gives them: each a view of
+ * the same memory, overwritten by the next read (and by garbage at the end).
+ */
+function reusedReads(chunks: Uint8Array[]): { views: Uint8Array[]; wipe: () => void } {
+  const shared = new Uint8Array(Math.max(1, ...chunks.map((c) => c.length)));
+  return {
+    views: chunks.map((c) => shared.subarray(0, c.length)),
+    wipe: () => shared.fill(0xee),
+  };
+}
+
+Deno.test("resp property: bulks are copies, never views of a reused read buffer or of each other", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.oneof(reply, fc.uint8Array({ minLength: 16_000, maxLength: 20_000 })), {
+        minLength: 1,
+        maxLength: 8,
+      }),
+      fc.array(fc.nat(), { maxLength: 12 }),
+      async (values, cuts) => {
+        const chunks = chunk(concat(values.map(encodeReply)), cuts);
+        // The parser: each chunk written into the shared buffer just before its push.
+        const { views, wipe } = reusedReads(chunks);
+        const parser = new RespParser(WIDE);
+        const parsed: RespValue[] = [];
+        for (let i = 0; i < chunks.length; i++) {
+          views[i].set(chunks[i]);
+          parser.push(views[i]);
+          for (let v = parser.next(); v !== NEED_MORE; v = parser.next()) parsed.push(v);
+        }
+        wipe();
+        assertSame(parsed, values, "RespParser");
+        // The reader: the stream's source overwrites the buffer on every pull.
+        const reused = reusedReads(chunks);
+        let next = 0;
+        const stream = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (next === chunks.length) {
+              reused.wipe();
+              controller.close();
+              return;
+            }
+            reused.views[next].set(chunks[next]);
+            controller.enqueue(reused.views[next++]);
+          },
+        }, { highWaterMark: 0 });
+        const reader = new RespReader(stream, WIDE);
+        const read: RespValue[] = [];
+        for (let v = await reader.read(); v !== undefined; v = await reader.read()) read.push(v);
+        reused.wipe();
+        assertSame(read, values, "RespReader");
+        // Bulks sharing memory (one reply's copy) never overlap.
+        const spans = bulks(parsed).filter((b) => b.length > 0)
+          .map((b) => ({ buffer: b.buffer, from: b.byteOffset, to: b.byteOffset + b.length }))
+          .sort((a, b) => a.from - b.from);
+        for (let i = 0; i < spans.length; i++) {
+          for (let j = i + 1; j < spans.length && spans[j].from < spans[i].to; j++) {
+            assert.notEqual(spans[j].buffer, spans[i].buffer, "two bulks overlap");
+          }
+        }
+      },
+    ),
+    { numRuns: NUM_RUNS },
+  );
+});
+
+// --- the command encoder -----------------------------------------------------
+
+// Any UTF-16 units, lone surrogates included; and whole code points (non-BMP).
+const anyUnits = fc.string({
+  unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+  maxLength: 400,
+});
+const argument: fc.Arbitrary<string | Uint8Array> = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.string({ unit: "grapheme", maxLength: 200 }),
+  fc.string({ unit: "binary", maxLength: 400 }),
+  anyUnits,
+  // Lengths around a change in digits, with multi-byte characters (the head's width).
+  fc.tuple(fc.constantFrom(3, 9, 10, 33, 34, 99, 100, 333, 334, 999, 1000), fc.nat(3)).map((
+    [n, w],
+  ) => ["a", "é", "€", "😀"][w].repeat(n)),
+  fc.uint8Array({ maxLength: 300 }),
+);
+
+/** The bytes a command's argument must be sent as. */
+function utf8(arg: string | Uint8Array): Uint8Array {
+  return typeof arg === "string" ? encoder.encode(arg) : arg;
+}
+
+Deno.test("resp property: encodeCommand parsed back is its arguments", () => {
+  fc.assert(
+    fc.property(
+      fc.array(argument, { minLength: 1, maxLength: 12 }),
+      fc.array(argument, { maxLength: 4 }),
+      (args, other) => {
+        const bytes = encodeCommand(args);
+        const before = bytes.slice();
+        // The next command (encoded in the same scratch space) changes nothing of this one.
+        if (other.length > 0) encodeCommand(other);
+        assert.deepEqual(bytes, before);
+        const parsed = parseAll([bytes], WIDE);
+        assert.deepEqual(parsed, [args.map(utf8)]);
+      },
+    ),
+    { numRuns: NUM_RUNS },
+  );
+});
+
+Deno.test("resp: encodeCommand writes strings as TextEncoder does, big commands too", () => {
+  // A lone surrogate is U+FFFD (EF BF BD), as TextEncoder makes it.
+  assert.deepEqual(
+    encodeCommand(["SET", "\ud800", "a\udc00b"]),
+    encoder.encode("*3\r\n$3\r\nSET\r\n$3\r\n\ufffd\r\n$5\r\na\ufffdb\r\n"),
+  );
+  assert.deepEqual(
+    encodeCommand(["GET", "\u{1f600}", new Uint8Array([0, 13, 10])]),
+    Uint8Array.from([
+      ...encoder.encode("*3\r\n$3\r\nGET\r\n$4\r\n\u{1f600}\r\n$3\r\n"),
+      0,
+      13,
+      10,
+      13,
+      10,
+    ]),
+  );
+  assert.deepEqual(encodeCommand([]), encoder.encode("*0\r\n"));
+  assert.deepEqual(encodeCommand([""]), encoder.encode("*1\r\n$0\r\n\r\n"));
+  // Past the scratch buffer (64 KiB worst case): measured, and the same.
+  const big = [
+    "€".repeat(30_000),
+    "x".repeat(70_000),
+    Uint8Array.from({ length: 70_000 }, (_, i) => (i * 7919) & 255),
+  ];
+  for (const args of [big, [big[0]], [big[1]], ["XADD", "k", "*", "d", big[2]]]) {
+    assert.deepEqual(parseAll([encodeCommand(args)], WIDE), [args.map(utf8)]);
+  }
 });

@@ -13,23 +13,14 @@ import { type Acceptor, openAcceptor } from "../tls/acceptor.ts";
 import { serverFor } from "../tls/accept_tls.ts";
 import { BULK_READ_SIZE, contextsMade, IDLE_READ_SIZE, SocketDuplex } from "../tls/_node_tls.ts";
 import type { TlsConn } from "../tls/mod.ts";
+import { within } from "./support/time.ts";
 
 const ca = await createCA();
 const first = await createServerCert(ca, { hosts: ["localhost", "127.0.0.1"] });
 const second = await createServerCert(ca, { hosts: ["localhost", "127.0.0.1"] });
 
-/** `promise`, or a rejection naming `what` after `ms` (its timer cleared either way). */
-async function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** How long a network wait may take before the test fails saying what it waited for. */
+const WAIT = 10_000;
 
 /** Accepts, handshakes and echoes every connection of `acceptor` until the listener closes. */
 function acceptAndEcho(acceptor: Acceptor): { handled: Promise<void>; conns: TlsConn[] } {
@@ -62,12 +53,13 @@ function portOf(acceptor: Acceptor): number {
 /** A client connection that has seen one byte echoed. */
 async function echoedOnce(port: number): Promise<Deno.TlsConn> {
   const conn = await within(
+    WAIT,
     Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [ca.cert] }),
     "connect",
   );
   await conn.write(new Uint8Array([42]));
   const one = new Uint8Array(1);
-  assert.equal(await within(conn.read(one), "the echo"), 1);
+  assert.equal(await within(WAIT, conn.read(one), "the echo"), 1);
   assert.equal(one[0], 42);
   return conn;
 }
@@ -87,7 +79,7 @@ Deno.test("every connection of a TLS listener shares one node:tls server: no con
   } finally {
     for (const client of clients) client.close();
     acceptor.listener.close();
-    await within(handled, "the connections' end");
+    await within(WAIT, handled, "the connections' end");
   }
 });
 
@@ -106,7 +98,7 @@ Deno.test("a certificate reload makes one new node:tls server for new connection
     await Deno.writeTextFile(certFile, second.cert);
     await Deno.writeTextFile(keyFile, second.key);
     const made = contextsMade.count;
-    const reload = await within(acceptor.reloadCertificates(), "the reload");
+    const reload = await within(WAIT, acceptor.reloadCertificates(), "the reload");
     assert.equal(reload.changed, 1);
     const after = acceptor.nodeServer!;
     assert.notEqual(after, before);
@@ -122,12 +114,12 @@ Deno.test("a certificate reload makes one new node:tls server for new connection
     // The connection made before the reload goes on.
     await clients[0].write(new Uint8Array([7]));
     const one = new Uint8Array(1);
-    assert.equal(await within(clients[0].read(one), "the old connection's echo"), 1);
+    assert.equal(await within(WAIT, clients[0].read(one), "the old connection's echo"), 1);
     assert.equal(one[0], 7);
   } finally {
     for (const client of clients) client.close();
     acceptor.listener.close();
-    await within(handled, "the connections' end");
+    await within(WAIT, handled, "the connections' end");
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -145,10 +137,11 @@ Deno.test("acceptTls reuses the node:tls server of a certificate it has upgraded
 Deno.test("the read buffer under a TLS socket grows for a bulk transfer and shrinks back when the peer goes quiet", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const client = await within(
+    WAIT,
     Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
     "connect",
   );
-  const accepted = await within(listener.accept(), "accept");
+  const accepted = await within(WAIT, listener.accept(), "accept");
   const duplex = new SocketDuplex(accepted);
   let received = 0;
   let biggest = 0;
@@ -164,7 +157,7 @@ Deno.test("the read buffer under a TLS socket grows for a bulk transfer and shri
     const done = new Promise<void>((resolve) => (arrived = resolve));
     let off = 0;
     while (off < bytes.length) off += await client.write(bytes.subarray(off));
-    await within(done, what);
+    await within(WAIT, done, what);
   };
   try {
     assert.equal(duplex.nextReadSize, IDLE_READ_SIZE);
@@ -180,6 +173,6 @@ Deno.test("the read buffer under a TLS socket grows for a bulk transfer and shri
     client.close();
     const closed = new Promise((resolve) => duplex.once("close", resolve));
     duplex.destroy();
-    await within(closed, "the duplex's close");
+    await within(WAIT, closed, "the duplex's close");
   }
 });

@@ -7,6 +7,7 @@ import { readLine, writeAll } from "../io/mod.ts";
 import { createCA, createClientCert, createDevCerts, createServerCert } from "../certs/mod.ts";
 import { pseudoRandomBytes, readAll } from "./_helpers.ts";
 import { trickleClientHello } from "./support/slowloris.ts";
+import { until } from "./support/time.ts";
 import { cuttableTlsClient, expiredCert, notYetValidCert } from "./tls_helpers.ts";
 
 const { ca, caKey, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1", "::1"] });
@@ -29,15 +30,6 @@ function errorLog(): {
     onEvent: (e) => void events.push(e),
     errors: () => events.flatMap((e) => e.type === "error" ? [e.error] : []),
   };
-}
-
-/** Waits until `check` holds, polling; a generous upper bound only avoids hangs. */
-async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<TlsError> {
@@ -165,7 +157,7 @@ Deno.test("an untrusted CA is ERR_TLS_CERT_UNTRUSTED, telling to pass the CA; th
     connect({ hostname: "localhost", port: server.addr.port }),
     "ERR_TLS_CERT_UNTRUSTED",
   );
-  await until(() => log.errors().length >= 2, "the server's error events");
+  await until(() => log.errors().length >= 2, "the server's error events", 10_000);
   for (const e of log.errors()) {
     assert.ok(e instanceof TlsError);
     assert.equal(e.code, "ERR_TLS_CERT_REJECTED");
@@ -305,7 +297,7 @@ Deno.test("a plaintext client and garbage bytes cost their own connection only",
     await using cut = await tcp.connect({ port: server.addr.port });
     await writeAll(cut.writable, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
   }
-  await until(() => log.errors().length >= 3, "three handshake errors");
+  await until(() => log.errors().length >= 3, "three handshake errors", 10_000);
   const codes = log.errors().map((e) => (e as TlsError).code);
   assert.equal(codes[0], "ERR_TLS_NOT_TLS");
   assert.match((log.errors()[0] as Error).message, /the client is not speaking TLS/);
@@ -346,7 +338,7 @@ Deno.test("handshakeTimeout closes a slowloris peer that trickles a ClientHello,
   // The slow one is closed: its read ends (or is reset) long before it could finish.
   await readAll(slow.readable).catch(() => {});
   assert.ok(trickle.sent < 500, "the slow peer was cut off before finishing its hello");
-  await until(() => log.errors().length >= 1, "the timeout error event");
+  await until(() => log.errors().length >= 1, "the timeout error event", 10_000);
   const err = log.errors()[0] as TlsError;
   assert.equal(err.code, "ERR_TLS_HANDSHAKE_TIMEOUT");
   assert.match(err.message, /did not finish its TLS handshake within 0\.3s/);
@@ -380,7 +372,7 @@ Deno.test("maxConnections closes a connection beyond the limit at once", async (
     );
     await second.close();
   }
-  await until(() => log.events.some((e) => e.type === "refused"), "the refused event");
+  await until(() => log.events.some((e) => e.type === "refused"), "the refused event", 10_000);
 });
 
 Deno.test("ALPN: the protocol both sides prefer is agreed and shown on both conns", async () => {
@@ -472,7 +464,7 @@ Deno.test("clientCaCerts: mutual TLS through node:tls accepts a client the CA si
     assert.ok(line instanceof Error || (line === null && conn.truncated), `got ${line}`);
     await conn.close();
   }
-  await until(() => log.errors().length >= 3, "three refusals");
+  await until(() => log.errors().length >= 3, "three refusals", 10_000);
   const errors = log.errors() as TlsError[];
   const untrusted = errors.find((e) => e.code === "ERR_TLS_CERT_UNTRUSTED");
   assert.match(untrusted?.message ?? "", /the client's certificate is not trusted/);
@@ -503,7 +495,7 @@ Deno.test("tls.listen() hands out connections whose handshake finished, never bl
   assert.equal(await readLine(client.readable), "welcome");
   await server.close();
   await client.close();
-  await until(() => failures.length >= 1, "the plaintext failure");
+  await until(() => failures.length >= 1, "the plaintext failure", 10_000);
   assert.equal((failures[0] as TlsError).code, "ERR_TLS_NOT_TLS");
   void silent;
 });
@@ -548,7 +540,7 @@ Deno.test('engine "deno" (Deno.listenTls) serves the same Conn; a missing close_
   const client = await cuttableTlsClient(server.addr.port, ca);
   await client.write("bye\n");
   client.cut();
-  await until(() => readError !== undefined, "the server's read error");
+  await until(() => readError !== undefined, "the server's read error", 10_000);
   assert.ok(readError instanceof TlsError, String(readError));
   assert.equal(readError.code, "ERR_TLS_TRUNCATED");
   assert.match(readError.message, /without a TLS close_notify/);
@@ -568,6 +560,6 @@ Deno.test('engine "node" (the default) reads a missing close_notify as the end o
   const client = await cuttableTlsClient(server.addr.port, ca);
   await client.write("bye\n");
   client.cut();
-  await until(() => ended, "the end of the server's stream");
+  await until(() => ended, "the end of the server's stream", 10_000);
   assert.deepEqual(log.errors(), []);
 });

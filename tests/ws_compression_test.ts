@@ -20,7 +20,7 @@ import {
 } from "../websocket/codec/mod.ts";
 import { RawClient, upgradeRequest } from "./ws_helpers.ts";
 import { concat, equalBytes, pseudoRandomBytes } from "./support/bytes.ts";
-import { delay } from "./support/time.ts";
+import { until } from "./support/time.ts";
 import { jsonMessage } from "./support/messages.ts";
 
 const encoder = new TextEncoder();
@@ -325,7 +325,7 @@ Deno.test("shared mode: one publish to many subscribers compresses once; the oth
     for (let i = 0; i < 2; i++) libs.push(await connect(server.url, { compression: true }));
     libs.push(await connect(server.url));
     for (const ws of libs) await ws.ping(); // opened and subscribed
-    while (server.hub.subscriberCount("feed") < 13) await delay(5);
+    await until(() => server.hub.subscriberCount("feed") >= 13, "13 subscribers");
 
     for (const [i, message] of [jsonMessage(1).repeat(3), "small"].entries()) {
       calls.compress = 0;
@@ -386,14 +386,14 @@ Deno.test("dedicated mode compresses a publish per subscriber, and frees each co
     for (let i = 0; i < 4; i++) clients.push(await connect(server.url, { compression: true }));
     clients.push(await connect(server.url));
     for (const ws of clients) await ws.ping();
-    while (server.hub.subscriberCount("feed") < 5) await delay(5);
+    await until(() => server.hub.subscriberCount("feed") >= 5, "5 subscribers");
     const message = jsonMessage(5).repeat(2);
     server.publish("feed", message);
     for (const ws of clients) assert.equal(await ws.receive(), message);
     assert.equal(calls.compress, 4);
     calls.close = 0;
     for (const ws of clients) await ws.close();
-    while (server.connections > 0) await delay(5);
+    await until(() => server.connections === 0, "every connection gone");
     // A compressor and a decompressor per compressed connection, on both ends.
     assert.equal(calls.close, 4 * 2 * 2);
   } finally {

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { connect, ReconnectingWebSocket } from "../websocket/mod.ts";
 import { NETKIT_V1 } from "../websocket/codec/mod.ts";
-import { delay, runProgram, startServer } from "./_helpers.ts";
+import { runProgram, startServer } from "./_helpers.ts";
+import { until } from "./support/time.ts";
 
 const SERVER = "cli/ws_server.ts";
 const TOPIC = "broadcast"; // ws-server's one topic
@@ -22,7 +23,7 @@ Deno.test("ws-server --history: a dropped netkit.v1 client resumes with nothing 
   try {
     await first.waitForStderr(/history 100 messages up to 300s \(netkit\.v1\)/);
     assert.equal((await rws.ready()).protocol, NETKIT_V1);
-    while (rws.positions[TOPIC] === undefined) await delay(5);
+    await until(() => rws.positions[TOPIC] !== undefined, "subscribed");
     await using other = await connect(url); // a plain client in the same room
     for (const m of ["one", "two"]) await other.send(m);
     assert.equal(await rws.receive(), "one");
@@ -45,7 +46,7 @@ Deno.test("ws-server --history: a dropped netkit.v1 client resumes with nothing 
 
   // The server restarts on the same port: the in-memory log is gone.
   await using second = await startServer(SERVER, ["--port", String(port), "--history", "100"]);
-  while (recovered.length < 2) await delay(10);
+  await until(() => recovered.length >= 2, "the resume answer after the restart");
   assert.deepEqual(recovered[1], { topic: TOPIC, recovered: false, reason: "epoch" });
   await using other = await connect(url);
   await other.send("after the restart");

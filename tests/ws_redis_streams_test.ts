@@ -6,54 +6,58 @@
 import assert from "node:assert/strict";
 import { connect, ReconnectingWebSocket, type WebSocketConn } from "../websocket/mod.ts";
 import { alive, childPids, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
-import { delay } from "./support/time.ts";
+import { delay, until, within } from "./support/time.ts";
 
 const REDIS = haveRedis();
 const TOPIC = "broadcast"; // ws-server's one topic
 
 type Recovered = { topic: string; recovered: boolean; reason?: string };
 
-/** Rejects if `promise` has not settled within `ms`: every network wait has a deadline. */
-function within<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+/** How long a network wait may take before the test fails saying what it waited for. */
+const WAIT = 15_000;
 
-async function until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
-
-/** A resuming netkit.v1 client, recording what it is told about recovery. */
+/** A resuming netkit.v1 client, recording what it is told about recovery; dispose closes it. */
 function resumer(port: number, resume: true | Record<string, { epoch: string; offset: number }>) {
   const recovered: Recovered[] = [];
   const rws = new ReconnectingWebSocket(`ws://127.0.0.1:${port}/`, {
     resume,
     reconnect: { minDelay: 20, maxDelay: 100, onRecovered: (e) => recovered.push(e) },
   });
-  return { rws, recovered };
+  return { rws, recovered, [Symbol.asyncDispose]: () => rws.close() };
 }
 
 async function receiveN(rws: ReconnectingWebSocket, n: number, who: string): Promise<string[]> {
   const out: string[] = [];
   while (out.length < n) {
-    out.push(String(await within(rws.receive(), `${who}: message ${out.length + 1} of ${n}`)));
+    out.push(
+      String(await within(WAIT, rws.receive(), `${who}: message ${out.length + 1} of ${n}`)),
+    );
   }
   return out;
 }
 
 async function receivePlain(ws: WebSocketConn, n: number): Promise<string[]> {
   const out: string[] = [];
-  while (out.length < n) out.push(String(await within(ws.receive(), "a plain client's message")));
+  while (out.length < n) {
+    out.push(String(await within(WAIT, ws.receive(), "a plain client's message")));
+  }
   return out;
+}
+
+/**
+ * A resuming client on `port` that gets `messages` (sent by `sender`) and
+ * leaves: the positions it would resume from.
+ */
+async function positionsAfter(
+  port: number,
+  sender: WebSocketConn,
+  messages: string[],
+): Promise<Record<string, { epoch: string; offset: number }>> {
+  await using a = resumer(port, true);
+  await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
+  for (const m of messages) await sender.send(m);
+  assert.deepEqual(await receiveN(a.rws, messages.length, "a"), messages);
+  return a.rws.positions;
 }
 
 const names = (prefix: string, from: number, to: number) =>
@@ -67,8 +71,8 @@ Deno.test({
     await using redis = await RedisProcess.start();
     const s1 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
     await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
-    const a = resumer(s1.port, true);
-    const b = resumer(s2.port, true);
+    await using a = resumer(s1.port, true);
+    await using b = resumer(s2.port, true);
     await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
     await using p2 = await connect(`ws://127.0.0.1:${s2.port}/`);
     try {
@@ -95,18 +99,12 @@ Deno.test({
       await s1.stop("SIGKILL");
       await a.rws.close();
       for (let i = 11; i <= 15; i++) await p2.send(`y${i}`);
-      const moved = resumer(s2.port, saved);
-      try {
-        assert.deepEqual(await receiveN(moved.rws, 5, "moved"), names("y", 11, 15));
-        assert.deepEqual(moved.recovered, [{ topic: TOPIC, recovered: true }]);
-        assert.deepEqual(moved.rws.positions[TOPIC].offset, saved[TOPIC].offset + 5);
-      } finally {
-        await moved.rws.close();
-      }
+      await using moved = resumer(s2.port, saved);
+      assert.deepEqual(await receiveN(moved.rws, 5, "moved"), names("y", 11, 15));
+      assert.deepEqual(moved.recovered, [{ topic: TOPIC, recovered: true }]);
+      assert.deepEqual(moved.rws.positions[TOPIC].offset, saved[TOPIC].offset + 5);
       assert.deepEqual(await receiveN(b.rws, 5, "b"), names("y", 11, 15));
     } finally {
-      await a.rws.close();
-      await b.rws.close();
       await s1.stop("SIGKILL").catch(() => {});
     }
   },
@@ -120,29 +118,16 @@ Deno.test({
     await using redis = await RedisProcess.start();
     await using s1 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
     await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
-    const a = resumer(s1.port, true);
-    let saved: Record<string, { epoch: string; offset: number }>;
-    try {
-      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
-      for (let i = 1; i <= 3; i++) await p1.send(`m${i}`);
-      assert.deepEqual(await receiveN(a.rws, 3, "a"), names("m", 1, 3));
-      saved = a.rws.positions;
-    } finally {
-      await a.rws.close();
-    }
+    const saved = await positionsAfter(s1.port, p1, names("m", 1, 3));
     for (let i = 4; i <= 10; i++) await p1.send(`m${i}`);
     assert.deepEqual(await receivePlain(p1, 10), names("m", 1, 10));
     // A server started now keeps only what comes from now on in memory.
     await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
-    const late = resumer(s2.port, saved);
-    try {
-      assert.deepEqual(await receiveN(late.rws, 7, "late"), names("m", 4, 10));
-      assert.deepEqual(late.recovered, [{ topic: TOPIC, recovered: true }]);
-      await p1.send("live");
-      assert.equal(await within(late.rws.receive(), "live"), "live");
-    } finally {
-      await late.rws.close();
-    }
+    await using late = resumer(s2.port, saved);
+    assert.deepEqual(await receiveN(late.rws, 7, "late"), names("m", 4, 10));
+    assert.deepEqual(late.recovered, [{ topic: TOPIC, recovered: true }]);
+    await p1.send("live");
+    assert.equal(await within(WAIT, late.rws.receive(), "live"), "live");
   },
 });
 
@@ -155,27 +140,23 @@ Deno.test({
     await using s1 = await WsServerProcess.start(["--port", "0", "--redis", redis.url]);
     await using s2 = await WsServerProcess.start(["--port", "0", "--quiet", "--redis", redis.url]);
     await using p2 = await connect(`ws://127.0.0.1:${s2.port}/`);
-    const a = resumer(s1.port, true);
-    try {
-      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
-      await p2.send("before");
-      assert.equal(await within(a.rws.receive(), "before"), "before");
-      const epoch = a.rws.positions[TOPIC].epoch;
-      await redis.kill();
-      await within(s1.waitFor(/redis: lost/), "s1 lost");
-      await p2.send("during");
-      assert.deepEqual(await receivePlain(p2, 2), ["before", "during"]);
-      await redis.restart();
-      await within(s1.waitFor(/redis: the log of "broadcast" was lost/), "s1: new epoch");
-      assert.equal(await within(a.rws.receive(), "during"), "during");
-      assert.deepEqual(a.recovered, [{ topic: TOPIC, recovered: false, reason: "epoch" }]);
-      assert.notEqual(a.rws.positions[TOPIC].epoch, epoch);
-      await p2.send("after");
-      assert.equal(await within(a.rws.receive(), "after"), "after");
-      assert.deepEqual(await receivePlain(p2, 1), ["after"]);
-    } finally {
-      await a.rws.close();
-    }
+    await using a = resumer(s1.port, true);
+    await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
+    await p2.send("before");
+    assert.equal(await within(WAIT, a.rws.receive(), "before"), "before");
+    const epoch = a.rws.positions[TOPIC].epoch;
+    await redis.kill();
+    await within(WAIT, s1.waitFor(/redis: lost/), "s1 lost");
+    await p2.send("during");
+    assert.deepEqual(await receivePlain(p2, 2), ["before", "during"]);
+    await redis.restart();
+    await within(WAIT, s1.waitFor(/redis: the log of "broadcast" was lost/), "s1: new epoch");
+    assert.equal(await within(WAIT, a.rws.receive(), "during"), "during");
+    assert.deepEqual(a.recovered, [{ topic: TOPIC, recovered: false, reason: "epoch" }]);
+    assert.notEqual(a.rws.positions[TOPIC].epoch, epoch);
+    await p2.send("after");
+    assert.equal(await within(WAIT, a.rws.receive(), "after"), "after");
+    assert.deepEqual(await receivePlain(p2, 1), ["after"]);
   },
 });
 
@@ -188,29 +169,16 @@ Deno.test({
     const args = ["--port", "0", "--quiet", "--redis", redis.url, "--history", "5"];
     await using s1 = await WsServerProcess.start(args);
     await using p1 = await connect(`ws://127.0.0.1:${s1.port}/`);
-    const a = resumer(s1.port, true);
-    let saved: Record<string, { epoch: string; offset: number }>;
-    try {
-      await until(() => a.rws.positions[TOPIC] !== undefined, "subscribed");
-      await p1.send("m1");
-      assert.equal(await within(a.rws.receive(), "m1"), "m1");
-      saved = a.rws.positions;
-    } finally {
-      await a.rws.close();
-    }
+    const saved = await positionsAfter(s1.port, p1, ["m1"]);
     // The stream keeps at least 1000 (a reader catches up from it): more than that.
     const receiving = receivePlain(p1, 1200);
     for (let i = 2; i <= 1200; i++) await p1.send(`m${i}`);
     assert.deepEqual(await receiving, names("m", 1, 1200));
-    const back = resumer(s1.port, saved);
-    try {
-      await until(() => back.recovered.length > 0, "the resume answer");
-      assert.deepEqual(back.recovered, [{ topic: TOPIC, recovered: false, reason: "trimmed" }]);
-      await p1.send("m1201");
-      assert.equal(await within(back.rws.receive(), "m1201"), "m1201");
-    } finally {
-      await back.rws.close();
-    }
+    await using back = resumer(s1.port, saved);
+    await until(() => back.recovered.length > 0, "the resume answer");
+    assert.deepEqual(back.recovered, [{ topic: TOPIC, recovered: false, reason: "trimmed" }]);
+    await p1.send("m1201");
+    assert.equal(await within(WAIT, back.rws.receive(), "m1201"), "m1201");
   },
 });
 
@@ -220,7 +188,7 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     const { tempDevCerts } = await import("./support/certs.ts");
-    const { RedisServer } = await import("./support/redis_cluster.ts");
+    const { RedisServer } = await import("./support/redis_server.ts");
     await using certs = await tempDevCerts({ hosts: ["localhost", "127.0.0.1"] });
     await using redis = await RedisServer.start({
       tls: true,
@@ -277,14 +245,10 @@ Deno.test({
       redis.url,
     ]);
     const url = `ws://127.0.0.1:${server.port}/`;
-    const clients = Array.from({ length: 6 }, () => {
-      const recovered: Recovered[] = [];
-      const rws = new ReconnectingWebSocket(url, {
-        resume: true,
-        reconnect: { minDelay: 20, maxDelay: 100, onRecovered: (e) => recovered.push(e) },
-      });
-      return { rws, recovered, got: [] as string[] };
-    });
+    const clients = Array.from({ length: 6 }, () => ({
+      ...resumer(server.port, true),
+      got: [] as string[],
+    }));
     const pump = (c: (typeof clients)[number]) =>
       (async () => {
         for (;;) {
@@ -329,7 +293,7 @@ Deno.test({
         await q.send(`m${i}`);
         await q.close();
         for (;;) {
-          const m = String(await within(witness.receive(), `the witness: m${i}`));
+          const m = String(await within(WAIT, witness.receive(), `the witness: m${i}`));
           if (m === `m${i}`) break;
         }
       }

@@ -12,8 +12,9 @@ import {
   type WebSocketConn,
 } from "../websocket/mod.ts";
 import { RedisBus, type RedisBusEvent } from "../redis/mod.ts";
-import { delay, runProgram } from "./_helpers.ts";
-import { alive, childPids, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
+import { runProgram } from "./_helpers.ts";
+import { alive, childPids, freePort, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
+import { until } from "./support/time.ts";
 
 const SERVER = "cli/ws_server.ts";
 const REDIS = haveRedis();
@@ -28,22 +29,6 @@ class Recorder implements Subscriber {
     const text = typeof m.data === "string" ? m.data : decoder.decode(m.data);
     this.got.push(`${m.binary ? "bin" : "txt"}:${text}`);
     return "sent";
-  }
-}
-
-/**
- * Waits until `check()` holds. Not a timing assertion: the deadline only
- * turns a hang into a failure that says what was awaited.
- */
-async function until(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  ms = 15_000,
-): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
   }
 }
 
@@ -260,9 +245,7 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     // Nothing listening.
-    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (closed.addr as Deno.NetAddr).port;
-    closed.close();
+    const port = freePort(); // nothing listens there
     await assert.rejects(RedisBus.connect(`redis://127.0.0.1:${port}`), (err: NetkitError) => {
       assert.equal(err.code, "ECONNREFUSED");
       assert.match(
@@ -324,9 +307,7 @@ Deno.test({
       assert.match(run.stderr, re);
       assert.equal(run.stdout, "");
     }
-    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (closed.addr as Deno.NetAddr).port;
-    closed.close();
+    const port = freePort(); // nothing listens there
     for (const extra of [[], ["--workers", "2"]]) {
       const run = await runProgram(SERVER, [
         "--port",

@@ -19,7 +19,7 @@ import {
   NETKIT_V1,
   type NetkitV1Event,
 } from "../websocket/codec/mod.ts";
-import { delay } from "./_helpers.ts";
+import { delay, until } from "./support/time.ts";
 import { RawClient } from "./ws_helpers.ts";
 
 const noop = () => {};
@@ -48,6 +48,13 @@ async function next(ws: WebSocketConn): Promise<NetkitV1Event> {
   const event = decodeServerMessage(msg);
   assert.notEqual(event, null);
   return event!;
+}
+
+/** A netkit.v1 client on `url` asking to resume TOPIC after `offset` of `epoch`. */
+function resumeAt(url: string, epoch: string, offset: number): Promise<WebSocketConn> {
+  return connect(formatResumeUrl(url, { [TOPIC]: { epoch, offset } }), {
+    protocols: [NETKIT_V1],
+  });
 }
 
 /** Reads `count` data messages on TOPIC; checks that they are contiguous after `after`. */
@@ -177,10 +184,7 @@ Deno.test("a position older than the history is answered recovered:false (trimme
   server.publish(TOPIC, "m1");
   const epoch = server.hub.position(TOPIC)!.epoch;
   for (let i = 2; i <= 30; i++) server.publish(TOPIC, `m${i}`);
-  await using ws = await connect(
-    formatResumeUrl(server.url, { [TOPIC]: { epoch, offset: 1 } }),
-    { protocols: [NETKIT_V1] },
-  );
+  await using ws = await resumeAt(server.url, epoch, 1);
   assert.deepEqual(await next(ws), {
     type: "subscribed",
     topic: TOPIC,
@@ -192,10 +196,7 @@ Deno.test("a position older than the history is answered recovered:false (trimme
   server.publish(TOPIC, "m31");
   assert.deepEqual(await readRun(ws, 30, 1), ["m31"]);
   // The oldest offset still kept resumes in full.
-  await using edge = await connect(
-    formatResumeUrl(server.url, { [TOPIC]: { epoch, offset: 21 } }),
-    { protocols: [NETKIT_V1] },
-  );
+  await using edge = await resumeAt(server.url, epoch, 21);
   const answer = await next(edge);
   assert.equal(answer.type === "subscribed" && answer.recovered, true);
   assert.deepEqual(await readRun(edge, 21, 10), range(22, 31));
@@ -223,10 +224,7 @@ Deno.test("history trimmed under a slow client: closed by its backlog, it resume
   assert.equal(slow.closeCode, 1008);
   assert.ok(offset < 350, `the slow client read ${offset}`);
   const epoch = sub.type === "subscribed" ? sub.epoch : "";
-  await using back = await connect(
-    formatResumeUrl(server.url, { [TOPIC]: { epoch, offset } }),
-    { protocols: [NETKIT_V1] },
-  );
+  await using back = await resumeAt(server.url, epoch, offset);
   assert.deepEqual(await next(back), {
     type: "subscribed",
     topic: TOPIC,
@@ -295,10 +293,7 @@ Deno.test("a position from another log (the server restarted) is answered recove
   }
   await using after = serve(history(), room());
   after.publish(TOPIC, "new 1");
-  await using ws = await connect(
-    formatResumeUrl(after.url, { [TOPIC]: { epoch, offset: 1 } }),
-    { protocols: [NETKIT_V1] },
-  );
+  await using ws = await resumeAt(after.url, epoch, 1);
   const now = after.hub.position(TOPIC)!;
   assert.notEqual(now.epoch, epoch);
   assert.deepEqual(await next(ws), {
@@ -331,15 +326,12 @@ Deno.test("the seam: publishes racing resume requests produce no duplicate and n
     }
   })();
   try {
-    while (n < 300) await delay(5);
+    await until(() => n >= 300, "300 publishes");
     const epoch = server.hub.position(TOPIC)!.epoch;
     for (let iteration = 0; iteration < 60; iteration++) {
       const head = server.hub.position(TOPIC)!.offset;
       const from = Math.max(0, head - 1 - Math.floor(Math.random() * 250));
-      await using ws = await connect(
-        formatResumeUrl(server.url, { [TOPIC]: { epoch, offset: from } }),
-        { protocols: [NETKIT_V1] },
-      );
+      await using ws = await resumeAt(server.url, epoch, from);
       const answer = await next(ws);
       assert.equal(answer.type === "subscribed" && answer.recovered, true, JSON.stringify(answer));
       // Read past the head as it was when the answer came: through the seam.
@@ -366,7 +358,7 @@ Deno.test("ReconnectingWebSocket with resume: across server-side connection kill
   assert.equal(ws.protocol, NETKIT_V1);
   // Wait until subscribed (its position is known), then publish, killing
   // the connection from the server side now and then.
-  while (rws.positions[TOPIC] === undefined) await delay(1);
+  await until(() => rws.positions[TOPIC] !== undefined, "subscribed");
   const total = 600;
   const publisher = (async () => {
     for (let i = 1; i <= total; i++) {
@@ -405,14 +397,14 @@ Deno.test("ReconnectingWebSocket with resume reports recovered:false and goes on
     },
   });
   await rws.ready();
-  while (rws.positions[TOPIC] === undefined) await delay(1);
+  await until(() => rws.positions[TOPIC] !== undefined, "subscribed");
   server.publish(TOPIC, "m1");
   assert.equal(await rws.receive(), "m1");
   for (const c of conns) c.destroy();
   // While it is away, more than the history holds.
   for (let i = 2; i <= 20; i++) server.publish(TOPIC, `m${i}`);
   await back;
-  while (recovered.length === 0) await delay(1);
+  await until(() => recovered.length > 0, "the resume answer");
   assert.deepEqual(recovered, [{ topic: TOPIC, recovered: false, reason: "trimmed" }]);
   server.publish(TOPIC, "m21");
   assert.equal(await rws.receive(), "m21");
@@ -503,7 +495,7 @@ Deno.test("ReconnectingWebSocket.sendAcked: the ack lost with the connection, th
     reconnect: { minDelay: 5, maxDelay: 20 },
   });
   await rws.ready();
-  while (rws.positions[TOPIC] === undefined) await delay(1);
+  await until(() => rws.positions[TOPIC] !== undefined, "subscribed");
   const at = await rws.sendAcked("exactly once");
   assert.equal(rws.reconnects, 1);
   assert.deepEqual(at, { topic: TOPIC, epoch: server.hub.position(TOPIC)!.epoch, offset: 1 });
@@ -535,9 +527,7 @@ Deno.test("unsubscribing during a replay stops it; subscribing again starts afre
   // the client's message while it is still replaying.
   for (let i = 1; i <= 500; i++) server.publish(TOPIC, `m${i} ${"r".repeat(20_000)}`);
   const { epoch } = server.hub.position(TOPIC)!;
-  await using ws = await connect(formatResumeUrl(server.url, { [TOPIC]: { epoch, offset: 0 } }), {
-    protocols: [NETKIT_V1],
-  });
+  await using ws = await resumeAt(server.url, epoch, 0);
   const answer = await next(ws);
   assert.equal(answer.type === "subscribed" && answer.recovered, true);
   await ws.send(encodeClientEnvelope("rejoin"));

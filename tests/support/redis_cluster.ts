@@ -1,208 +1,24 @@
 /**
- * Throwaway Redis servers for the tests: {@linkcode RedisServer}, one
- * `redis-server` process with any arguments (TLS, ACLs, cluster mode), and
- * {@linkcode RedisCluster}, a Redis Cluster of masters (and replicas) joined
- * by hand (CLUSTER MEET, ADDSLOTSRANGE, REPLICATE), all on free ports,
- * without persistence, killed on dispose.
+ * A throwaway Redis Cluster for the tests: {@linkcode RedisCluster}, masters
+ * (and replicas) joined by hand (CLUSTER MEET, ADDSLOTSRANGE, REPLICATE),
+ * each a {@linkcode RedisServer} (support/redis_server.ts, re-exported here
+ * with its helpers), all on free ports, without persistence, killed on
+ * dispose.
  *
  * @module
  */
-import { BufferedReader } from "../../io/buffered_reader.ts";
-import { encodeCommand, replyText, RespReader, type RespValue } from "../../redis/_resp.ts";
-import { delay } from "./time.ts";
-import { hasTool } from "./tools.ts";
+import { replyText, type RespValue } from "../../redis/_resp.ts";
+import { freePort } from "./proxies.ts";
+import { RedisServer } from "./redis_server.ts";
+import { until } from "./time.ts";
 
-/**
- * Whether `redis-server` is installed.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { haveRedisServer } from "./redis_cluster.ts";
- *
- * assert.equal(typeof haveRedisServer(), "boolean");
- * ```
- */
-export function haveRedisServer(): boolean {
-  return hasTool("redis-server");
-}
-
-/**
- * A free TCP port on 127.0.0.1 (free when asked: bind it soon).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { freeRedisPort } from "./redis_cluster.ts";
- *
- * assert.ok(freeRedisPort() > 0);
- * ```
- */
-export function freeRedisPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/**
- * Runs one command on a connection of its own to 127.0.0.1:`port` (plain
- * TCP) and returns the reply (an error reply is a `RespError` value).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { redisCommand } from "./redis_cluster.ts";
- *
- * await assert.rejects(redisCommand(1, ["PING"]));
- * ```
- */
-export async function redisCommand(
-  port: number,
-  args: (string | Uint8Array)[],
-  password?: string,
-): Promise<RespValue | undefined> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const reader = new RespReader(new BufferedReader(conn).readable, {
-      maxBulk: 1 << 20,
-      maxArray: 1 << 16,
-      maxDepth: 8,
-    });
-    const commands = password === undefined ? [args] : [["AUTH", password], args];
-    let reply: RespValue | undefined;
-    for (const command of commands) {
-      const bytes = encodeCommand(command);
-      let off = 0;
-      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-      reply = await reader.read();
-    }
-    return reply;
-  } finally {
-    conn.close();
-  }
-}
-
-/** Options for {@linkcode RedisServer.start}. */
-export interface RedisServerOptions {
-  /** Arguments after the defaults (`--port`, `--bind 127.0.0.1`, no persistence); later ones win. */
-  args?: string[];
-  /**
-   * The TLS port instead of a plain one: `--port 0 --tls-port P` is passed
-   * and readiness is a TCP connect (the caller adds the certificate flags).
-   */
-  tls?: boolean;
-}
-
-/** One `redis-server` process of our own, on a free port. */
-export class RedisServer implements AsyncDisposable {
-  /** The port it listens on (the TLS port with `tls`). */
-  readonly port: number;
-  #args: string[];
-  #tls: boolean;
-  #child: Deno.ChildProcess | undefined;
-
-  private constructor(port: number, options: RedisServerOptions) {
-    this.port = port;
-    this.#args = options.args ?? [];
-    this.#tls = options.tls ?? false;
-  }
-
-  /** Starts one (retrying on another port if the one picked was taken) and waits until it answers. */
-  static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
-    for (let attempt = 0;; attempt++) {
-      const server = new RedisServer(freeRedisPort(), options);
-      try {
-        await server.restart();
-        return server;
-      } catch (err) {
-        if (attempt >= 3) throw err;
-      }
-    }
-  }
-
-  /** `redis://127.0.0.1:port` (`rediss://` with `tls`). */
-  get url(): string {
-    return `${this.#tls ? "rediss" : "redis"}://127.0.0.1:${this.port}`;
-  }
-
-  /** Whether the process runs. */
-  get running(): boolean {
-    return this.#child !== undefined;
-  }
-
-  /** (Re)starts it on the same port and waits until it answers (5 s at most). */
-  async restart(): Promise<void> {
-    if (this.#child !== undefined) throw new Error("redis-server is already running");
-    const ports = this.#tls
-      ? ["--port", "0", "--tls-port", String(this.port)]
-      : ["--port", String(this.port)];
-    const child = new Deno.Command("redis-server", {
-      args: [
-        ...ports,
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-        ...this.#args,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    this.#child = child;
-    for (let i = 0; i < 200; i++) {
-      const exited = await Promise.race([
-        child.status.then(() => true),
-        delay(25).then(() => false),
-      ]);
-      if (exited) {
-        this.#child = undefined;
-        throw new Error(`redis-server exited at start (port ${this.port} taken, or a bad flag?)`);
-      }
-      try {
-        if (this.#tls) {
-          const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
-          conn.close();
-          return;
-        }
-        const reply = await redisCommand(this.port, ["PING"]);
-        if (reply === "PONG" || replyText(reply).startsWith("NOAUTH")) return;
-      } catch {
-        // Not listening yet.
-      }
-    }
-    await this.kill();
-    throw new Error("redis-server did not answer within 5s");
-  }
-
-  /** Runs one command on a connection of its own (plain TCP only). */
-  command(args: (string | Uint8Array)[]): Promise<RespValue | undefined> {
-    return redisCommand(this.port, args);
-  }
-
-  /** Kills it (SIGKILL: as a crash would) and waits for the exit. */
-  async kill(signal: Deno.Signal = "SIGKILL"): Promise<void> {
-    const child = this.#child;
-    if (child === undefined) return;
-    this.#child = undefined;
-    try {
-      child.kill(signal);
-    } catch {
-      // Already gone.
-    }
-    await child.status;
-  }
-
-  /** Kills it. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.kill();
-  }
-}
+export { freePort as freeRedisPort } from "./proxies.ts";
+export {
+  haveRedisServer,
+  redisCommand,
+  RedisServer,
+  type RedisServerOptions,
+} from "./redis_server.ts";
 
 /** Options for {@linkcode RedisCluster.start}. */
 export interface RedisClusterOptions {
@@ -261,7 +77,7 @@ export class RedisCluster implements AsyncDisposable {
               "--cluster-config-file",
               `${dir}/nodes-${i}-${crypto.randomUUID()}.conf`,
               "--cluster-port",
-              String(freeRedisPort()),
+              String(freePort()),
               "--cluster-node-timeout",
               String(options.nodeTimeout ?? 1000),
               "--repl-diskless-sync-delay",
@@ -302,40 +118,53 @@ export class RedisCluster implements AsyncDisposable {
           ]),
         );
       }
+      // One deadline for the three waits (20 s in all), polled every 50 ms.
       const deadline = performance.now() + 20_000;
-      await until(deadline, "every node to know every other", async () => {
-        for (const node of nodes) {
-          const info = replyText(await node.server.command(["CLUSTER", "INFO"]));
-          if (!info.includes(`cluster_known_nodes:${nodes.length}`)) return false;
-        }
-        return true;
-      });
+      const left = () => deadline - performance.now();
+      await until(
+        async () => {
+          for (const node of nodes) {
+            const info = replyText(await node.server.command(["CLUSTER", "INFO"]));
+            if (!info.includes(`cluster_known_nodes:${nodes.length}`)) return false;
+          }
+          return true;
+        },
+        "every node to know every other",
+        left(),
+        50,
+      );
       for (let i = 0; i < replicas.length; i++) {
         // "Unknown node" until the handshake with the master is through.
         await until(
-          deadline,
-          "CLUSTER REPLICATE to succeed",
           async () =>
             await replicas[i].server.command(["CLUSTER", "REPLICATE", masters[i].id]) === "OK",
+          "CLUSTER REPLICATE to succeed",
+          left(),
+          50,
         );
       }
-      await until(deadline, "cluster_state:ok and the replicas in sync", async () => {
-        for (const node of nodes) {
-          const info = replyText(await node.server.command(["CLUSTER", "INFO"]));
-          if (!info.includes("cluster_state:ok")) return false;
-        }
-        for (const replica of replicas) {
-          const info = replyText(await replica.server.command(["INFO", "replication"]));
-          if (!info.includes("master_link_status:up")) return false;
-        }
-        // Every node has the whole map. (Replicas show in CLUSTER SLOTS only
-        // once gossip carried their replication offset: not waited for.)
-        for (const node of nodes) {
-          const slots = await node.server.command(["CLUSTER", "SLOTS"]);
-          if (!Array.isArray(slots) || slots.length !== masterCount) return false;
-        }
-        return true;
-      });
+      await until(
+        async () => {
+          for (const node of nodes) {
+            const info = replyText(await node.server.command(["CLUSTER", "INFO"]));
+            if (!info.includes("cluster_state:ok")) return false;
+          }
+          for (const replica of replicas) {
+            const info = replyText(await replica.server.command(["INFO", "replication"]));
+            if (!info.includes("master_link_status:up")) return false;
+          }
+          // Every node has the whole map. (Replicas show in CLUSTER SLOTS only
+          // once gossip carried their replication offset: not waited for.)
+          for (const node of nodes) {
+            const slots = await node.server.command(["CLUSTER", "SLOTS"]);
+            if (!Array.isArray(slots) || slots.length !== masterCount) return false;
+          }
+          return true;
+        },
+        "cluster_state:ok and the replicas in sync",
+        left(),
+        50,
+      );
       return new RedisCluster(masters, replicas, dir);
     } catch (err) {
       await Promise.all(servers.map((s) => s.kill()));
@@ -395,11 +224,4 @@ async function clusterBusPort(server: RedisServer): Promise<string> {
 async function expectOk(reply: Promise<RespValue | undefined>): Promise<void> {
   const value = await reply;
   if (value !== "OK") throw new Error(`redis-server answered ${replyText(value)}`);
-}
-
-async function until(deadline: number, what: string, check: () => Promise<boolean>) {
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
 }

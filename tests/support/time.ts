@@ -20,7 +20,21 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Bounds a promise: a test never waits on the network forever. */
+/**
+ * Bounds a promise: a test never waits on the network forever. Rejects
+ * naming `what` if `promise` has not settled within `ms` (the timer cleared
+ * either way).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { within } from "./time.ts";
+ *
+ * assert.equal(await within(1000, Promise.resolve(1), "one"), 1);
+ * const never = new Promise<never>(() => {});
+ * await assert.rejects(within(10, never, "an answer"), /an answer: no answer within 10 ms/);
+ * ```
+ */
 export function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -29,4 +43,33 @@ export function within<T>(ms: number, promise: Promise<T>, what: string): Promis
       timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Polls `check` every `every` ms until it holds. Not a timing assertion: the
+ * deadline (`ms`, 15 s by default) only turns a hang into a failure that
+ * says what was awaited.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { until } from "./time.ts";
+ *
+ * let n = 0;
+ * await until(() => ++n === 3, "the third look");
+ * assert.equal(n, 3);
+ * await assert.rejects(until(() => false, "never", 20), /timed out waiting for never/);
+ * ```
+ */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 15_000,
+  every = 5,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(every);
+  }
 }
