@@ -7,7 +7,7 @@
  * 1. the server's RSS (and, for Deno servers, its V8 heap after a full GC,
  *    through the preloaded `_heap_probe.ts`) once it listens;
  * 2. N connections set up (TCP, TLS handshake, WebSocket upgrade), then 2 s
- *    idle: RSS and heap again — "idle";
+ *    idle (`--settle`): RSS and heap again — "idle";
  * 3. some traffic: every connection proves it is alive (an echoed byte, or a
  *    ping and its pong) and, for WebSocket, one broadcast reaches all of
  *    them; then 2 s idle and a third reading — "after traffic", the figure
@@ -42,7 +42,7 @@ const COMPILE = ["gcc", "-O2", "-o", HOLDER_BIN, HOLDER_SRC, "-lssl", "-lcrypto"
 const PER_PROCESS = 16_000;
 /** Connections opened at once by the holder (all its processes together). */
 const CONCURRENCY = 256;
-/** Seconds of quiet before each reading. */
+/** Seconds of quiet before each reading, unless `--settle` says otherwise. */
 const SETTLE_S = 2;
 
 /** What the scenario was asked to do. */
@@ -53,6 +53,15 @@ export interface ConnOptions {
   workers: number;
   /** Only these server ids (`--servers`), when given. */
   servers?: string[];
+  /**
+   * Seconds of quiet before the idle and after-traffic readings (`--settle`).
+   * V8 gives back the young generation it grew while the connections were
+   * set up, and compacts, only once its memory reducer runs on an idle heap
+   * (some 10–30 s later): 2 s measures the heap as a burst left it, 30 s
+   * what a server that stays idle settles to. Longer than 2 s, the base
+   * reading waits as long too. @default {2}
+   */
+  settle?: number;
 }
 
 /** One process's memory at one reading. */
@@ -316,7 +325,11 @@ async function measure(
       listenTimeout: 60_000,
       signal: aborter.signal,
     });
-    await sleep(1000);
+    // With a long --settle the base waits as long: V8 gives back what the
+    // start-up itself left (module loading) only then, and a base read
+    // earlier would credit that to the connections.
+    const settle = (opts.settle ?? SETTLE_S) * 1000;
+    await sleep(settle > SETTLE_S * 1000 ? settle : 1000);
     const pids = [server.pid, ...(workers > 0 ? await childrenOf(server.pid) : [])];
     sample.base = await reading(server, pids, probe);
 
@@ -344,7 +357,7 @@ async function measure(
     sample.setupErrors = ready.errors as number;
     sample.setupS = ready.setup_s as number;
     if (ready.first_error) sample.firstError = String(ready.first_error);
-    await sleep(SETTLE_S * 1000);
+    await sleep(settle);
     sample.idle = await reading(server, pids, probe);
 
     const checked = await holder.command("check", 60_000);
@@ -353,7 +366,7 @@ async function measure(
       const published = await holder.command("publish 1", 60_000);
       sample.broadcastReached = published.received_all as number;
     }
-    await sleep(SETTLE_S * 1000);
+    await sleep(settle);
     sample.after = await reading(server, pids, probe);
     const last = await holder.command("check", 60_000);
     sample.dropped = last.dropped as number;
@@ -507,11 +520,12 @@ export function renderConnections(
     "alive / got broadcast",
   ], rows));
   out.push("");
+  const settle = opts.settle ?? SETTLE_S;
   out.push(
     "KiB/conn = (server RSS with the connections − RSS before them) / connections. idle: " +
-      `${SETTLE_S} s after the last was set up; after traffic: after every connection echoed a ` +
+      `${settle} s after the last was set up; after traffic: after every connection echoed a ` +
       "byte (TCP/TLS) or answered a ping and received one broadcast (WebSocket), then " +
-      `${SETTLE_S} s idle — the figure the goals use. Deno servers run a full GC (preloaded ` +
+      `${settle} s idle — the figure the goals use (with the default --settle 2). Deno servers run a full GC (preloaded ` +
       "bench/_heap_probe.ts) before each reading, which also gives the V8 heap and external " +
       "(ArrayBuffer) memory; Node and Bun are read as they are. The floor is the bare Deno " +
       "server of the same engine measured in this run: a 1 KiB read buffer per connection " +

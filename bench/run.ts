@@ -6,6 +6,7 @@
  *   deno task bench [--quick] [--only tcp|tls|ws|conns] [--rounds N] [--duration S]
  *                   [--warmup S] [--pin] [--procs N] [--verify] [--ws-binary]
  *                   [--servers a,b] [--json FILE] [--connections N] [--workers N]
+ *                   [--settle S]
  *
  * Every (scenario, server) pair runs once per round against a fresh server
  * process; within a round the servers take turns in a rotated order. The
@@ -93,6 +94,8 @@ ${wrapIds(SERVERS.map((s) => s.id), 19, 100)}
   --window N       fan-out: most messages outstanding (default 32)
   --json FILE      also write every sample as JSON
   --connections N  conns: idle connections held per server (default 10000)
+  --settle S       conns: seconds of quiet before each memory reading (default 2;
+                   30 lets V8's memory reducer give back what the setup burst grew)
   --workers N      conns: ws-server worker processes (default: 0 up to 16,000
                    connections, else one per 17,000); memory ids:
 ${wrapIds(CONN_SERVERS.map((s) => s.id), 19, 100)}`;
@@ -127,6 +130,7 @@ function parseOptions(args: string[]): Options & { conns?: ConnOptions } {
         json: { type: "string" },
         connections: { type: "string" },
         workers: { type: "string" },
+        settle: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -165,6 +169,7 @@ function parseOptions(args: string[]): Options & { conns?: ConnOptions } {
         ? connections > 16_000 ? Math.ceil(connections / 17_000) : 0
         : Math.round(num(values.workers, "workers", 0, 0)),
       servers: servers?.filter((s) => CONN_SERVERS.some((d) => d.id === s)),
+      settle: num(values.settle, "settle", 2, 0),
     }
     : undefined;
   if (conns?.servers?.length === 0) conns.servers = undefined;

@@ -112,6 +112,17 @@ export interface ServerOptions {
  */
 export class Answered extends Error {}
 
+/**
+ * What a handler may return instead of a promise: the session goes on, and
+ * its end is reported with {@linkcode StreamServer.endSession}. A server that
+ * holds many quiet connections (WebSocket) then keeps no promise, callback
+ * pair or closure per connection for the session's end: it says so itself.
+ */
+export const SESSION_PENDING: unique symbol = Symbol("netkit.session.pending");
+
+/** A connection handler as the stream server runs it (see {@linkcode SESSION_PENDING}). */
+export type SessionHandler<C> = (conn: C) => void | Promise<void> | typeof SESSION_PENDING;
+
 /** Writes a last word to a connection refused by a per-address limit (e.g. HTTP 429). */
 export type Refuse = (socket: Deno.Conn, reason: "per-ip" | "rate") => Promise<void> | undefined;
 
@@ -177,7 +188,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
 
   #listener: Deno.Listener;
   #wrap: Wrap;
-  #handler: ConnHandler<C>;
+  #handler: SessionHandler<C>;
   #max: number;
   #idle: number;
   #grace: number;
@@ -220,7 +231,7 @@ export class StreamServer<C extends Conn = Conn> implements Server {
   constructor(
     listener: Deno.Listener,
     wrap: Wrap,
-    handler: ConnHandler<C>,
+    handler: ConnHandler<C> | SessionHandler<C>,
     options: ServerOptions,
     hooks: { refuse?: Refuse; deferAdmission?: (hostname: string) => boolean } = {},
   ) {
@@ -445,12 +456,14 @@ export class StreamServer<C extends Conn = Conn> implements Server {
     // From here on nothing waits in an async function: the handler's
     // promise settles into two callbacks (a generator kept for the whole
     // life of a connection costs more than the callbacks do).
-    let running: void | Promise<void>;
+    let running: void | Promise<void> | typeof SESSION_PENDING;
     try {
       running = this.#handler(tracked.conn as unknown as C);
     } catch (error) {
       return this.#handled(tracked, error, true);
     }
+    // The handler reports the end itself (endSession).
+    if (running === SESSION_PENDING) return;
     if (typeof (running as PromiseLike<void> | undefined)?.then !== "function") {
       return this.#handled(tracked, undefined, false);
     }
@@ -458,6 +471,19 @@ export class StreamServer<C extends Conn = Conn> implements Server {
       () => this.#handled(tracked, undefined, false),
       (error) => this.#handled(tracked, error, true),
     );
+  }
+
+  /**
+   * Ends the session of a connection whose handler returned
+   * {@linkcode SESSION_PENDING}: as if its promise had settled — fulfilled,
+   * or rejected with `error` when `failed`.
+   */
+  endSession(conn: C, error?: unknown, failed = false): void {
+    const tracked = this.#conns.get(conn as unknown as ManagedConn);
+    if (tracked !== undefined) return this.#handled(tracked, error, failed);
+    // The server ended it already (idle, end of the grace period): its
+    // errors are expected, as #handled treats a killed session's.
+    if (failed) (conn as unknown as ManagedConn).destroy();
   }
 
   /** The handler returned (or failed): close the connection, end the session. */

@@ -34,26 +34,6 @@ interface Worker {
 const LISTENING = /^listening on \S+:(\d+)$/;
 
 /**
- * What a worker's environment adds to the supervisor's: one glibc malloc
- * arena (`MALLOC_ARENA_MAX=1`) unless the environment says otherwise. A
- * worker holds thousands of idle connections; by default every thread that
- * ever allocates (V8's garbage-collector helpers among them) gets an arena
- * of its own, and the memory those arenas free stays with the process —
- * measured at about 0.5 KiB per idle WebSocket connection at 10,000 (none
- * for a bare Deno TCP server, which the setting leaves as it is). Nothing on
- * a worker's hot path allocates from other threads.
- */
-function workerEnv(): Record<string, string> {
-  try {
-    if (Deno.env.get("MALLOC_ARENA_MAX") !== undefined) return {};
-  } catch {
-    // The environment cannot be read (--allow-env): leave it alone.
-    return {};
-  }
-  return { MALLOC_ARENA_MAX: "1" };
-}
-
-/**
  * Runs N copies of a server program on one port. Each worker's stdin is a
  * pipe it reads until the end: however the supervisor dies, even by
  * SIGKILL, its workers see the end and stop ({@linkcode workerShutdownSignal}).
@@ -104,7 +84,6 @@ export class Supervisor {
     const start = async (id: number, port: number): Promise<string> => {
       const child = new Deno.Command(Deno.execPath(), {
         args: options.args(id, port),
-        env: workerEnv(),
         stdin: "piped",
         stdout: "piped",
         stderr: "inherit",

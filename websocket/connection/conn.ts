@@ -88,6 +88,12 @@ export interface MessageTarget<T> {
   message(ws: WebSocketConn<T>, data: Message): void | Promise<void>;
   /** No more messages: what to do before the session ends (close, the `close` callback). */
   ended(ws: WebSocketConn<T>): void | Promise<void>;
+  /**
+   * With it, `kServe` makes no promise: the session's end is reported here,
+   * with what `ended` returned (a server's bookkeeping: nothing kept per
+   * connection for it).
+   */
+  finished?(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
 }
 
 /** How a {@linkcode WebSocketConn} is made. Internal. */
@@ -136,6 +142,8 @@ let endOf: (ws: WebSocketConn<unknown>, code: number, reason: string) => void;
 let releasedOf: (ws: WebSocketConn<unknown>) => void;
 
 const NO_INBOX: (Inbound | undefined)[] = [];
+// #directDone while a target with `finished` is served: its end goes there.
+const REPORT_FINISHED = (): void => {};
 const NO_READERS: (() => void)[] = [];
 const encoder = new TextEncoder();
 const TRUE = Promise.resolve(true);
@@ -676,18 +684,32 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
    * then resolves once `target.ended` has. Messages that queued up before
    * are handed over first. Internal: the server's handler objects. While it
    * serves, a connection holds no promise or closure of its own but the one
-   * this returns.
+   * this returns — and none at all for a target with `finished`: then
+   * nothing is returned, and the end goes to `target.finished`.
    */
   [kServe](target: {
     message(ws: WebSocketConn<T>, data: Message): void | Promise<void>;
     ended(ws: WebSocketConn<T>): void | Promise<void>;
-  }): Promise<void> {
-    if (this.#head < this.#inbox.length) return this.#serveQueued(target);
+    finished?(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
+  }): Promise<void> | undefined {
+    if (this.#head < this.#inbox.length) {
+      const queued = this.#serveQueued(target);
+      if (target.finished === undefined) return queued;
+      // #serveQueued goes direct (and reports the end) once the inbox is empty.
+      queued.catch((error) => target.finished!(this, Promise.reject(error)));
+      return undefined;
+    }
     if (this.#ended || this.#finished) {
       this.#reply();
-      return Promise.resolve(target.ended(this));
+      if (target.finished === undefined) return Promise.resolve(target.ended(this));
+      target.finished(this, target.ended(this));
+      return undefined;
     }
     this.#direct = target;
+    if (target.finished !== undefined) {
+      this.#directDone = REPORT_FINISHED;
+      return undefined;
+    }
     return new Promise<void>((resolve) => (this.#directDone = resolve));
   }
 
@@ -705,7 +727,9 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
     const done = this.#directDone;
     if (done === undefined) return;
     this.#directDone = undefined;
-    done(this.#direct!.ended(this));
+    const target = this.#direct!;
+    if (done === REPORT_FINISHED) target.finished!(this, target.ended(this));
+    else done(target.ended(this));
   }
 
   /**

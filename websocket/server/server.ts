@@ -11,6 +11,7 @@ import {
   type ServerEvent,
   type ServerOptions,
   type ServerStats,
+  SESSION_PENDING,
   StreamServer,
 } from "../../internal/stream_server.ts";
 import { SocketConn } from "../../internal/socket_conn.ts";
@@ -68,7 +69,7 @@ import {
 } from "./_http_front.ts";
 import { type PlainResponse, type RequestHead, splitList } from "../../internal/http_head.ts";
 import {
-  formatAccept,
+  formatAcceptNow,
   isUpgradeRequest,
   type UpgradeInfo,
   type UpgradeRequest,
@@ -768,7 +769,7 @@ export class WebSocketServer<T = unknown> implements Server {
         });
       }
     }
-    let response = await formatAccept(valid.key, protocol, negotiated?.response);
+    let response = formatAcceptNow(valid.key, protocol, negotiated?.response);
     if (accepted.headers !== undefined) {
       response = withHeaders(response, new Headers(accepted.headers));
     }
@@ -857,12 +858,12 @@ export class WebSocketServer<T = unknown> implements Server {
   }
 
   /**
-   * A connection's session. With a handler object whose `open` is
-   * synchronous, no async function waits per connection: the messages go
-   * from the read loop to {@linkcode #target}, a single object for the whole
-   * server, and the session is the one promise `kServe` returns.
+   * A connection's session. With a handler object no async function, promise
+   * or closure waits per connection: the messages go from the read loop to
+   * {@linkcode #target}, a single object for the whole server, and the end
+   * of the session is reported by it (`finished`) to the stream server.
    */
-  #run(ws: WebSocketConn<T>): void | Promise<void> {
+  #run(ws: WebSocketConn<T>): void | Promise<void> | typeof SESSION_PENDING {
     const handler = this.#handler;
     if (typeof handler === "function") {
       try {
@@ -881,12 +882,14 @@ export class WebSocketServer<T = unknown> implements Server {
     }
     ws[kStart]();
     if (opened !== undefined && typeof (opened as PromiseLike<void>).then === "function") {
-      return Promise.resolve(opened).then(
-        () => ws[kServe](this.#target),
-        (error) => this.#openFailed(ws, error),
+      Promise.resolve(opened).then(
+        () => void ws[kServe](this.#target),
+        (error) => this.#target.finished!(ws, this.#openFailed(ws, error)),
       );
+      return SESSION_PENDING;
     }
-    return ws[kServe](this.#target);
+    ws[kServe](this.#target);
+    return SESSION_PENDING;
   }
 
   /** `open` threw or rejected: reported, closed with 1011, then the `close` callback. */
@@ -919,6 +922,13 @@ export class WebSocketServer<T = unknown> implements Server {
       await ws.close();
       const handler = this.#handler as WebSocketHandler<T>;
       await handler.close?.(ws, ws.closeCode ?? CloseCode.Abnormal, ws.closeReason);
+    },
+    finished: (ws, ended) => {
+      if (ended === undefined) return this.#stream.endSession(ws);
+      ended.then(
+        () => this.#stream.endSession(ws),
+        (error) => this.#stream.endSession(ws, error, true),
+      );
     },
   };
 
