@@ -1,11 +1,12 @@
 // What a quiet WebSocket connection's pending read holds: the engine reads
-// the socket itself with a 64-byte buffer while the peer is quiet, grows to
-// 64 KiB reads while a big message streams in, and goes back to 64 bytes
+// the socket itself with a 256-byte buffer while the peer is quiet, grows to
+// 64 KiB reads while a big message streams in, and goes back to 256 bytes
 // after the next short read. Real sockets; the server end's reads are
 // recorded (the size of every buffer handed to `read`).
 import assert from "node:assert/strict";
 import { SocketConn } from "../internal/socket_conn.ts";
-import { MAX_READ_SIZE, MIN_READ_SIZE } from "../internal/read_sizes.ts";
+import { MAX_READ_SIZE } from "../internal/read_sizes.ts";
+import { SOCKET_IDLE_READ_SIZE as IDLE } from "../internal/socket_conn.ts";
 import { FramedEngine } from "../websocket/connection/_engine.ts";
 import type { EngineSink, Message } from "../websocket/connection/conn.ts";
 import { encodeFrame, Opcode } from "../websocket/codec/mod.ts";
@@ -80,16 +81,16 @@ async function waitFor(ok: () => boolean): Promise<void> {
   while (!ok()) await delay(2);
 }
 
-Deno.test("a quiet WebSocket connection waits on a 64-byte read, from the first read on", async () => {
+Deno.test("a quiet WebSocket connection waits on a 256-byte read, from the first read on", async () => {
   await using p = await pair();
   await within(5000, waitFor(() => p.reads.length > 0), "the first read");
-  assert.equal(p.reads[0], MIN_READ_SIZE);
+  assert.equal(p.reads[0], IDLE);
   await within(5000, pingPong(p.client), "the pong");
   await within(5000, waitFor(() => p.reads.length >= 2), "the next read");
-  assert.equal(p.reads.at(-1), MIN_READ_SIZE, "a ping does not grow the read");
+  assert.equal(p.reads.at(-1), IDLE, "a ping does not grow the read");
 });
 
-Deno.test("a big message grows the reads to 64 KiB; the next short read brings them back to 64 bytes", async () => {
+Deno.test("a big message grows the reads to 64 KiB; the next short read brings them back to 256 bytes", async () => {
   await using p = await pair();
   const big = new Uint8Array(1024 * 1024).fill(7);
   const frame = encodeFrame(Opcode.Binary, big, { mask: true });
@@ -101,5 +102,5 @@ Deno.test("a big message grows the reads to 64 KiB; the next short read brings t
   const count = p.reads.length;
   await within(5000, pingPong(p.client), "the second pong");
   await within(5000, waitFor(() => p.reads.length > count), "the read after it");
-  assert.equal(p.reads.at(-1), MIN_READ_SIZE, "quiet again: a 64-byte read waits");
+  assert.equal(p.reads.at(-1), IDLE, "quiet again: a 256-byte read waits");
 });
