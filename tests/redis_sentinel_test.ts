@@ -19,20 +19,14 @@ import { BroadcastHub, connect, type PreparedMessage, type Subscriber } from "..
 import { freePort, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
 import { runCommand } from "./support/process.ts";
 import { FakeSentinel, SentinelGroup } from "./support/redis_sentinel.ts";
-import { delay, within } from "./support/time.ts";
+import { until as waitUntil, within } from "./support/time.ts";
 
 const REDIS = haveRedis();
 const decoder = new TextDecoder();
 const text = (v: unknown) => decoder.decode(v as Uint8Array);
 
-/** Waits until `check()` holds; the deadline turns a hang into a failure that says what was awaited. */
-async function until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(10);
-  }
-}
+/** A failover takes seconds: every wait here has a 30 s deadline (support/time.ts `until`). */
+const until = (check: () => boolean, what: string, ms = 30_000) => waitUntil(check, what, ms, 10);
 
 /** A call that may meet a connection lost with it in flight (`sent`): safe to retry, retried. */
 async function idempotent<T>(call: () => Promise<T>): Promise<T> {

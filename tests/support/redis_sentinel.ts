@@ -9,9 +9,7 @@
  *
  * @module
  */
-import { BufferedReader } from "../../io/buffered_reader.ts";
 import {
-  encodeCommand,
   encodeReply,
   replyText,
   RespError,
@@ -19,6 +17,7 @@ import {
   type RespValue,
 } from "../../redis/_resp.ts";
 import { freePort, RedisProcess } from "../_redis.ts";
+import { redisCommand } from "./redis_server.ts";
 import { delay } from "./time.ts";
 
 const encoder = new TextEncoder();
@@ -36,30 +35,12 @@ const decoder = new TextDecoder();
  * await assert.rejects(sentinelCommand(1, ["PING"]));
  * ```
  */
-export async function sentinelCommand(
+export function sentinelCommand(
   port: number,
   args: string[],
   password?: string,
 ): Promise<RespValue | undefined> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const reader = new RespReader(new BufferedReader(conn).readable, {
-      maxBulk: 1 << 20,
-      maxArray: 1 << 12,
-      maxDepth: 4,
-    });
-    const commands = password === undefined ? [args] : [["AUTH", password], args];
-    let reply: RespValue | undefined;
-    for (const command of commands) {
-      const bytes = encodeCommand(command);
-      let off = 0;
-      while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-      reply = await reader.read();
-    }
-    return reply;
-  } finally {
-    conn.close();
-  }
+  return redisCommand(port, args, password);
 }
 
 /** Polls `check` every `every` ms until it holds; past `ms`, fails naming `what`. */
