@@ -3,29 +3,15 @@
 // MOVED after a slot changed owner, ASK during a migration, and a master
 // killed while its replica takes over.
 import assert from "node:assert/strict";
-import { RedisClient, type RedisClientEvent, RedisDownError, slotOf } from "../redis/_client.ts";
+import { RedisClient, type RedisClientEvent, slotOf } from "../redis/_client.ts";
 import { replyText } from "../redis/_resp.ts";
 import { type ClusterNode, RedisCluster } from "./support/redis_cluster.ts";
 import { haveRedisServer } from "./support/redis_server.ts";
 import { within } from "./support/time.ts";
+import { idempotent } from "./support/redis_server.ts";
 
 const decoder = new TextDecoder();
 const text = (v: unknown) => decoder.decode(v as Uint8Array);
-
-/**
- * A GET right after a kill may be written before the client has seen the
- * connection end: it rejects with ERR_REDIS_DOWN, `sent: true` (the client
- * never retries what may have run). A GET is safe to retry: retried (3 times).
- */
-async function idempotent<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await call();
-    } catch (err) {
-      if (!(err instanceof RedisDownError) || !err.sent || attempt >= 3) throw err;
-    }
-  }
-}
 
 /** A key (with `prefix`) whose slot master `i` of `n` owns, as RedisCluster splits them. */
 function keyOn(i: number, prefix: string, n = 3): string {

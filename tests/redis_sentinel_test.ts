@@ -6,7 +6,7 @@
 // RedisStreamBus and RedisBus "processes" living through the master's
 // SIGKILL, and ws-server --redis redis+sentinel://… doing the same.
 import assert from "node:assert/strict";
-import { RedisClient, type RedisClientEvent, RedisDownError } from "../redis/_client.ts";
+import { RedisClient, type RedisClientEvent } from "../redis/_client.ts";
 import {
   parseRedisUrl,
   RedisBus,
@@ -20,6 +20,7 @@ import { freePort, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts"
 import { runCommand } from "./support/process.ts";
 import { FakeSentinel, SentinelGroup } from "./support/redis_sentinel.ts";
 import { until as waitUntil, within } from "./support/time.ts";
+import { idempotent } from "./support/redis_server.ts";
 
 const REDIS = haveRedis();
 const decoder = new TextDecoder();
@@ -28,15 +29,28 @@ const text = (v: unknown) => decoder.decode(v as Uint8Array);
 /** A failover takes seconds: every wait here has a 30 s deadline (support/time.ts `until`). */
 const until = (check: () => boolean, what: string, ms = 30_000) => waitUntil(check, what, ms, 10);
 
-/** A call that may meet a connection lost with it in flight (`sent`): safe to retry, retried. */
-async function idempotent<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await call();
-    } catch (err) {
-      if (!(err instanceof RedisDownError) || !err.sent || attempt >= 3) throw err;
-    }
-  }
+/**
+ * A master `a` and its replica `b`, in a temporary --dir of their own (a
+ * replica writes the RDB it syncs from there); disposing stops both and
+ * removes it.
+ */
+async function masterAndReplica() {
+  const dir = await Deno.makeTempDir({ prefix: "netkit-sentinel-" });
+  const a = await RedisProcess.start(["--dir", dir]);
+  const b = await RedisProcess.start(["--dir", dir, "--replicaof", "127.0.0.1", String(a.port)])
+    .catch(async (err) => {
+      await a.kill();
+      throw err;
+    });
+  return {
+    a,
+    b,
+    async [Symbol.asyncDispose]() {
+      await b.kill();
+      await a.kill();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
 }
 
 /** How many times each of `names` occurs in `got`. */
@@ -145,17 +159,8 @@ Deno.test({
     "RedisClient via Sentinels: each asked in turn, ROLE checked, -READONLY asks again, nothing queued while no master is known",
   ignore: !REDIS,
   async fn(t) {
-    // Replicas write the RDB they sync from into --dir: a temporary one.
-    const dir = await Deno.makeTempDir({ prefix: "netkit-sentinel-client-" });
-    await using _cleanup = { [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
-    await using a = await RedisProcess.start(["--dir", dir]);
-    await using b = await RedisProcess.start([
-      "--dir",
-      dir,
-      "--replicaof",
-      "127.0.0.1",
-      String(a.port),
-    ]);
+    await using pair = await masterAndReplica();
+    const { a, b } = pair;
     const A = { hostname: "127.0.0.1", port: a.port };
     const B = { hostname: "127.0.0.1", port: b.port };
     // Sentinel 1 is not there; 2 names the replica (stale); 3 names the master.
@@ -441,16 +446,8 @@ Deno.test({
     "Sentinel failover to a replica that missed writes: RedisStreamBus says so (a new epoch), and goes on exactly once",
   ignore: !REDIS,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "netkit-sentinel-lost-" });
-    await using _cleanup = { [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
-    await using a = await RedisProcess.start(["--dir", dir]);
-    await using b = await RedisProcess.start([
-      "--dir",
-      dir,
-      "--replicaof",
-      "127.0.0.1",
-      String(a.port),
-    ]);
+    await using pair = await masterAndReplica();
+    const { a, b } = pair;
     await using sentinel = FakeSentinel.start({ master: { hostname: "127.0.0.1", port: a.port } });
     const url = `redis+sentinel://${sentinel.address}/mymaster`;
     const x = await streamNode(url, "room");

@@ -17,7 +17,7 @@ import {
   type RespValue,
 } from "../../redis/_resp.ts";
 import { freePort, RedisProcess } from "../_redis.ts";
-import { redisCommand } from "./redis_server.ts";
+import { redisCommand, spawnRedis } from "./redis_server.ts";
 import { delay } from "./time.ts";
 
 const encoder = new TextEncoder();
@@ -141,30 +141,11 @@ export class RedisSentinel implements AsyncDisposable {
   }
 
   async #spawn(config: string): Promise<void> {
-    const child = new Deno.Command("redis-server", {
-      args: [config, "--sentinel"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    this.#child = child;
-    for (let i = 0; i < 200; i++) {
-      const exited = await Promise.race([
-        child.status.then(() => true),
-        delay(25).then(() => false),
-      ]);
-      if (exited) {
-        this.#child = undefined;
-        throw new Error(`redis-server --sentinel exited at start (port ${this.port} taken?)`);
-      }
-      try {
-        if (await this.command(["PING"]) === "PONG") return;
-      } catch {
-        // Not listening yet.
-      }
-    }
-    await this.kill();
-    throw new Error("redis-server --sentinel did not answer PING within 5s");
+    this.#child = await spawnRedis(
+      [config, "--sentinel"],
+      async () => await this.command(["PING"]) === "PONG",
+      `redis-server --sentinel on port ${this.port}`,
+    );
   }
 
   /** `127.0.0.1:port`. */

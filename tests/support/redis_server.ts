@@ -9,6 +9,7 @@
  */
 import { tmpdir } from "node:os";
 import { BufferedReader } from "../../io/buffered_reader.ts";
+import { RedisDownError } from "../../redis/_client.ts";
 import { encodeCommand, replyText, RespReader, type RespValue } from "../../redis/_resp.ts";
 import { freePort } from "./proxies.ts";
 import { delay } from "./time.ts";
@@ -69,6 +70,59 @@ export async function redisCommand(
 }
 
 /** Options for {@linkcode RedisServer.start}. */
+/**
+ * Starts `redis-server` with `args` and waits (5 s at most) until `ready()`
+ * says it answers; rejects if it exits first (`what` names it in errors) or
+ * never answers (then it is killed). Shared by every test Redis: plain,
+ * TLS, replica, Sentinel.
+ */
+export async function spawnRedis(
+  args: string[],
+  ready: () => Promise<boolean>,
+  what: string,
+): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command("redis-server", {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  for (let i = 0; i < 200; i++) {
+    const exited = await Promise.race([
+      child.status.then(() => true),
+      delay(25).then(() => false),
+    ]);
+    if (exited) throw new Error(`${what} exited at start (port taken, or a bad flag?)`);
+    try {
+      if (await ready()) return child;
+    } catch {
+      // Not listening yet.
+    }
+  }
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    // Already gone.
+  }
+  await child.status;
+  throw new Error(`${what} did not answer within 5s`);
+}
+
+/**
+ * A GET right after a kill may be written before the client has seen the
+ * connection end: it rejects with ERR_REDIS_DOWN, `sent: true` (the client
+ * never retries what may have run). A read is safe to retry: retried (3 times).
+ */
+export async function idempotent<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof RedisDownError) || !err.sent || attempt >= 3) throw err;
+    }
+  }
+}
+
 export interface RedisServerOptions {
   /**
    * Arguments after the defaults (`--port`, `--bind 127.0.0.1`, no
@@ -130,8 +184,8 @@ export class RedisServer implements AsyncDisposable {
     const ports = this.#tls
       ? ["--port", "0", "--tls-port", String(this.port)]
       : ["--port", String(this.port)];
-    const child = new Deno.Command("redis-server", {
-      args: [
+    this.#child = await spawnRedis(
+      [
         ...ports,
         "--bind",
         "127.0.0.1",
@@ -148,35 +202,18 @@ export class RedisServer implements AsyncDisposable {
         tmpdir(),
         ...this.#args,
       ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    this.#child = child;
-    for (let i = 0; i < 200; i++) {
-      const exited = await Promise.race([
-        child.status.then(() => true),
-        delay(25).then(() => false),
-      ]);
-      if (exited) {
-        this.#child = undefined;
-        throw new Error(`redis-server exited at start (port ${this.port} taken, or a bad flag?)`);
-      }
-      try {
+      async () => {
         if (this.#tls) {
           const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
           conn.close();
-          return;
+          return true;
         }
         // NOAUTH: a password set some other way (an ACL file) — it answers all the same.
-        const reply = await this.command(["PING"]);
-        if (reply === "PONG" || replyText(reply).startsWith("NOAUTH")) return;
-      } catch {
-        // Not listening yet.
-      }
-    }
-    await this.kill();
-    throw new Error("redis-server did not answer within 5s");
+        const reply = await redisCommand(this.port, ["PING"], this.#password);
+        return reply === "PONG" || replyText(reply).startsWith("NOAUTH");
+      },
+      `redis-server on port ${this.port}`,
+    );
   }
 
   /**
