@@ -22,6 +22,7 @@
  * @module
  */
 // deno-lint-ignore-file no-console
+import { freePort } from "../tests/support/ports.ts";
 import { type Program, startProgram } from "../tests/support/process.ts";
 import { run } from "./_processes.ts";
 import { rssBytes } from "./_procstat.ts";
@@ -62,6 +63,15 @@ export interface ConnOptions {
    * reading waits as long too. @default {2}
    */
   settle?: number;
+  /**
+   * Connections a second holder adds after the after-traffic reading
+   * (`--more`), one process only: RSS grows by what one more connection
+   * costs, without the fixed costs the first ones carried (V8's young
+   * generation grows to its maximum during the first burst and no further).
+   * That slope is the cost per connection a bigger count pays, and gives
+   * what one process would need for 100,000. 0: no second step. @default {0}
+   */
+  more?: number;
 }
 
 /** One process's memory at one reading. */
@@ -95,6 +105,8 @@ export interface ConnSample {
   base?: MemReading;
   idle?: MemReading;
   after?: MemReading;
+  /** `--more`: the second step's connections, set up and alive, and its reading after traffic */
+  more?: { added: number; connected: number; alive: number; reached?: number; after?: MemReading };
   workers?: number;
   command: string;
 }
@@ -238,14 +250,6 @@ async function reading(server: Program, pids: number[], probe?: string): Promise
   return { rss, heapUsed: heap?.heapUsed, external: heap?.external };
 }
 
-/** A free TCP port on 127.0.0.1 (for Redis). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 /** A throwaway redis-server for `--workers`; resolves to it and its URL. */
 async function startRedis(): Promise<{ child: Deno.ChildProcess; url: string }> {
   const port = freePort();
@@ -283,6 +287,37 @@ function commandOf(def: ConnServerDef, ctx: Ctx, extra: string[], bun: string): 
   ];
 }
 
+/** The connection holder's arguments: `n` connections from 127.0.0.`sourceBase` on. */
+function holderArgs(
+  def: ConnServerDef,
+  ctx: Ctx,
+  port: number,
+  n: number,
+  sourceBase: number,
+): string[] {
+  const procs = Math.max(2, Math.ceil(n / PER_PROCESS));
+  return [
+    "--mode",
+    def.proto,
+    "--port",
+    String(port),
+    "--conns",
+    String(n),
+    "--procs",
+    String(procs),
+    "--source-base",
+    String(sourceBase),
+    "--per-source",
+    String(Math.min(20_000, Math.ceil(n / procs))),
+    "--concurrency",
+    String(CONCURRENCY),
+    "--sni",
+    ctx.serverName,
+    "--timeout",
+    String(60 + n / 200),
+  ];
+}
+
 /** Holds `opts.connections` connections against one server and reads its memory. */
 async function measure(
   def: ConnServerDef,
@@ -315,6 +350,7 @@ async function measure(
     : undefined;
   let server: Program | undefined;
   let holder: Holder | undefined;
+  let second: Holder | undefined;
   try {
     server = await startProgram({
       command: argv[0],
@@ -333,25 +369,7 @@ async function measure(
     const pids = [server.pid, ...(workers > 0 ? await childrenOf(server.pid) : [])];
     sample.base = await reading(server, pids, probe);
 
-    const procs = Math.max(2, Math.ceil(n / PER_PROCESS));
-    holder = new Holder([
-      "--mode",
-      def.proto,
-      "--port",
-      String(server.port),
-      "--conns",
-      String(n),
-      "--procs",
-      String(procs),
-      "--per-source",
-      String(Math.min(20_000, Math.ceil(n / procs))),
-      "--concurrency",
-      String(CONCURRENCY),
-      "--sni",
-      ctx.serverName,
-      "--timeout",
-      String(60 + n / 200),
-    ]);
+    holder = new Holder(holderArgs(def, ctx, server.port, n, 2));
     const ready = await holder.line((90 + n / 200) * 1000);
     sample.connected = ready.connected as number;
     sample.setupErrors = ready.errors as number;
@@ -370,6 +388,29 @@ async function measure(
     sample.after = await reading(server, pids, probe);
     const last = await holder.command("check", 60_000);
     sample.dropped = last.dropped as number;
+    const more = opts.more ?? 0;
+    if (more > 0 && workers === 0) {
+      // Source addresses after the first holder's (one per holder process).
+      const firstSources = Math.max(2, Math.ceil(n / PER_PROCESS));
+      second = new Holder(holderArgs(def, ctx, server.port, more, 2 + firstSources));
+      const up = await second.line((90 + more / 200) * 1000);
+      const step: NonNullable<ConnSample["more"]> = {
+        added: more,
+        connected: up.connected as number,
+        alive: 0,
+      };
+      sample.more = step;
+      const alive = await second.command("check", 60_000);
+      step.alive = alive.alive as number;
+      if (def.proto === "ws" || def.proto === "wss") {
+        // Reaches the first holder's connections too: all of them move data.
+        const published = await second.command("publish 1", 60_000);
+        step.reached = published.received_all as number;
+      }
+      await holder.command("check", 60_000);
+      await sleep(settle);
+      step.after = await reading(server, pids, probe);
+    }
     sample.ok = sample.connected === n && sample.alive === n && !server.exited;
     if (!sample.ok) {
       sample.error = server.exited
@@ -381,6 +422,7 @@ async function measure(
   } catch (err) {
     sample.error = (err as Error).message;
   } finally {
+    await second?.quit();
     await holder?.quit();
     await server?.stop("SIGTERM", { timeout: 10_000 });
     if (redis) {
@@ -546,7 +588,33 @@ export function renderConnections(
         `(${(sum(s.base.rss) / MiB).toFixed(0)} MiB before). At ${f1(per)} KiB per connection, ` +
         `one process would need about ${
           ((s.base.rss[1] ?? s.base.rss[0]) / MiB + per * 100_000 / KiB).toFixed(0)
-        } MiB for 100,000 (one worker's start-up RSS + 100,000 × the measured cost).`,
+        } MiB for 100,000 (one worker's start-up RSS + 100,000 × the measured cost; an upper ` +
+        "bound: the cost is an average over the processes, each with fixed costs of its own " +
+        "such as V8's young generation; `--more` measures the cost of one more connection).",
+    );
+  }
+  for (const s of samples) {
+    const step = s.more;
+    if (!step?.after || !s.after) continue;
+    const total = (s.connected ?? 0) + step.connected;
+    const slope = perConn(s.after, step.after, step.connected);
+    const rss = sum(step.after.rss) / MiB;
+    out.push("");
+    out.push(
+      `${s.label}: ${step.connected.toLocaleString("en-US")} more connections ` +
+        `(${total.toLocaleString("en-US")} in all; alive ${step.alive}` +
+        `${
+          step.reached !== undefined ? `, got the broadcast ${step.reached}` : ""
+        }) took RSS from ` +
+        `${(sum(s.after.rss) / MiB).toFixed(0)} to ${rss.toFixed(0)} MiB after traffic: ` +
+        `**${f1(slope)} KiB per added connection** (the first ${
+          (s.connected ?? 0).toLocaleString("en-US")
+        }: ${f1(perConn(s.base, s.after, s.connected ?? 0))}, fixed costs included). ` +
+        `One process holding 100,000 would need about **${
+          (rss + slope * (100_000 - total) / KiB).toFixed(0)
+        } MiB** (its RSS with ${total.toLocaleString("en-US")} + ${
+          (100_000 - total).toLocaleString("en-US")
+        } × the added cost).`,
     );
   }
   for (const note of notes) out.push(`\n- ${note}`);

@@ -32,6 +32,7 @@
  */
 // deno-lint-ignore-file no-console
 import { parseArgs } from "node:util";
+import { freePort } from "../tests/support/ports.ts";
 import { type Program, startProgram } from "../tests/support/process.ts";
 import { cpuSeconds, loadAverage } from "./_procstat.ts";
 
@@ -60,13 +61,6 @@ const LAYOUT = flags.layout === "remote" ? "remote" : "even";
 const encoder = new TextEncoder();
 
 // --- processes ----------------------------------------------------------------
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function startRedis(): Promise<{ url: string; child: Deno.ChildProcess }> {
   const port = freePort();

@@ -6,7 +6,7 @@
  *   deno task bench [--quick] [--only tcp|tls|ws|conns] [--rounds N] [--duration S]
  *                   [--warmup S] [--pin] [--procs N] [--verify] [--ws-binary]
  *                   [--servers a,b] [--json FILE] [--connections N] [--workers N]
- *                   [--settle S]
+ *                   [--settle S] [--more M]
  *
  * Every (scenario, server) pair runs once per round against a fresh server
  * process; within a round the servers take turns in a rotated order. The
@@ -96,6 +96,9 @@ ${wrapIds(SERVERS.map((s) => s.id), 19, 100)}
   --connections N  conns: idle connections held per server (default 10000)
   --settle S       conns: seconds of quiet before each memory reading (default 2;
                    30 lets V8's memory reducer give back what the setup burst grew)
+  --more M         conns, one process: M more connections after the readings, and
+                   a last reading: the cost of one more connection, and what one
+                   process would need for 100,000 (at most 19,000 in all)
   --workers N      conns: ws-server worker processes (default: 0 up to 16,000
                    connections, else one per 17,000); memory ids:
 ${wrapIds(CONN_SERVERS.map((s) => s.id), 19, 100)}`;
@@ -131,6 +134,7 @@ function parseOptions(args: string[]): Options & { conns?: ConnOptions } {
         connections: { type: "string" },
         workers: { type: "string" },
         settle: { type: "string" },
+        more: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -170,9 +174,13 @@ function parseOptions(args: string[]): Options & { conns?: ConnOptions } {
         : Math.round(num(values.workers, "workers", 0, 0)),
       servers: servers?.filter((s) => CONN_SERVERS.some((d) => d.id === s)),
       settle: num(values.settle, "settle", 2, 0),
+      more: Math.round(num(values.more, "more", 0, 0)),
     }
     : undefined;
   if (conns?.servers?.length === 0) conns.servers = undefined;
+  if (conns?.more && (conns.workers > 0 || conns.connections + conns.more > 19_000)) {
+    usage("--more needs one server process: --connections + --more at most 19,000, no --workers");
+  }
   return {
     rounds: Math.round(num(values.rounds, "rounds", quick ? 1 : 5, 1)),
     duration: num(values.duration, "duration", quick ? 1 : 1.5, 0.1),

@@ -187,8 +187,11 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
-/** Logs what the Redis bus reports: losses, retries, recoveries with counts. */
-function logRedis(url: string): (event: RedisStreamBusEvent) => void {
+/**
+ * Logs what the Redis bus reports: losses, retries, recoveries with counts;
+ * with Sentinel, a new master (not with `--quiet`: the bus goes on by itself).
+ */
+function logRedis(url: string, quiet: boolean): (event: RedisStreamBusEvent) => void {
   return (event) => {
     switch (event.type) {
       case "lost":
@@ -217,6 +220,11 @@ function logRedis(url: string): (event: RedisStreamBusEvent) => void {
             plural(event.queued, "message")
           } published meanwhile now relayed, ${event.dropped} dropped`,
         );
+        break;
+      case "master":
+        if (!quiet) {
+          log(program, `redis: master "${event.masterName}" is now ${event.node} (failover)`);
+        }
         break;
       case "missed":
         log(
@@ -480,7 +488,7 @@ export async function main(args: string[]): Promise<number> {
       historySize: history > 0 ? history : 1000,
       historyTtl: historyTtl > 0 ? historyTtl : undefined,
       caCerts: redisCa,
-      onEvent: logRedis(parseRedisUrl(redis).display),
+      onEvent: logRedis(parseRedisUrl(redis).display, quiet),
     });
     await bus.subscribe(TOPIC);
     if (signal.aborted) {

@@ -10,6 +10,7 @@
  * | --- | --- |
  * | `<prefix>{<topic>}:log` | the stream; entry ID `<offset>-0`, one field: its name `<type> <epoch> <origin> <sequence>` (type `t` text, `b` binary), its value the payload |
  * | `<prefix>{<topic>}:epoch` | the log's epoch: made when missing, so it changes when Redis loses its data |
+ * | `<prefix>{<topic>}:start` | `<epoch> <offset>`: the offset that epoch's log starts after (0, or where the log had reached when it went back in time): a reader that comes to the epoch reads it from there |
  * | `<prefix>{<topic>}:seq` | the last offset given (INCR: consecutive across processes) |
  * | `<prefix>{<topic>}:origins` | per publishing process, the last sequence added: a retried publish is not added twice |
  * | `<prefix>{<topic>}:id:<key>` | an acknowledged publish's idempotency key (expires after the history TTL) |
@@ -46,7 +47,7 @@ import { DEFAULT_MAX_PAYLOAD } from "../websocket/codec/constants.ts";
 import { decodeUtf8 } from "../websocket/codec/validation.ts";
 import { RedisClient, type RedisConnection, RedisReplyError, slotOf } from "./_client.ts";
 import { OversizedBulk, type RespValue } from "./_resp.ts";
-import type { RedisConnectionOptions } from "./url.ts";
+import { type RedisConnectionOptions, redisTarget } from "./url.ts";
 
 const decoder = new TextDecoder();
 
@@ -105,6 +106,17 @@ export type RedisStreamBusEvent =
     attempts: number;
   }
   | {
+    /**
+     * Redis Sentinel: the Sentinels name another master than the one the bus
+     * was connected to (a failover), `node` (`host:port`), monitored as
+     * `masterName`; the bus goes on with it. Not reported for the master
+     * found at connect.
+     */
+    type: "master";
+    masterName: string;
+    node: string;
+  }
+  | {
     /** A topic's log was lost (Redis restarted without persistence, flushed): a new epoch. */
     type: "epoch";
     topic: string;
@@ -143,7 +155,8 @@ export interface RedisStreamBusStats {
 /** The error for a Redis that cannot be used at start. */
 export class RedisStreamBusError extends NetkitError {}
 
-// The epoch: GET it, or make it (new log: no stream, seq 0). Shared by both scripts.
+// The epoch: GET it, or make it (new log: no stream, seq 0, starting after
+// offset 0). Shared by both scripts.
 const EPOCH_LUA = `
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -151,10 +164,11 @@ if not epoch then
   redis.call('SET', KEYS[2], epoch)
   redis.call('DEL', KEYS[1], KEYS[4])
   redis.call('SET', KEYS[3], 0)
+  redis.call('SET', KEYS[5], epoch .. ' 0')
 end
 `;
 
-// KEYS: log, epoch, seq, origins, then the idempotency keys of the batch.
+// KEYS: log, epoch, seq, origins, start, then the idempotency keys of the batch.
 // ARGV: new epoch, maxlen, ttl (s), origin, then what the messages are —
 // `<sequence> <type> <index in KEYS of its idempotency key, 0: none>` each,
 // separated by commas, in one argument (one string to encode per call, not
@@ -206,19 +220,29 @@ redis.call('EXPIRE', KEYS[4], ttl)
 return out
 `;
 
-// KEYS: log, epoch, seq, origins. ARGV: new epoch, the offset this process
-// read up to in that epoch (or ""). Returns {epoch, seq}. A log that went
-// back in time (restored from an older snapshot) gets a new epoch: the
-// offsets it would give again were given already.
+// KEYS: log, epoch, seq, origins, start. ARGV: new epoch, the offset this
+// process read up to in that epoch (or ""), that epoch (or ""). Returns
+// {epoch, seq, start}: start is the offset the epoch's log starts after, -1
+// when not recorded (an epoch made by an earlier version, or by hand). A log
+// that went back in time (restored from an older snapshot) gets a new
+// epoch: the offsets it would give again were given already, so it goes on
+// after them — and starts there.
 const POSITION_LUA = EPOCH_LUA + `
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ARGV[2] ~= '' and ARGV[3] == epoch and seq < tonumber(ARGV[2]) then
   epoch = ARGV[1]
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[3], ARGV[2])
+  redis.call('SET', KEYS[5], epoch .. ' ' .. ARGV[2])
   seq = tonumber(ARGV[2])
 end
-return {epoch, seq}
+local start = -1
+local s = redis.call('GET', KEYS[5])
+if s then
+  local e, o = string.match(s, '^(%S+) (%d+)$')
+  if e == epoch then start = tonumber(o) end
+end
+return {epoch, seq, start}
 `;
 
 // Error replies that mean "not now" (loading its data after a restart, a
@@ -265,6 +289,7 @@ interface Keys {
   epoch: string;
   seq: string;
   origins: string;
+  start: string;
   id: string;
 }
 
@@ -309,8 +334,14 @@ interface Topic {
   interest: number;
   /** Known once the subscription is set up; `undefined` while (re)establishing. */
   epoch: string | undefined;
-  /** The last offset read in that epoch. */
+  /** The last offset read in that epoch (at first, the offset it starts after). */
   cursor: number;
+  /**
+   * Read from a new epoch whose start is not recorded (cursor 0): the first
+   * entry read of it is where it starts as far as this reader can tell, so
+   * the offsets before it are not counted as missed (they are the old log's).
+   */
+  startUnknown: boolean;
   /** The epoch last known, kept while re-establishing after a loss. */
   lastEpoch: string | undefined;
   ready: Promise<void>;
@@ -429,8 +460,8 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
   /**
    * Connects to Redis (`redis://`, `rediss://`; several URLs are Cluster
    * seeds; a `redis+sentinel://` URL, or the `sentinels` option, for the
-   * master the Sentinels name, asked again after every loss: a failover)
-   * and checks it answers.
+   * master the Sentinels name, asked again after every loss: a failover,
+   * reported to `onEvent` as `master`) and checks it answers.
    *
    * @throws {NetkitError} `ERR_REDIS_URL`, `ERR_REDIS_AUTH`, `ERR_REDIS_CONNECT`
    *   (nothing answers: the message names the URL and why).
@@ -440,6 +471,9 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     options: RedisStreamBusOptions = {},
   ): Promise<RedisStreamBus> {
     const maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+    // A failover through Sentinel is the bus's news too ("master"); the
+    // client's other events the bus reports in its own terms (lost, back).
+    let onMaster = (_node: string) => {};
     const client = await RedisClient.connect(urls, {
       caCerts: options.caCerts,
       timeout: options.timeout,
@@ -450,8 +484,17 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       // An entry is its payload plus a few short fields; XREAD replies are
       // arrays of up to READ_COUNT entries.
       maxBulkSize: maxPayload + 1024,
+      onEvent: (e) => {
+        if (e.type === "master") onMaster(e.node);
+      },
     });
-    return new RedisStreamBus(client, options);
+    const bus = new RedisStreamBus(client, options);
+    const { sentinel } = redisTarget(typeof urls === "string" ? urls : urls[0], options);
+    if (sentinel !== undefined) {
+      const masterName = sentinel.masterName;
+      onMaster = (node) => bus.#onEvent({ type: "master", masterName, node });
+    }
+    return bus;
   }
 
   /** Whether the client talks to a Redis Cluster. */
@@ -490,6 +533,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       interest: 1,
       epoch: undefined,
       cursor: 0,
+      startUnknown: false,
       lastEpoch: undefined,
       ready: Promise.resolve(),
       group: undefined,
@@ -687,6 +731,7 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       epoch: base + "epoch",
       seq: base + "seq",
       origins: base + "origins",
+      start: base + "start",
       id: base + "id:",
     };
   }
@@ -737,7 +782,8 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
       }
       return;
     }
-    const keys = [outbox.keys.log, outbox.keys.epoch, outbox.keys.seq, outbox.keys.origins];
+    const k = outbox.keys;
+    const keys = [k.log, k.epoch, k.seq, k.origins, k.start];
     const epoch = this.#epochCandidate;
     const args: (string | Uint8Array)[] = [
       epoch,
@@ -982,9 +1028,11 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
   }
 
   /**
-   * The position script: the epoch (made if missing) and the last offset.
-   * For a topic read before in the same epoch, the cursor stays (no gap);
-   * a new epoch restarts it at 0 and tells the hubs.
+   * The position script: the epoch (made if missing), the last offset, and
+   * where the epoch's log starts. For a topic read before in the same
+   * epoch, the cursor stays (no gap); a new epoch moves it to where that log
+   * starts (the offsets before are the old log's: not missed) and tells the
+   * hubs, at that offset.
    */
   async #readPosition(t: Topic): Promise<void> {
     const candidate = this.#epochCandidate;
@@ -998,21 +1046,30 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
     if (last !== undefined && last.epoch === known && last.offset > reached) reached = last.offset;
     const reply = await this.#eval(
       POSITION_LUA,
-      [t.keys.log, t.keys.epoch, t.keys.seq, t.keys.origins],
+      [t.keys.log, t.keys.epoch, t.keys.seq, t.keys.origins, t.keys.start],
       [candidate, known === undefined ? "" : String(reached), known ?? ""],
     );
     if (!Array.isArray(reply)) throw new NetkitError("ERR_REDIS_REPLY", "unexpected reply");
     const epoch = text(reply[0]);
     this.#candidate(epoch);
     const seq = Number(reply[1]);
+    const start = Number(reply[2]);
     if (this.#topics.get(t.name) !== t) return;
-    if (known === undefined) {
+    // What is known now: a call that overlapped this one (the read loop's
+    // and the recovery's, after an outage) may have taken the change to
+    // this epoch already — then it is the same log, not a second change.
+    const now = t.epoch ?? t.lastEpoch;
+    if (now === undefined) {
       t.epoch = epoch;
       t.cursor = seq;
-    } else if (known !== epoch) {
-      // The log was lost: a new one, read from its start.
+    } else if (now !== epoch) {
+      // The log was lost, or went back in time: a new one, read from its
+      // start — where it starts, when recorded (0 for a new log; where the
+      // old one had reached for one that goes on after it), else from the
+      // first entry found.
       t.epoch = epoch;
-      t.cursor = 0;
+      t.startUnknown = !(start >= 0 && start <= seq);
+      t.cursor = t.startUnknown ? 0 : start;
       this.#dropConfirmed(t, epoch);
       this.#onEvent({ type: "epoch", topic: t.name, epoch });
     } else {
@@ -1220,11 +1277,13 @@ export class RedisStreamBus implements BroadcastBus, AsyncDisposable {
           break;
         }
         if (entry.offset <= t.cursor) continue;
-        if (entry.offset > t.cursor + 1) {
+        if (entry.offset > t.cursor + 1 && !t.startUnknown) {
+          // Inside one epoch (from where it starts): trimmed before read.
           const count = entry.offset - t.cursor - 1;
           this.#stats.missed += count;
           this.#onEvent({ type: "missed", topic: t.name, count });
         }
+        t.startUnknown = false;
         t.cursor = entry.offset;
         this.#deliver(t, entry);
       }

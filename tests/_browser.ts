@@ -2,7 +2,7 @@
 // dependency but netkit's own WebSocket client: launch, open tabs, evaluate,
 // type, screenshot, and clean everything up. Used by the browser tests.
 import { connect, type WebSocketConn } from "../websocket/mod.ts";
-import { delay } from "./support/time.ts";
+import { delay, settlesWithin } from "./support/time.ts";
 import { findTool } from "./support/tools.ts";
 
 /** Where Chromium is commonly installed; `CHROMIUM` (a path) is tried first. */
@@ -325,18 +325,12 @@ export class Browser implements AsyncDisposable {
   /** Closes Chromium (politely, then by force) and removes its profile. */
   async [Symbol.asyncDispose](): Promise<void> {
     const status = this.child.status;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await this.cdp.send("Browser.close").catch(() => {});
       await this.cdp.close();
       // A Chromium that does not exit within 5 s is killed.
-      const exited = await Promise.race([
-        status.then(() => true),
-        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 5000)),
-      ]);
-      if (!exited) await Browser.#kill(this.child, status);
+      if (!(await settlesWithin(status, 5000))) await Browser.#kill(this.child, status);
     } finally {
-      clearTimeout(timer);
       await this.stopStderr();
       // Chromium's helpers may still be writing the profile for a moment.
       for (let i = 0;; i++) {

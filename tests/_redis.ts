@@ -5,7 +5,7 @@
 import { RedisServer } from "./support/redis_server.ts";
 import { type Program, startProgram } from "./support/process.ts";
 
-export { freePort } from "./support/proxies.ts";
+export { freePort } from "./support/ports.ts";
 export { haveRedisServer as haveRedis } from "./support/redis_server.ts";
 
 /**

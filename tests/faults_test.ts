@@ -20,7 +20,7 @@ import {
   type Target,
 } from "./support/hostile/mod.ts";
 import { equalBytes } from "./support/bytes.ts";
-import { delay as sleep, within } from "./support/time.ts";
+import { delay as sleep, settlesWithin, within } from "./support/time.ts";
 
 const { ca, cert, key } = await createDevCerts({ hosts: ["localhost", "127.0.0.1"] });
 
@@ -85,8 +85,6 @@ async function roundTrip(conn: Conn, n: number, seed: number): Promise<void> {
 /** Resolves to true when `conn`'s readable ends (or errors) within `ms`. */
 async function endsWithin(conn: Conn, ms: number): Promise<boolean> {
   const reader = conn.readable.getReader();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
   const ended = (async () => {
     try {
       while (!(await reader.read()).done) {
@@ -95,10 +93,8 @@ async function endsWithin(conn: Conn, ms: number): Promise<boolean> {
     } catch {
       // A reset ends it too.
     }
-    return true as const;
   })();
-  const result = await Promise.race([ended, late]);
-  clearTimeout(timer);
+  const result = await settlesWithin(ended, ms);
   reader.releaseLock();
   return result;
 }

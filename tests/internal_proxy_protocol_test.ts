@@ -14,6 +14,7 @@ import { concat } from "./support/bytes.ts";
 import { hasIPv6Loopback, hasTool } from "./support/tools.ts";
 import { delay } from "./support/time.ts";
 import { startHaproxy } from "./support/haproxy.ts";
+import { freePort } from "./support/ports.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -407,13 +408,6 @@ Deno.test("over a netkit TCP Conn: a header trickled in pieces, then a bad one, 
 });
 
 // ---- HAProxy ---------------------------------------------------------------
-
-function freePort(hostname: string): number {
-  const listener = Deno.listen({ hostname, port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 /** Rejects, naming `what`, if `promise` has not settled in `ms`: a guard against a hang, not a timing check. */
 async function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

@@ -3,13 +3,8 @@
 import assert from "node:assert/strict";
 import { runProgram, startServer } from "./_helpers.ts";
 import { tempDevCerts } from "./support/certs.ts";
-import {
-  freePort,
-  hasMicrosocks,
-  hasTinyproxy,
-  startMicrosocks,
-  startTinyproxy,
-} from "./support/proxies.ts";
+import { freePort } from "./support/ports.ts";
+import { hasMicrosocks, hasTinyproxy, startMicrosocks, startTinyproxy } from "./support/proxies.ts";
 
 const certs = await tempDevCerts({ prefix: "netkit-proxy-cli-", removeOnUnload: true });
 

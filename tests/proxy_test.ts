@@ -9,13 +9,8 @@ import { readExact, readUntil, writeAll } from "../io/mod.ts";
 import { createDevCerts } from "../certs/mod.ts";
 import { bypassesProxy, openTunnel, ProxyError, proxyForUrl } from "../proxy/mod.ts";
 import type { Conn } from "../mod.ts";
-import {
-  freePort,
-  hasMicrosocks,
-  hasTinyproxy,
-  startMicrosocks,
-  startTinyproxy,
-} from "./support/proxies.ts";
+import { freePort } from "./support/ports.ts";
+import { hasMicrosocks, hasTinyproxy, startMicrosocks, startTinyproxy } from "./support/proxies.ts";
 
 const decoder = new TextDecoder();
 

@@ -7,20 +7,15 @@
 // SIGKILL, and ws-server --redis redis+sentinel://… doing the same.
 import assert from "node:assert/strict";
 import { RedisClient, type RedisClientEvent } from "../redis/_client.ts";
-import {
-  parseRedisUrl,
-  RedisBus,
-  type RedisBusEvent,
-  RedisStreamBus,
-  type RedisStreamBusEvent,
-} from "../redis/mod.ts";
+import { parseRedisUrl, RedisBus, type RedisBusEvent } from "../redis/mod.ts";
 import { redisTarget } from "../redis/url.ts";
-import { BroadcastHub, connect, type PreparedMessage, type Subscriber } from "../websocket/mod.ts";
+import { BroadcastHub, connect } from "../websocket/mod.ts";
 import { freePort, haveRedis, RedisProcess, WsServerProcess } from "./_redis.ts";
 import { runCommand } from "./support/process.ts";
 import { FakeSentinel, SentinelGroup } from "./support/redis_sentinel.ts";
 import { until as waitUntil, within } from "./support/time.ts";
 import { idempotent } from "./support/redis_server.ts";
+import { Recorder, streamBusNode } from "./support/stream_bus_node.ts";
 
 const REDIS = haveRedis();
 const decoder = new TextDecoder();
@@ -267,30 +262,8 @@ Deno.test({
   },
 });
 
-class Recorder implements Subscriber {
-  got: string[] = [];
-  sendPrepared(m: PreparedMessage): "sent" {
-    this.got.push(typeof m.data === "string" ? m.data : `bin:${decoder.decode(m.data)}`);
-    return "sent";
-  }
-}
-
-/** A stream-bus "process": a bus over the Sentinels, a hub with history, one subscriber. */
-async function streamNode(url: string, topic: string) {
-  const events: RedisStreamBusEvent[] = [];
-  const bus = await RedisStreamBus.connect(url, {
-    historySize: 1000,
-    reconnectDelay: 50,
-    maxReconnectDelay: 300,
-    timeout: 2000,
-    onEvent: (e) => events.push(e),
-  });
-  const hub = new BroadcastHub({ bus, historySize: 1000 });
-  await bus.subscribe(topic);
-  const sub = new Recorder();
-  hub.subscribe(sub, topic);
-  return { bus, hub, sub, events };
-}
+// Failovers take a Sentinel round: reconnect less eagerly, time out commands.
+const SENTINEL_TIMING = { maxReconnectDelay: 300, timeout: 2000 };
 
 /** A pub/sub "process": a RedisBus over the Sentinels (given as options), a hub, one subscriber. */
 async function pubsubNode(group: SentinelGroup, topic: string) {
@@ -321,8 +294,8 @@ Deno.test({
       password: "data-pw",
       sentinelPassword: "s-pw",
     });
-    const a = await streamNode(group.url, "room");
-    const b = await streamNode(group.url, "room");
+    const a = await streamBusNode(group.url, "room", SENTINEL_TIMING);
+    const b = await streamBusNode(group.url, "room", SENTINEL_TIMING);
     const p = await pubsubNode(group, "chat");
     const q = await pubsubNode(group, "chat");
     try {
@@ -450,8 +423,8 @@ Deno.test({
     const { a, b } = pair;
     await using sentinel = FakeSentinel.start({ master: { hostname: "127.0.0.1", port: a.port } });
     const url = `redis+sentinel://${sentinel.address}/mymaster`;
-    const x = await streamNode(url, "room");
-    const y = await streamNode(url, "room");
+    const x = await streamBusNode(url, "room", SENTINEL_TIMING);
+    const y = await streamBusNode(url, "room", SENTINEL_TIMING);
     try {
       for (let i = 0; i < 10; i++) x.hub.publish("room", `kept${i}`);
       await until(() => x.sub.got.length === 10 && y.sub.got.length === 10, "10 each");

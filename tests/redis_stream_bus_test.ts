@@ -3,21 +3,13 @@
 // each with a hub keeping history. After each scenario, per topic, the exact
 // sequence of payloads every subscriber got, and the positions each hub gave.
 import assert from "node:assert/strict";
-import { BroadcastHub, type PreparedMessage, type Subscriber } from "../websocket/mod.ts";
-import { RedisStreamBus, type RedisStreamBusEvent } from "../redis/mod.ts";
+import { BroadcastHub } from "../websocket/mod.ts";
+import { RedisStreamBus } from "../redis/mod.ts";
 import { haveRedis, RedisProcess } from "./_redis.ts";
 import { delay, until } from "./support/time.ts";
+import { Recorder, streamBusNode } from "./support/stream_bus_node.ts";
 
 const REDIS = haveRedis();
-const decoder = new TextDecoder();
-
-class Recorder implements Subscriber {
-  got: string[] = [];
-  sendPrepared(m: PreparedMessage): "sent" {
-    this.got.push(typeof m.data === "string" ? m.data : `bin:${decoder.decode(m.data)}`);
-    return "sent";
-  }
-}
 
 /**
  * A redis-server that writes every change to its append-only file before
@@ -40,24 +32,6 @@ async function persistentRedis(): Promise<{ redis: RedisProcess } & AsyncDisposa
   };
 }
 
-/**
- * A "process": a bus on the Redis and a hub with history on it, one
- * subscriber on `topic`; dispose closes the bus.
- */
-async function node(url: string, topic: string, events: RedisStreamBusEvent[] = []) {
-  const bus = await RedisStreamBus.connect(url, {
-    historySize: 1000,
-    reconnectDelay: 50,
-    maxReconnectDelay: 200,
-    onEvent: (e) => events.push(e),
-  });
-  const hub = new BroadcastHub({ bus, historySize: 1000 });
-  await bus.subscribe(topic);
-  const sub = new Recorder();
-  hub.subscribe(sub, topic);
-  return { bus, hub, sub, events, [Symbol.asyncDispose]: () => bus.close() };
-}
-
 const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 Deno.test({
@@ -66,8 +40,8 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     await using redis = await RedisProcess.start();
-    await using a = await node(redis.url, "room");
-    await using b = await node(redis.url, "room");
+    await using a = await streamBusNode(redis.url, "room");
+    await using b = await streamBusNode(redis.url, "room");
     for (let i = 0; i < 50; i++) {
       a.hub.publish("room", `a${i}`);
       b.hub.publish("room", i % 2 ? new TextEncoder().encode(`b${i}`) : `b${i}`);
@@ -97,7 +71,7 @@ Deno.test({
   async fn() {
     await using persistent = await persistentRedis();
     const { redis } = persistent;
-    await using a = await node(redis.url, "room");
+    await using a = await streamBusNode(redis.url, "room");
     a.hub.publish("room", "before");
     await until(() => a.sub.got.length === 1, "before");
     // Redis holds every write (and script) back: the next publishes stay in flight.
@@ -127,8 +101,8 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     await using redis = await RedisProcess.start();
-    await using a = await node(redis.url, "room");
-    await using b = await node(redis.url, "room");
+    await using a = await streamBusNode(redis.url, "room");
+    await using b = await streamBusNode(redis.url, "room");
     a.hub.publish("room", "before");
     await until(() => b.sub.got.length === 1, "before");
     const epoch = a.hub.position("room")!.epoch;
@@ -166,8 +140,8 @@ Deno.test({
   async fn() {
     await using persistent = await persistentRedis();
     const { redis } = persistent;
-    await using a = await node(redis.url, "room");
-    await using b = await node(redis.url, "room");
+    await using a = await streamBusNode(redis.url, "room");
+    await using b = await streamBusNode(redis.url, "room");
     for (const m of names("x", 10)) a.hub.publish("room", m);
     await until(() => b.sub.got.length === 10, "10 at b");
     const before = b.hub.position("room")!;
@@ -198,8 +172,8 @@ Deno.test({
   async fn() {
     await using redis = await RedisProcess.start();
     const topics = ["t0", "t1", "t2"];
-    await using a = await node(redis.url, "t0");
-    await using b = await node(redis.url, "t0");
+    await using a = await streamBusNode(redis.url, "t0");
+    await using b = await streamBusNode(redis.url, "t0");
     const { PreparedMessage } = await import("../websocket/mod.ts");
     const subs = new Map<string, [Recorder, Recorder]>();
     for (const t of topics) {
@@ -251,7 +225,7 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     await using redis = await RedisProcess.start();
-    await using a = await node(redis.url, "old");
+    await using a = await streamBusNode(redis.url, "old");
     const { epoch, offset } = a.hub.position("old")!;
     assert.equal(offset, 0);
     // As the first version of the publish script wrote them.
@@ -289,8 +263,8 @@ Deno.test({
   ignore: !REDIS,
   async fn() {
     await using redis = await RedisProcess.start();
-    await using a = await node(redis.url, "room");
-    await using b = await node(redis.url, "room");
+    await using a = await streamBusNode(redis.url, "room");
+    await using b = await streamBusNode(redis.url, "room");
     for (const m of names("m", 20)) a.hub.publish("room", m);
     await until(() => b.sub.got.length === 20, "20 at b");
     const { epoch } = b.hub.position("room")!;

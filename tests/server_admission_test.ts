@@ -11,6 +11,7 @@ import { createDevCerts } from "../certs/mod.ts";
 import { encodeProxyHeaderV1, encodeProxyHeaderV2 } from "../internal/proxy_protocol.ts";
 import { hasIPv6Loopback, hasTool } from "./support/tools.ts";
 import { startHaproxy } from "./support/haproxy.ts";
+import { freePort } from "./support/ports.ts";
 import { delay } from "./support/time.ts";
 
 const encoder = new TextEncoder();
@@ -325,10 +326,3 @@ Deno.test("the new server flags are checked: bad values are usage errors (exit 2
     assert.equal(run.stdout, "");
   }
 });
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}

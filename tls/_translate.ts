@@ -2,6 +2,9 @@
 // TlsErrors whose message names the cause and the fix. Internal.
 import { NetkitError } from "../errors.ts";
 import { TlsError } from "./errors.ts";
+import { Buffer } from "node:buffer";
+import { X509Certificate } from "node:crypto";
+import { caStore } from "./system_roots.ts";
 
 /** What a client was doing when its handshake failed: for messages. */
 export interface ClientContext {
@@ -9,6 +12,12 @@ export interface ClientContext {
   at: string;
   /** The name the certificate was checked against. */
   serverName: string;
+  /**
+   * The CA certificates (PEM) the client was given to trust (`caCerts`), if
+   * any: a certificate signed by another CA of the same name is explained by
+   * naming them.
+   */
+  caCerts?: readonly string[];
 }
 
 function messageOf(err: unknown): string {
@@ -46,16 +55,69 @@ function quoteList(names: string[]): string {
   return names.map((n) => `"${n}"`).join(", ");
 }
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
+
+/** The base64 bodies of the certificates in PEM strings (each may hold several). */
+function pemBodies(pems: readonly string[]): string[] {
+  const bodies: string[] = [];
+  for (const pem of pems) {
+    for (const block of pem.matchAll(PEM_CERTIFICATE)) bodies.push(block[1].replace(/\s+/g, ""));
+  }
+  return bodies;
+}
+
+/**
+ * The subject common names of base64 DER certificates, each once, in order;
+ * unreadable ones left out. Parsed by `node:crypto` (no ASN.1 of ours).
+ */
+function commonNames(bodies: readonly string[]): string[] {
+  const names = new Set<string>();
+  for (const body of bodies) {
+    try {
+      const subject = new X509Certificate(Buffer.from(body, "base64")).subject;
+      for (const part of subject.split("\n")) {
+        if (part.startsWith("CN=")) names.add(part.slice(3));
+      }
+    } catch {
+      // Not a readable certificate: Deno's own check reports it, not this one.
+    }
+  }
+  return [...names];
+}
+
+/**
+ * The names of the CAs in `trusted` that were given on purpose: the
+ * programs add the system's CAs to `--ca` (tls/system_roots.ts), and
+ * naming a hundred public roots would hide the one that matters. When every
+ * one is a system or bundled root (a development CA installed in the
+ * system), all of them.
+ */
+function givenCaNames(trusted: readonly string[]): string[] {
+  const everywhere = new Set<string>();
+  for (const store of ["system", "bundled"] as const) {
+    try {
+      for (const body of pemBodies(caStore(store))) everywhere.add(body);
+    } catch {
+      // Older runtimes, or no access to the store: name more.
+    }
+  }
+  const all = pemBodies(trusted);
+  const given = all.filter((body) => !everywhere.has(body));
+  return commonNames(given.length > 0 ? given : all);
+}
+
 /**
  * Certificate verification errors, the same wording on both sides. `whose`
- * is "the server's" or "the client's".
+ * is "the server's" or "the client's"; `trusted` the CA certificates (PEM)
+ * this side was given, for naming them.
  */
 function certificateError(
   message: string,
   err: unknown,
   whose: string,
   serverName: string | undefined,
-  fix: { ca: string; self: string },
+  fix: { ca: string; self: string; signer: string },
+  trusted?: readonly string[],
 ): TlsError | undefined {
   if (/UnknownIssuer|unknown issuer|self[- ]signed|unable to get (local )?issuer/i.test(message)) {
     return new TlsError(
@@ -104,6 +166,35 @@ function certificateError(
       { cause: err, notBefore },
     );
   }
+  // A signature that does not verify, or made with another kind of key than
+  // the issuer's: a verifier only checks it against a CA whose name is the
+  // one the certificate gives as its issuer, so a CA of that name but another
+  // key is trusted — most often a development CA made again under the same
+  // name (a second createDevCerts(), deno task certs --force) while the other
+  // side kept the certificate signed by the first. rustls says BadSignature
+  // (InvalidSignatureForPublicKey in older ones), or
+  // UnsupportedSignatureAlgorithmForPublicKey when the two keys are of
+  // different types (ECDSA, RSA); OpenSSL says "certificate signature
+  // failure" (when no key identifiers tell the CAs apart first).
+  if (
+    /BadSignature|InvalidSignatureForPublicKey|UnsupportedSignatureAlgorithmForPublicKey|certificate signature failure|CERT_SIGNATURE_FAILURE/i
+      .test(message)
+  ) {
+    const names = trusted === undefined ? [] : givenCaNames(trusted);
+    const issuer = names.length === 1
+      ? `names its issuer "${names[0]}", but the CA of that name ${fix.self} trusts did not sign it`
+      : names.length > 1 && names.length <= 3
+      ? `names as its issuer one of the CAs ${fix.self} trusts (${
+        quoteList(names)
+      }), but that CA did not sign it`
+      : `names as its issuer a CA ${fix.self} trusts, but that CA did not sign it`;
+    return new TlsError(
+      "ERR_TLS_CERT_INVALID",
+      `${whose} certificate ${issuer}: the two CA files differ (were the certificates made again, ` +
+        `e.g. by another deno task certs or createDevCerts()?); ${fix.signer}`,
+      { cause: err },
+    );
+  }
   if (/invalid peer certificate/i.test(message)) {
     const what = message.replace(/^.*invalid peer certificate:\s*/i, "");
     return new TlsError(
@@ -128,7 +219,8 @@ export function clientHandshakeError(err: unknown, context: ClientContext): unkn
   const cert = certificateError(message, err, "the server's", context.serverName, {
     ca: "pass --ca (caCerts) with the CA that signed it",
     self: "this client",
-  });
+    signer: "pass --ca (caCerts) with the CA that signed the server's certificate",
+  }, context.caCerts);
   if (cert) return cert;
   if (notTls(message)) {
     return new TlsError(
@@ -178,6 +270,7 @@ export function serverHandshakeError(err: unknown): unknown {
   const cert = certificateError(message, err, "the client's", undefined, {
     ca: "give the server (clientCaCerts) the CA that signed the client's certificate",
     self: "this server",
+    signer: "give the server (clientCaCerts) the CA that signed the client's certificate",
   });
   if (cert) return cert;
   if (notTls(message)) {
@@ -195,6 +288,19 @@ export function serverHandshakeError(err: unknown): unknown {
     );
   }
   const alert = /received fatal alert: (\w+)/.exec(message);
+  if (alert?.[1] === "DecryptError") {
+    // What rustls and OpenSSL clients send when a signature in the
+    // certificate chain does not verify (see certificateError): with a
+    // server that has loaded a key matching its certificate, almost always
+    // a CA of the same name but another key on the client's side.
+    return new TlsError(
+      "ERR_TLS_CERT_REJECTED",
+      "the client could not verify the signature on this server's certificate (alert DecryptError): " +
+        "it most likely trusts another CA of the same name as the one that signed it (were the " +
+        "certificates made again?); give the client (--ca) the CA that signed this server's certificate",
+      { cause: err },
+    );
+  }
   if (alert) {
     const rejected =
       /UnknownCA|BadCertificate|CertificateUnknown|CertificateExpired|UnsupportedCertificate|AccessDenied/

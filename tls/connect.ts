@@ -96,7 +96,7 @@ export async function connect(options: ConnectOptions): Promise<TlsConn> {
   const timeout = options.timeout ?? 0;
   const started = performance.now();
   const at = formatAddr({ hostname: stripBrackets(hostname), port });
-  const context = { at, serverName };
+  const context = { at, serverName, caCerts: options.caCerts };
   options.signal?.throwIfAborted();
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new TlsError(

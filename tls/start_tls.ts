@@ -91,6 +91,7 @@ export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promi
   options.signal?.throwIfAborted();
   const serverName = options.serverName ?? hostname;
   const timeout = options.timeout ?? 10_000;
+  const context = { at: peer, serverName, caCerts: options.caCerts };
   const socket = plain.detach();
   let tls: Deno.TlsConn;
   try {
@@ -105,7 +106,7 @@ export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promi
     } catch {
       // Already closed.
     }
-    throw clientHandshakeError(err, { at: peer, serverName });
+    throw clientHandshakeError(err, context);
   }
   plain.handOver({
     activity: 0,
@@ -116,7 +117,7 @@ export async function startTls(conn: Conn, options: StartTlsOptions = {}): Promi
     tls,
     timeout,
     () => handshakeTimedOut(peer, timeout, "client"),
-    (err) => clientHandshakeError(err, { at: peer, serverName }),
+    (err) => clientHandshakeError(err, context),
     options.signal,
   );
   const upgraded = new TlsSocketConn(tls, {

@@ -25,6 +25,16 @@ const BUNDLES = [
 type GetCACertificates = (store: "system" | "default" | "bundled") => string[];
 
 /**
+ * One of `node:tls`'s CA stores (PEM strings): empty where the runtime has
+ * no `getCACertificates`; throws where the store cannot be read. Internal
+ * (not re-exported by `tls/mod.ts`).
+ */
+export function caStore(store: "system" | "default" | "bundled"): string[] {
+  const get = (tls as unknown as { getCACertificates?: GetCACertificates }).getCACertificates;
+  return get?.(store) ?? [];
+}
+
+/**
  * The operating system's trusted CA certificates as PEM strings, for
  * `caCerts`: the platform's own store through `node:tls`'s
  * `getCACertificates("system")` (macOS keychain, Windows store, Linux
@@ -41,9 +51,8 @@ type GetCACertificates = (store: "system" | "default" | "bundled") => string[];
  * ```
  */
 export async function systemCaCerts(): Promise<string[]> {
-  const get = (tls as unknown as { getCACertificates?: GetCACertificates }).getCACertificates;
   try {
-    const certs = get?.("system") ?? [];
+    const certs = caStore("system");
     if (certs.length > 0) return certs;
   } catch {
     // Older runtimes, or no access to the store: try the files.

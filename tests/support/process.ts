@@ -36,6 +36,7 @@
 export const ROOT: string = new URL("../../", import.meta.url).pathname;
 
 import { concat } from "./bytes.ts";
+import { settlesWithin } from "./time.ts";
 
 const encoder = new TextEncoder();
 
@@ -205,17 +206,6 @@ type Waiter = {
   reject: (err: Error) => void;
 };
 
-/** Resolves to whether `promise` settled within `ms` (the timer is always cleared). */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  try {
-    return await Promise.race([promise.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function killQuietly(child: Deno.ChildProcess, signal: Deno.Signal): boolean {
   try {
     child.kill(signal);
@@ -366,7 +356,7 @@ export async function startProgram(options: StartOptions): Promise<Program> {
 
   /** Waits for the exit, then for both pipes (cancelling them after `timeout`). */
   const reap = async (timeout: number) => {
-    if (!(await within(status, timeout))) {
+    if (!(await settlesWithin(status, timeout))) {
       killQuietly(child, "SIGKILL");
       await status;
     }
@@ -374,7 +364,7 @@ export async function startProgram(options: StartOptions): Promise<Program> {
     options.signal?.removeEventListener("abort", onAbort);
     if (options.stdin === "piped" && !child.stdin.locked) await child.stdin.close().catch(() => {});
     // A grandchild that inherited a pipe can hold it open: wait, but not forever.
-    if (!(await within(Promise.all([stdoutDone, stderrDone]), timeout))) {
+    if (!(await settlesWithin(Promise.all([stdoutDone, stderrDone]), timeout))) {
       await stdoutReader.cancel().catch(() => {});
       await stderrReader?.cancel().catch(() => {});
       await Promise.all([stdoutDone, stderrDone]);

@@ -1,19 +1,12 @@
 // Real proxies for the tests, on free loopback ports: tinyproxy (HTTP
 // CONNECT) and microsocks (SOCKS5). Each stops (and cleans up) on dispose.
+import { freePort } from "./ports.ts";
 import { hasTool } from "./tools.ts";
 
 /** Whether tinyproxy is installed (tests that need it are ignored otherwise). */
 export const hasTinyproxy: boolean = hasTool("tinyproxy");
 /** Whether microsocks is installed. */
 export const hasMicrosocks: boolean = hasTool("microsocks");
-
-/** A port nobody listens on (bound, then released). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
 
 export interface RunningProxy extends AsyncDisposable {
   /** `host:port` of the proxy. */

@@ -8,11 +8,10 @@
  * @module
  */
 import { replyText, type RespValue } from "../../redis/_resp.ts";
-import { freePort } from "./proxies.ts";
+import { freePort } from "./ports.ts";
 import { RedisServer } from "./redis_server.ts";
 import { until } from "./time.ts";
 
-export { freePort as freeRedisPort } from "./proxies.ts";
 export {
   haveRedisServer,
   redisCommand,

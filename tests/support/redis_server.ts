@@ -11,8 +11,8 @@ import { tmpdir } from "node:os";
 import { BufferedReader } from "../../io/buffered_reader.ts";
 import { RedisDownError } from "../../redis/_client.ts";
 import { encodeCommand, replyText, RespReader, type RespValue } from "../../redis/_resp.ts";
-import { freePort } from "./proxies.ts";
-import { delay } from "./time.ts";
+import { freePort } from "./ports.ts";
+import { settlesWithin } from "./time.ts";
 import { hasTool } from "./tools.ts";
 
 /**
@@ -88,11 +88,9 @@ export async function spawnRedis(
     stderr: "null",
   }).spawn();
   for (let i = 0; i < 200; i++) {
-    const exited = await Promise.race([
-      child.status.then(() => true),
-      delay(25).then(() => false),
-    ]);
-    if (exited) throw new Error(`${what} exited at start (port taken, or a bad flag?)`);
+    if (await settlesWithin(child.status, 25)) {
+      throw new Error(`${what} exited at start (port taken, or a bad flag?)`);
+    }
     try {
       if (await ready()) return child;
     } catch {

@@ -46,6 +46,32 @@ export function within<T>(ms: number, promise: Promise<T>, what: string): Promis
 }
 
 /**
+ * Resolves to whether `promise` settled (resolved or rejected) within `ms`;
+ * never rejects, and the timer is cleared either way. For a caller that does
+ * something else when the wait runs out (a SIGKILL after a polite signal)
+ * rather than fail: otherwise {@linkcode within}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { settlesWithin } from "./time.ts";
+ *
+ * assert.equal(await settlesWithin(Promise.resolve(), 1000), true);
+ * assert.equal(await settlesWithin(Promise.reject(new Error("no")), 1000), true);
+ * assert.equal(await settlesWithin(new Promise(() => {}), 10), false);
+ * ```
+ */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Polls `check` every `every` ms until it holds. Not a timing assertion: the
  * deadline (`ms`, 15 s by default) only turns a hang into a failure that
  * says what was awaited.

@@ -108,22 +108,165 @@ const NO_WAITERS: { bytes: number; resolve: () => void }[] = [];
 const NO_FRAMES: Uint8Array[] = [];
 const NO_PINGS: PendingPing[] = [];
 
+// The bits of FramedEngine's #flags.
+const SERVER = 1;
+const STARTED = 2;
+const RELEASED = 4;
+const WRITING = 8;
+const PRESSURED = 16;
+const DROPPING = 32;
+const SENT_CLOSE = 64;
+const GOT_CLOSE = 128;
+const ENDED = 256;
+const LINGERING = 512;
+const DESTROYED = 1024;
+const READING = 2048;
+const DIRECT = 4096;
+const IS_RELEASED = 8192;
+const IDLE_PROBE = 16384;
+const PAUSED = 32768;
+
+/** The limits an engine applies, resolved from its options once. */
+interface Limits {
+  maxBuffered: number;
+  policy: SlowConsumerPolicy;
+  idleTimeout: number;
+  closeTimeout: number;
+  highWaterMark: number;
+}
+
+// Resolved once per options object: a server hands every engine the same
+// one, so its engines share one Limits (five fields fewer per connection).
+const limitsCache = new WeakMap<ConnectionOptions, Limits>();
+const NO_OPTIONS: ConnectionOptions = {};
+const NO_HOOKS: Hooks = {};
+
+function limitsOf(options: ConnectionOptions): Limits {
+  let limits = limitsCache.get(options);
+  if (limits === undefined) {
+    limits = {
+      maxBuffered: options.maxBuffered ?? DEFAULT_MAX_BUFFERED,
+      policy: options.policy ?? "close",
+      idleTimeout: options.idleTimeout ?? 0,
+      closeTimeout: options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT,
+      highWaterMark: options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK,
+    };
+    limitsCache.set(options, limits);
+  }
+  return limits;
+}
+
 /** The RFC 6455 engine over a socket. */
 export class FramedEngine implements WebSocketEngine {
+  // The engine's yes/no state, one bit each in #flags, read and written
+  // through the accessors below: an engine per open connection, and 16
+  // boolean fields would be 128 bytes of it.
+  #flags = 0;
+  get #server(): boolean {
+    return (this.#flags & SERVER) !== 0;
+  }
+  set #server(on: boolean) {
+    this.#flags = on ? this.#flags | SERVER : this.#flags & ~SERVER;
+  }
+  get #started(): boolean {
+    return (this.#flags & STARTED) !== 0;
+  }
+  set #started(on: boolean) {
+    this.#flags = on ? this.#flags | STARTED : this.#flags & ~STARTED;
+  }
+  get #released(): boolean {
+    return (this.#flags & RELEASED) !== 0;
+  }
+  set #released(on: boolean) {
+    this.#flags = on ? this.#flags | RELEASED : this.#flags & ~RELEASED;
+  }
+  get #writing(): boolean {
+    return (this.#flags & WRITING) !== 0;
+  }
+  set #writing(on: boolean) {
+    this.#flags = on ? this.#flags | WRITING : this.#flags & ~WRITING;
+  }
+  get #pressured(): boolean {
+    return (this.#flags & PRESSURED) !== 0;
+  }
+  set #pressured(on: boolean) {
+    this.#flags = on ? this.#flags | PRESSURED : this.#flags & ~PRESSURED;
+  }
+  get #dropping(): boolean {
+    return (this.#flags & DROPPING) !== 0;
+  }
+  set #dropping(on: boolean) {
+    this.#flags = on ? this.#flags | DROPPING : this.#flags & ~DROPPING;
+  }
+  get #sentClose(): boolean {
+    return (this.#flags & SENT_CLOSE) !== 0;
+  }
+  set #sentClose(on: boolean) {
+    this.#flags = on ? this.#flags | SENT_CLOSE : this.#flags & ~SENT_CLOSE;
+  }
+  get #gotClose(): boolean {
+    return (this.#flags & GOT_CLOSE) !== 0;
+  }
+  set #gotClose(on: boolean) {
+    this.#flags = on ? this.#flags | GOT_CLOSE : this.#flags & ~GOT_CLOSE;
+  }
+  get #ended(): boolean {
+    return (this.#flags & ENDED) !== 0;
+  }
+  set #ended(on: boolean) {
+    this.#flags = on ? this.#flags | ENDED : this.#flags & ~ENDED;
+  }
+  get #lingering(): boolean {
+    return (this.#flags & LINGERING) !== 0;
+  }
+  set #lingering(on: boolean) {
+    this.#flags = on ? this.#flags | LINGERING : this.#flags & ~LINGERING;
+  }
+  get #destroyed(): boolean {
+    return (this.#flags & DESTROYED) !== 0;
+  }
+  set #destroyed(on: boolean) {
+    this.#flags = on ? this.#flags | DESTROYED : this.#flags & ~DESTROYED;
+  }
+  get #reading(): boolean {
+    return (this.#flags & READING) !== 0;
+  }
+  set #reading(on: boolean) {
+    this.#flags = on ? this.#flags | READING : this.#flags & ~READING;
+  }
+  get #direct(): boolean {
+    return (this.#flags & DIRECT) !== 0;
+  }
+  set #direct(on: boolean) {
+    this.#flags = on ? this.#flags | DIRECT : this.#flags & ~DIRECT;
+  }
+  get #isReleased(): boolean {
+    return (this.#flags & IS_RELEASED) !== 0;
+  }
+  set #isReleased(on: boolean) {
+    this.#flags = on ? this.#flags | IS_RELEASED : this.#flags & ~IS_RELEASED;
+  }
+  get #idleProbe(): boolean {
+    return (this.#flags & IDLE_PROBE) !== 0;
+  }
+  set #idleProbe(on: boolean) {
+    this.#flags = on ? this.#flags | IDLE_PROBE : this.#flags & ~IDLE_PROBE;
+  }
+  get #paused(): boolean {
+    return (this.#flags & PAUSED) !== 0;
+  }
+  set #paused(on: boolean) {
+    this.#flags = on ? this.#flags | PAUSED : this.#flags & ~PAUSED;
+  }
+
   #conn: SocketConn;
   #socket: Deno.Conn;
   #written = 0;
-  #server: boolean;
   #receiver: Receiver;
-  #maxBuffered: number;
-  #policy: SlowConsumerPolicy;
-  #idleTimeout: number;
-  #closeTimeout: number;
   #hooks: Hooks;
+  #limits: Limits;
   #sink: EngineSink | undefined;
-  #started = false;
   #deflate: EngineDeflate | undefined;
-  #released = false;
 
   // Outbound.
   #queue: Uint8Array[] = NO_FRAMES;
@@ -133,37 +276,30 @@ export class FramedEngine implements WebSocketEngine {
   #joined: Uint8Array = EMPTY;
   #head = 0;
   #queued = 0;
-  #writing = false;
   // The write in flight and how much of it the socket has taken.
   #chunk: Uint8Array = EMPTY;
   #off = 0;
-  // The write's callbacks, made on the first write and kept (see #issue).
-  // Not let go when the queue drains: a fan-out to 10,000 subscribers would
-  // make them again for every publish (measured: slower).
-  #onWrote: ((n: number) => void) | undefined;
-  #onWriteError: ((err: unknown) => void) | undefined;
+  // The write's and the read's callbacks (see #makeCallbacks), made at
+  // start and kept: a fan-out to 10,000 subscribers would otherwise make
+  // them again for every publish (measured: slower).
+  #onWrite: (result: unknown) => void = noop;
+  #onRead: (result: unknown) => void = noop;
   // Shared empty lists until first use (a server holds an engine per connection).
   #waiters: { bytes: number; resolve: () => void }[] = NO_WAITERS;
-  #hwm: number;
-  #pressured = false;
-  #dropping = false;
   #dropped = 0;
   #droppedSince = 0;
 
   // State.
   #activity = 0;
-  #sentClose = false;
-  #gotClose = false;
-  #ended = false;
   #endInfo: [number, string] | undefined;
-  #lingering = false;
-  #destroyed = false;
-  #reading = false;
+  // The read side (see #startReading): reading the socket itself (not the
+  // handshake's reader any more), into this buffer, sized by #sizes.
+  #readBuf: Uint8Array = EMPTY;
+  #sizes: ReadSizes | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   // Made when someone asks for `closed` (the sink hears of the release anyway).
   #closed: Promise<void> | undefined;
   #resolveClosed: (() => void) | undefined;
-  #isReleased = false;
   /** The client's address when a trusted proxy named it; reported in hooks. */
   clientAddr: Addr | undefined;
 
@@ -172,8 +308,6 @@ export class FramedEngine implements WebSocketEngine {
   #pingSeq = 0;
   #received = 0;
   #idleSeen = 0;
-  #idleProbe = false;
-  #paused = false;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -184,8 +318,8 @@ export class FramedEngine implements WebSocketEngine {
   constructor(
     conn: SocketConn,
     server: boolean,
-    options: ConnectionOptions = {},
-    hooks: Hooks = {},
+    options: ConnectionOptions = NO_OPTIONS,
+    hooks: Hooks = NO_HOOKS,
     deflate?: EngineDeflate,
   ) {
     this.#conn = conn;
@@ -198,11 +332,7 @@ export class FramedEngine implements WebSocketEngine {
       maxFragments: options.maxFragments ?? DEFAULT_MAX_FRAGMENTS,
       decompressor: deflate?.receive,
     });
-    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
-    this.#policy = options.policy ?? "close";
-    this.#idleTimeout = options.idleTimeout ?? 0;
-    this.#closeTimeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
-    this.#hwm = options.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
+    this.#limits = limitsOf(options);
     this.#hooks = hooks;
   }
 
@@ -270,9 +400,9 @@ export class FramedEngine implements WebSocketEngine {
     if (this.#started) return;
     this.#started = true;
     if (this.#destroyed) return;
+    this.#makeCallbacks();
     this.#kick();
-    this.#reading = true;
-    void this.#readLoop();
+    this.#startReading();
     this.#armIdle();
   }
 
@@ -398,7 +528,7 @@ export class FramedEngine implements WebSocketEngine {
 
   #setCloseTimer(): void {
     clearTimeout(this.#closeTimer);
-    this.#closeTimer = setTimeout(() => this.destroy(), this.#closeTimeout);
+    this.#closeTimer = setTimeout(() => this.destroy(), this.#limits.closeTimeout);
   }
 
   /** Both close frames are out: the server closes the socket, the client waits for it to. */
@@ -450,74 +580,125 @@ export class FramedEngine implements WebSocketEngine {
     });
   }
 
-  async #readLoop(): Promise<void> {
-    const conn = this.#conn;
-    // Bytes the handshake read past its head go first, through the reader;
-    // then the loop reads the socket itself into a buffer of its own, small
-    // while the peer is quiet (what a waiting read holds), 64 KiB in bulk.
-    // The frames are handled by #frames, not here: this function's frame is
-    // kept for as long as the connection is open, so it has few locals.
-    let direct = conn.releaseReader();
-    const sizes = new ReadSizes(READ_IDLE_SIZE);
-    let buf = direct ? new Uint8Array(sizes.next) : EMPTY;
+  /**
+   * Starts the read side: a then-callback loop like the write side, not an
+   * async function — a waiting `await` keeps a generator, its registers, a
+   * promise and two resume closures per connection (~450 B), for as long as
+   * the connection idles. Bytes the handshake read past its head go first,
+   * through the reader; then the engine reads the socket itself into a
+   * buffer of its own, small while the peer is quiet (what a waiting read
+   * holds), 64 KiB in bulk.
+   */
+  #startReading(): void {
+    this.#reading = true;
+    this.#direct = this.#conn.releaseReader();
+    this.#sizes = new ReadSizes(READ_IDLE_SIZE);
+    if (this.#direct) this.#readBuf = new Uint8Array(this.#sizes.next);
+    this.#readNext();
+  }
+
+  #readNext(): void {
+    let read: Promise<number | Uint8Array | null>;
     try {
-      for (;;) {
-        let chunk: Uint8Array | null;
-        if (direct) {
-          const n = await conn.readSocket(buf);
-          if (n === null) chunk = null;
-          else {
-            conn.countIn(n);
-            // A copy: the receiver keeps partial frames, the buffer is reused.
-            chunk = buf.slice(0, n);
-            sizes.record(n, buf.length, buf.length);
-            if (sizes.next !== buf.length) buf = new Uint8Array(sizes.next);
-          }
-        } else {
-          chunk = await conn.reader.readChunk();
-          if (conn.releaseReader()) {
-            direct = true;
-            buf = new Uint8Array(sizes.next);
-          }
-        }
-        if (this.#destroyed) return;
-        if (chunk === null) {
-          if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
-          // The peer sends nothing more but may still read: what is queued
-          // for it goes out first (bounded by the close timer), then the
-          // connection ends.
-          this.#setCloseTimer();
-          void this.waitBelow(0).then(() => this.#shutdown());
-          return;
-        }
-        this.#activity++;
-        this.#received++;
-        if (this.#lingering) continue;
-        this.#receiver.push(chunk);
-        // A message handler that returns a promise holds the rest back.
-        for (let pending; (pending = this.#frames()) !== undefined;) {
-          this.#paused = true;
-          await pending;
-          this.#paused = false;
-          if (this.#destroyed) return;
-        }
-      }
+      read = this.#direct ? this.#conn.readSocket(this.#readBuf) : this.#conn.reader.readChunk();
     } catch (err) {
-      // A reset, or the socket closed under the read.
-      if (!this.#destroyed) {
-        this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
-        this.destroy();
-      }
-    } finally {
-      this.#reading = false;
-      this.#maybeClosed();
+      this.#readFailed(err);
+      return;
     }
+    read.then(this.#onRead, this.#onRead);
+  }
+
+  #afterRead(result: number | Uint8Array | null): void {
+    let chunk: Uint8Array | null;
+    if (typeof result === "number") {
+      const buf = this.#readBuf;
+      const sizes = this.#sizes!;
+      this.#conn.countIn(result);
+      // A copy: the receiver keeps partial frames, the buffer is reused.
+      chunk = buf.slice(0, result);
+      sizes.record(result, buf.length, buf.length);
+      if (sizes.next !== buf.length) this.#readBuf = new Uint8Array(sizes.next);
+    } else {
+      chunk = result;
+      if (!this.#direct && this.#conn.releaseReader()) {
+        this.#direct = true;
+        this.#readBuf = new Uint8Array(this.#sizes!.next);
+      }
+    }
+    if (this.#destroyed) {
+      this.#readStopped();
+      return;
+    }
+    if (chunk === null) {
+      if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
+      // The peer sends nothing more but may still read: what is queued
+      // for it goes out first (bounded by the close timer), then the
+      // connection ends.
+      this.#setCloseTimer();
+      void this.waitBelow(0).then(() => this.#shutdown());
+      this.#readStopped();
+      return;
+    }
+    this.#activity++;
+    this.#received++;
+    if (!this.#lingering) {
+      try {
+        this.#receiver.push(chunk);
+        if (this.#handleFrames()) return;
+      } catch (err) {
+        this.#readFailed(err);
+        return;
+      }
+    }
+    this.#readNext();
+  }
+
+  /**
+   * Handles the frames complete so far; true when a message handler
+   * returned a promise: reading waits for it (it holds the rest back).
+   */
+  #handleFrames(): boolean {
+    const pending = this.#frames();
+    if (pending === undefined) return false;
+    this.#paused = true;
+    pending.then(() => this.#resume(), (err) => this.#readFailed(err));
+    return true;
+  }
+
+  #resume(): void {
+    this.#paused = false;
+    if (this.#destroyed) {
+      this.#readStopped();
+      return;
+    }
+    try {
+      if (this.#handleFrames()) return;
+    } catch (err) {
+      this.#readFailed(err);
+      return;
+    }
+    this.#readNext();
+  }
+
+  /** A reset, the socket closed under the read, or a handler that threw. */
+  #readFailed(err: unknown): void {
+    if (!this.#destroyed) {
+      this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
+      this.destroy();
+    }
+    this.#readStopped();
+  }
+
+  #readStopped(): void {
+    this.#reading = false;
+    this.#readBuf = EMPTY;
+    this.#maybeClosed();
   }
 
   /**
    * Handles the frames the receiver has complete, in order: until none is
    * left (undefined), or until a message's handler returns a promise — then
-   * that, and the read loop calls again once it settles.
+   * that, and #resume calls again once it settles.
    */
   #frames(): Promise<void> | undefined {
     while (!this.#lingering) {
@@ -573,9 +754,9 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #armIdle(): void {
-    if (this.#idleTimeout <= 0 || this.#destroyed) return;
+    if (this.#limits.idleTimeout <= 0 || this.#destroyed) return;
     // Two ticks per idleTimeout: the first silent one pings, the next closes.
-    this.#idleTimer = setTimeout(() => this.#onIdle(), Math.max(1, this.#idleTimeout / 2));
+    this.#idleTimer = setTimeout(() => this.#onIdle(), Math.max(1, this.#limits.idleTimeout / 2));
   }
 
   #onIdle(): void {
@@ -611,8 +792,8 @@ export class FramedEngine implements WebSocketEngine {
       this.#droppedSince++;
       return "dropped";
     }
-    if (this.#queued > 0 && this.#queued + length > this.#maxBuffered) {
-      if (this.#policy === "drop") {
+    if (this.#queued > 0 && this.#queued + length > this.#limits.maxBuffered) {
+      if (this.#limits.policy === "drop") {
         this.#dropping = true;
         this.#dropped++;
         this.#droppedSince = 1;
@@ -641,7 +822,7 @@ export class FramedEngine implements WebSocketEngine {
     if (this.#queue === NO_FRAMES) this.#queue = [frame];
     else this.#queue.push(frame);
     this.#queued += frame.length;
-    if (this.#queued > this.#hwm) this.#pressured = true;
+    if (this.#queued > this.#limits.highWaterMark) this.#pressured = true;
     this.#kick();
   }
 
@@ -712,16 +893,29 @@ export class FramedEngine implements WebSocketEngine {
       return;
     }
     // Made on the first write and kept.
-    wrote.then(this.#onWrote ?? this.#makeCallbacks(), this.#onWriteError);
+    wrote.then(this.#onWrite, this.#onWrite);
   }
 
   /**
-   * The write's callbacks. A method of their own: a function whose arrows
-   * capture `this` allocates a context on every call, made or not.
+   * The socket callbacks, one per direction for both outcomes of a read or
+   * a write, made together (one context for both): a write gives a number
+   * of bytes; a read gives a number (bytes into the buffer), a chunk
+   * (through the handshake's reader) or null (the end); anything else is
+   * the error it failed with. An idle engine keeps two closures, not the
+   * four that separate fulfilled and rejected callbacks would take.
    */
-  #makeCallbacks(): (n: number) => void {
-    this.#onWriteError = (err: unknown) => this.#writeFailed(err);
-    return this.#onWrote = (n: number) => this.#wrote(n);
+  #makeCallbacks(): void {
+    this.#onWrite = (result: unknown) => {
+      if (typeof result === "number") this.#wrote(result);
+      else this.#writeFailed(result);
+    };
+    this.#onRead = (result: unknown) => {
+      if (result === null || typeof result === "number" || result instanceof Uint8Array) {
+        this.#afterRead(result);
+      } else {
+        this.#readFailed(result);
+      }
+    };
   }
 
   #wrote(n: number): void {
@@ -839,6 +1033,7 @@ export class FramedEngine implements WebSocketEngine {
 }
 
 const EMPTY = new Uint8Array(0);
+const noop = (): void => {};
 
 /** Most frames in a run remembered for sharing (a fan-out burst is a few). */
 const SHARED_RUN_MAX = 64;
