@@ -2,7 +2,7 @@
 // dependency but netkit's own WebSocket client: launch, open tabs, evaluate,
 // type, screenshot, and clean everything up. Used by the browser tests.
 import { connect, type WebSocketConn } from "../websocket/mod.ts";
-import { delay, settlesWithin } from "./support/time.ts";
+import { delay, settlesWithin, within } from "./support/time.ts";
 import { findTool } from "./support/tools.ts";
 
 /** Where Chromium is commonly installed; `CHROMIUM` (a path) is tried first. */
@@ -108,14 +108,7 @@ export class Cdp {
 
   /** Races `promise` against this connection's timeout, naming `what` on failure. */
   #deadline<T>(promise: Promise<T>, what: string): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: no answer within ${this.#timeout} ms`)),
-        this.#timeout,
-      );
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    return within(this.#timeout, promise, what);
   }
 
   /** Sends a command (to a page when `sessionId` is given) and resolves with its result. */

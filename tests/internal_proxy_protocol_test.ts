@@ -12,7 +12,7 @@ import {
 } from "../internal/proxy_protocol.ts";
 import { concat } from "./support/bytes.ts";
 import { hasIPv6Loopback, hasTool } from "./support/tools.ts";
-import { delay } from "./support/time.ts";
+import { delay, within } from "./support/time.ts";
 import { startHaproxy } from "./support/haproxy.ts";
 import { freePort } from "./support/ports.ts";
 
@@ -410,18 +410,6 @@ Deno.test("over a netkit TCP Conn: a header trickled in pieces, then a bad one, 
 // ---- HAProxy ---------------------------------------------------------------
 
 /** Rejects, naming `what`, if `promise` has not settled in `ms`: a guard against a hang, not a timing check. */
-async function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what} after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Starts HAProxy with `config` and waits until `port` accepts connections. */
 Deno.test({
   name: "HAProxy send-proxy and send-proxy-v2: the parser reports the client's own address",
@@ -477,14 +465,14 @@ Deno.test({
         await writeAll(conn.writable, "through haproxy\n");
         const version = front.send === "send-proxy" ? 1 : 2;
         assert.equal(
-          await bounded(readLine(conn.readable), 30_000, `the answer through ${front.send}`),
+          await within(30_000, readLine(conn.readable), `the answer through ${front.send}`),
           `v${version} PROXY ${me.hostname} ${me.port}`,
           `${front.send} on ${front.hostname}`,
         );
         assert.equal(await readLine(conn.readable), "through haproxy");
       }
       // HAProxy's own send-proxy-v2 health checks: a LOCAL header, no addresses.
-      await bounded(checked.promise, 30_000, "a send-proxy-v2 health check");
+      await within(30_000, checked.promise, "a send-proxy-v2 health check");
       assert.deepEqual(locals[0], { version: 2, command: "LOCAL", protocol: "UNSPEC", size: 16 });
     } finally {
       await haproxy.stop();

@@ -10,6 +10,7 @@ import { createDevCerts } from "../certs/mod.ts";
 import { bypassesProxy, openTunnel, ProxyError, proxyForUrl } from "../proxy/mod.ts";
 import type { Conn } from "../mod.ts";
 import { freePort } from "./support/ports.ts";
+import { within } from "./support/time.ts";
 import { hasMicrosocks, hasTinyproxy, startMicrosocks, startTinyproxy } from "./support/proxies.ts";
 
 const decoder = new TextDecoder();
@@ -82,16 +83,9 @@ function coalescingRelay(
  * Fails instead of hanging when the banner never comes (a handshake that
  * swallowed it leaves the reader waiting for bytes that are gone).
  */
-async function expectBanner<T>(read: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const gone = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error("the banner never arrived: swallowed?")), 10_000);
-  });
-  try {
-    return await Promise.race([read, gone]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** The proxy's answer must carry the server's banner: one that never comes was swallowed. */
+function expectBanner<T>(read: Promise<T>): Promise<T> {
+  return within(10_000, read, "the banner (swallowed by the proxy?)");
 }
 
 /** A bound port that refuses connections: a listener opened then closed. */
