@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { Addr } from "../../conn.ts";
 import { WEBSOCKET_GUID } from "./constants.ts";
 import { HandshakeError } from "../errors.ts";
@@ -147,73 +148,14 @@ export function acceptKey(key: string): Promise<string> {
 }
 
 /**
- * {@linkcode acceptKey}, computed at once. SHA-1 of a 60-byte key is two
- * blocks: done here rather than with `crypto.subtle.digest`, which is an
- * asynchronous op that Deno runs on its blocking thread pool — at a burst of
- * upgrades that pool grows to dozens of threads, each with its own malloc
- * arena, and that memory stays with the process after the burst.
+ * {@linkcode acceptKey}, computed at once with `node:crypto`'s synchronous
+ * hash rather than `crypto.subtle.digest`, an asynchronous op that Deno runs
+ * on its blocking thread pool: at a burst of upgrades that pool grows to
+ * dozens of threads, each with its own malloc arena, and that memory stays
+ * with the process after the burst.
  */
 export function acceptKeyNow(key: string): string {
-  return toBase64(sha1(encoder.encode(key + WEBSOCKET_GUID)));
-}
-
-// The message schedule, reused (nothing below awaits).
-const W = new Uint32Array(80);
-
-/** SHA-1 (FIPS 180-4) of `data`: 20 bytes. Only for the handshake's accept key. */
-function sha1(data: Uint8Array): Uint8Array {
-  const bits = data.length * 8;
-  const blocks = ((data.length + 8) >>> 6) + 1;
-  const msg = new Uint8Array(blocks * 64);
-  msg.set(data);
-  msg[data.length] = 0x80;
-  const view = new DataView(msg.buffer);
-  view.setUint32(msg.length - 8, Math.floor(bits / 0x100000000));
-  view.setUint32(msg.length - 4, bits >>> 0);
-  let h0 = 0x67452301, h1 = 0xefcdab89, h2 = 0x98badcfe, h3 = 0x10325476, h4 = 0xc3d2e1f0;
-  for (let off = 0; off < msg.length; off += 64) {
-    for (let i = 0; i < 16; i++) W[i] = view.getUint32(off + i * 4);
-    for (let i = 16; i < 80; i++) {
-      const x = W[i - 3] ^ W[i - 8] ^ W[i - 14] ^ W[i - 16];
-      W[i] = (x << 1) | (x >>> 31);
-    }
-    let a = h0, b = h1, c = h2, d = h3, e = h4;
-    for (let i = 0; i < 80; i++) {
-      let f: number, k: number;
-      if (i < 20) {
-        f = (b & c) | (~b & d);
-        k = 0x5a827999;
-      } else if (i < 40) {
-        f = b ^ c ^ d;
-        k = 0x6ed9eba1;
-      } else if (i < 60) {
-        f = (b & c) | (b & d) | (c & d);
-        k = 0x8f1bbcdc;
-      } else {
-        f = b ^ c ^ d;
-        k = 0xca62c1d6;
-      }
-      const t = (((a << 5) | (a >>> 27)) + f + e + k + W[i]) | 0;
-      e = d;
-      d = c;
-      c = (b << 30) | (b >>> 2);
-      b = a;
-      a = t;
-    }
-    h0 = (h0 + a) | 0;
-    h1 = (h1 + b) | 0;
-    h2 = (h2 + c) | 0;
-    h3 = (h3 + d) | 0;
-    h4 = (h4 + e) | 0;
-  }
-  const out = new Uint8Array(20);
-  const outView = new DataView(out.buffer);
-  outView.setUint32(0, h0);
-  outView.setUint32(4, h1);
-  outView.setUint32(8, h2);
-  outView.setUint32(12, h3);
-  outView.setUint32(16, h4);
-  return out;
+  return createHash("sha1").update(key + WEBSOCKET_GUID).digest("base64");
 }
 
 /** A fresh `Sec-WebSocket-Key`: 16 random bytes, base64. */

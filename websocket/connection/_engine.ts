@@ -122,9 +122,8 @@ const LINGERING = 512;
 const DESTROYED = 1024;
 const READING = 2048;
 const DIRECT = 4096;
-const IS_RELEASED = 8192;
-const IDLE_PROBE = 16384;
-const PAUSED = 32768;
+const IDLE_PROBE = 8192;
+const PAUSED = 16384;
 
 /** The limits an engine applies, resolved from its options once. */
 interface Limits {
@@ -158,106 +157,10 @@ function limitsOf(options: ConnectionOptions): Limits {
 
 /** The RFC 6455 engine over a socket. */
 export class FramedEngine implements WebSocketEngine {
-  // The engine's yes/no state, one bit each in #flags, read and written
-  // through the accessors below: an engine per open connection, and 16
-  // boolean fields would be 128 bytes of it.
+  // The engine's yes/no state, one bit each (SERVER, STARTED, …; read with
+  // #is): an engine per open connection, and 15 boolean fields would be
+  // 120 bytes of it.
   #flags = 0;
-  get #server(): boolean {
-    return (this.#flags & SERVER) !== 0;
-  }
-  set #server(on: boolean) {
-    this.#flags = on ? this.#flags | SERVER : this.#flags & ~SERVER;
-  }
-  get #started(): boolean {
-    return (this.#flags & STARTED) !== 0;
-  }
-  set #started(on: boolean) {
-    this.#flags = on ? this.#flags | STARTED : this.#flags & ~STARTED;
-  }
-  get #released(): boolean {
-    return (this.#flags & RELEASED) !== 0;
-  }
-  set #released(on: boolean) {
-    this.#flags = on ? this.#flags | RELEASED : this.#flags & ~RELEASED;
-  }
-  get #writing(): boolean {
-    return (this.#flags & WRITING) !== 0;
-  }
-  set #writing(on: boolean) {
-    this.#flags = on ? this.#flags | WRITING : this.#flags & ~WRITING;
-  }
-  get #pressured(): boolean {
-    return (this.#flags & PRESSURED) !== 0;
-  }
-  set #pressured(on: boolean) {
-    this.#flags = on ? this.#flags | PRESSURED : this.#flags & ~PRESSURED;
-  }
-  get #dropping(): boolean {
-    return (this.#flags & DROPPING) !== 0;
-  }
-  set #dropping(on: boolean) {
-    this.#flags = on ? this.#flags | DROPPING : this.#flags & ~DROPPING;
-  }
-  get #sentClose(): boolean {
-    return (this.#flags & SENT_CLOSE) !== 0;
-  }
-  set #sentClose(on: boolean) {
-    this.#flags = on ? this.#flags | SENT_CLOSE : this.#flags & ~SENT_CLOSE;
-  }
-  get #gotClose(): boolean {
-    return (this.#flags & GOT_CLOSE) !== 0;
-  }
-  set #gotClose(on: boolean) {
-    this.#flags = on ? this.#flags | GOT_CLOSE : this.#flags & ~GOT_CLOSE;
-  }
-  get #ended(): boolean {
-    return (this.#flags & ENDED) !== 0;
-  }
-  set #ended(on: boolean) {
-    this.#flags = on ? this.#flags | ENDED : this.#flags & ~ENDED;
-  }
-  get #lingering(): boolean {
-    return (this.#flags & LINGERING) !== 0;
-  }
-  set #lingering(on: boolean) {
-    this.#flags = on ? this.#flags | LINGERING : this.#flags & ~LINGERING;
-  }
-  get #destroyed(): boolean {
-    return (this.#flags & DESTROYED) !== 0;
-  }
-  set #destroyed(on: boolean) {
-    this.#flags = on ? this.#flags | DESTROYED : this.#flags & ~DESTROYED;
-  }
-  get #reading(): boolean {
-    return (this.#flags & READING) !== 0;
-  }
-  set #reading(on: boolean) {
-    this.#flags = on ? this.#flags | READING : this.#flags & ~READING;
-  }
-  get #direct(): boolean {
-    return (this.#flags & DIRECT) !== 0;
-  }
-  set #direct(on: boolean) {
-    this.#flags = on ? this.#flags | DIRECT : this.#flags & ~DIRECT;
-  }
-  get #isReleased(): boolean {
-    return (this.#flags & IS_RELEASED) !== 0;
-  }
-  set #isReleased(on: boolean) {
-    this.#flags = on ? this.#flags | IS_RELEASED : this.#flags & ~IS_RELEASED;
-  }
-  get #idleProbe(): boolean {
-    return (this.#flags & IDLE_PROBE) !== 0;
-  }
-  set #idleProbe(on: boolean) {
-    this.#flags = on ? this.#flags | IDLE_PROBE : this.#flags & ~IDLE_PROBE;
-  }
-  get #paused(): boolean {
-    return (this.#flags & PAUSED) !== 0;
-  }
-  set #paused(on: boolean) {
-    this.#flags = on ? this.#flags | PAUSED : this.#flags & ~PAUSED;
-  }
 
   #conn: SocketConn;
   #socket: Deno.Conn;
@@ -295,7 +198,7 @@ export class FramedEngine implements WebSocketEngine {
   // The read side (see #startReading): reading the socket itself (not the
   // handshake's reader any more), into this buffer, sized by #sizes.
   #readBuf: Uint8Array = EMPTY;
-  #sizes: ReadSizes | undefined;
+  #sizes = new ReadSizes(READ_IDLE_SIZE);
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   // Made when someone asks for `closed` (the sink hears of the release anyway).
   #closed: Promise<void> | undefined;
@@ -324,7 +227,7 @@ export class FramedEngine implements WebSocketEngine {
   ) {
     this.#conn = conn;
     this.#socket = conn.socket;
-    this.#server = server;
+    if (server) this.#flags |= SERVER;
     this.#deflate = deflate;
     this.#receiver = new Receiver({
       server,
@@ -336,9 +239,13 @@ export class FramedEngine implements WebSocketEngine {
     this.#hooks = hooks;
   }
 
+  #is(flag: number): boolean {
+    return (this.#flags & flag) !== 0;
+  }
+
   /** Resolves once the connection is released. */
   get closed(): Promise<void> {
-    return this.#closed ??= this.#isReleased
+    return this.#closed ??= this.#is(RELEASED)
       ? Promise.resolve()
       : new Promise((resolve) => (this.#resolveClosed = resolve));
   }
@@ -382,7 +289,7 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   get closing(): boolean {
-    return this.#sentClose || this.#destroyed;
+    return this.#is(SENT_CLOSE) || this.#is(DESTROYED);
   }
 
   /** Queues bytes to go out first, as they are (the server's 101 response). */
@@ -393,13 +300,13 @@ export class FramedEngine implements WebSocketEngine {
   attach(sink: EngineSink): void {
     this.#sink = sink;
     if (this.#endInfo) sink.end(...this.#endInfo);
-    if (this.#isReleased) sink.released();
+    if (this.#is(RELEASED)) sink.released();
   }
 
   start(): void {
-    if (this.#started) return;
-    this.#started = true;
-    if (this.#destroyed) return;
+    if (this.#is(STARTED)) return;
+    this.#flags |= STARTED;
+    if (this.#is(DESTROYED)) return;
     this.#makeCallbacks();
     this.#kick();
     this.#startReading();
@@ -407,7 +314,7 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   sendData(data: Message, binary: boolean): SendStatus {
-    if (this.#sentClose || this.#destroyed) return "closed";
+    if (this.#is(SENT_CLOSE) || this.#is(DESTROYED)) return "closed";
     const opcode = binary ? Opcode.Binary : Opcode.Text;
     const deflate = this.#deflate;
     // A string's UTF-8 is at most 3 bytes per UTF-16 unit: one that short
@@ -420,18 +327,20 @@ export class FramedEngine implements WebSocketEngine {
       if (deflate.send.shouldCompress(bytes.length)) return this.#sendDeflated(opcode, bytes);
       data = bytes;
     }
-    return this.#admit(encodeFrame(opcode, data, { mask: !this.#server }));
+    return this.#admit(encodeFrame(opcode, data, { mask: !this.#is(SERVER) }));
   }
 
   sendPrepared(message: PreparedMessage): SendStatus {
-    if (this.#sentClose || this.#destroyed) return "closed";
+    if (this.#is(SENT_CLOSE) || this.#is(DESTROYED)) return "closed";
     const deflate = this.#deflate;
     if (deflate !== undefined && deflate.send.shouldCompress(message.payload.length)) {
       // Shared compressor: one compressed frame for every connection using it.
-      if (deflate.shared && this.#server) return this.#admit(message[kDeflatedFrame](deflate.send));
+      if (deflate.shared && this.#is(SERVER)) {
+        return this.#admit(message[kDeflatedFrame](deflate.send));
+      }
       return this.#sendDeflated(message.binary ? Opcode.Binary : Opcode.Text, message.payload);
     }
-    const frame = this.#server
+    const frame = this.#is(SERVER)
       ? message.frame
       : encodeFrame(message.binary ? Opcode.Binary : Opcode.Text, message.payload, { mask: true });
     return this.#admit(frame);
@@ -440,7 +349,7 @@ export class FramedEngine implements WebSocketEngine {
   /** Compresses one message with this connection's compressor and queues it (RSV1). */
   #sendDeflated(opcode: number, bytes: Uint8Array): SendStatus {
     const ctx = this.#deflate!.send;
-    const mask = !this.#server;
+    const mask = !this.#is(SERVER);
     if (ctx.noContextTakeover) {
       // Each message on its own: compressing one that is then dropped costs
       // CPU only, so the policy can judge the real (compressed) size.
@@ -456,13 +365,13 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   waitBelow(bytes: number): Promise<void> {
-    if (this.#queued <= bytes || this.#destroyed) return Promise.resolve();
+    if (this.#queued <= bytes || this.#is(DESTROYED)) return Promise.resolve();
     if (this.#waiters === NO_WAITERS) this.#waiters = [];
     return new Promise((resolve) => this.#waiters.push({ bytes, resolve }));
   }
 
   ping(): Promise<number> {
-    if (this.#sentClose || this.#destroyed) {
+    if (this.#is(SENT_CLOSE) || this.#is(DESTROYED)) {
       return Promise.reject(
         new WebSocketError("ERR_WS_CLOSED", "the WebSocket is closing: cannot ping"),
       );
@@ -473,15 +382,15 @@ export class FramedEngine implements WebSocketEngine {
     return new Promise((resolve, reject) => {
       if (this.#pings === NO_PINGS) this.#pings = [];
       this.#pings.push({ id, start: performance.now(), resolve, reject });
-      this.#enqueue(encodeFrame(Opcode.Ping, payload, { mask: !this.#server }));
+      this.#enqueue(encodeFrame(Opcode.Ping, payload, { mask: !this.#is(SERVER) }));
     });
   }
 
   close(code: number | undefined, reason: string): Promise<void> {
-    if (this.#sentClose || this.#destroyed) return this.closed;
-    this.#sentClose = true;
-    this.#enqueue(encodeClose(code, reason, !this.#server));
-    if (this.#gotClose) {
+    if (this.#is(SENT_CLOSE) || this.#is(DESTROYED)) return this.closed;
+    this.#flags |= SENT_CLOSE;
+    this.#enqueue(encodeClose(code, reason, !this.#is(SERVER)));
+    if (this.#is(GOT_CLOSE)) {
       this.#finishClose();
     } else {
       this.#setCloseTimer();
@@ -490,8 +399,8 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   destroy(): void {
-    if (this.#destroyed) return;
-    this.#destroyed = true;
+    if (this.#is(DESTROYED)) return;
+    this.#flags |= DESTROYED;
     clearTimeout(this.#closeTimer);
     clearTimeout(this.#idleTimer);
     this.#end(CloseCode.Abnormal, "");
@@ -506,13 +415,12 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #maybeClosed(): void {
-    if (this.#destroyed && !this.#reading && !this.#writing) {
-      if (!this.#released) {
-        this.#released = true;
+    if (this.#is(DESTROYED) && !this.#is(READING) && !this.#is(WRITING)) {
+      if (!this.#is(RELEASED)) {
+        this.#flags |= RELEASED;
         // Nothing reads or writes any more: a dedicated compressor's zlib
         // memory (hundreds of KiB) goes back now, not when GC finds it.
         for (const ctx of this.#deflate?.owned ?? []) ctx.close();
-        this.#isReleased = true;
         this.#resolveClosed?.();
         this.#sink?.released();
       }
@@ -520,8 +428,8 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #end(code: number, reason: string): void {
-    if (this.#ended) return;
-    this.#ended = true;
+    if (this.#is(ENDED)) return;
+    this.#flags |= ENDED;
     this.#endInfo = [code, reason];
     this.#sink?.end(code, reason);
   }
@@ -533,12 +441,12 @@ export class FramedEngine implements WebSocketEngine {
 
   /** Both close frames are out: the server closes the socket, the client waits for it to. */
   #finishClose(): void {
-    if (this.#server) {
+    if (this.#is(SERVER)) {
       this.#setCloseTimer();
       void this.waitBelow(0).then(() => this.#shutdown());
     } else {
       // The read loop ends at the server's FIN and destroys; the timer is the backstop.
-      this.#lingering = true;
+      this.#flags |= LINGERING;
       this.#setCloseTimer();
     }
   }
@@ -549,7 +457,7 @@ export class FramedEngine implements WebSocketEngine {
    * truncation), then release the socket. The close timer bounds it.
    */
   async #shutdown(): Promise<void> {
-    if (this.#destroyed) return;
+    if (this.#is(DESTROYED)) return;
     try {
       await this.#conn.closeWrite();
     } catch {
@@ -560,10 +468,10 @@ export class FramedEngine implements WebSocketEngine {
 
   /** A protocol violation: close with its code, let the peer read it, then go. */
   #fail(err: WebSocketError): void {
-    this.#lingering = true;
-    if (!this.#sentClose && !this.#destroyed) {
-      this.#sentClose = true;
-      this.#enqueue(encodeClose(err.closeCode, fitCloseReason(err.message), !this.#server));
+    this.#flags |= LINGERING;
+    if (!this.#is(SENT_CLOSE) && !this.#is(DESTROYED)) {
+      this.#flags |= SENT_CLOSE;
+      this.#enqueue(encodeClose(err.closeCode, fitCloseReason(err.message), !this.#is(SERVER)));
     }
     this.#end(err.closeCode, err.message);
     this.#setCloseTimer();
@@ -571,7 +479,7 @@ export class FramedEngine implements WebSocketEngine {
     // until the peer closes too: closing with unread input would send a
     // reset that can destroy the close frame before the peer reads it.
     void this.waitBelow(0).then(async () => {
-      if (this.#destroyed) return;
+      if (this.#is(DESTROYED)) return;
       try {
         await this.#conn.closeWrite();
       } catch {
@@ -590,17 +498,18 @@ export class FramedEngine implements WebSocketEngine {
    * holds), 64 KiB in bulk.
    */
   #startReading(): void {
-    this.#reading = true;
-    this.#direct = this.#conn.releaseReader();
-    this.#sizes = new ReadSizes(READ_IDLE_SIZE);
-    if (this.#direct) this.#readBuf = new Uint8Array(this.#sizes.next);
+    this.#flags |= READING;
+    if (this.#conn.releaseReader()) this.#flags |= DIRECT;
+    if (this.#is(DIRECT)) this.#readBuf = new Uint8Array(this.#sizes.next);
     this.#readNext();
   }
 
   #readNext(): void {
     let read: Promise<number | Uint8Array | null>;
     try {
-      read = this.#direct ? this.#conn.readSocket(this.#readBuf) : this.#conn.reader.readChunk();
+      read = this.#is(DIRECT)
+        ? this.#conn.readSocket(this.#readBuf)
+        : this.#conn.reader.readChunk();
     } catch (err) {
       this.#readFailed(err);
       return;
@@ -612,7 +521,7 @@ export class FramedEngine implements WebSocketEngine {
     let chunk: Uint8Array | null;
     if (typeof result === "number") {
       const buf = this.#readBuf;
-      const sizes = this.#sizes!;
+      const sizes = this.#sizes;
       this.#conn.countIn(result);
       // A copy: the receiver keeps partial frames, the buffer is reused.
       chunk = buf.slice(0, result);
@@ -620,17 +529,17 @@ export class FramedEngine implements WebSocketEngine {
       if (sizes.next !== buf.length) this.#readBuf = new Uint8Array(sizes.next);
     } else {
       chunk = result;
-      if (!this.#direct && this.#conn.releaseReader()) {
-        this.#direct = true;
-        this.#readBuf = new Uint8Array(this.#sizes!.next);
+      if (!this.#is(DIRECT) && this.#conn.releaseReader()) {
+        this.#flags |= DIRECT;
+        this.#readBuf = new Uint8Array(this.#sizes.next);
       }
     }
-    if (this.#destroyed) {
+    if (this.#is(DESTROYED)) {
       this.#readStopped();
       return;
     }
     if (chunk === null) {
-      if (!this.#gotClose) this.#end(CloseCode.Abnormal, "");
+      if (!this.#is(GOT_CLOSE)) this.#end(CloseCode.Abnormal, "");
       // The peer sends nothing more but may still read: what is queued
       // for it goes out first (bounded by the close timer), then the
       // connection ends.
@@ -641,48 +550,47 @@ export class FramedEngine implements WebSocketEngine {
     }
     this.#activity++;
     this.#received++;
-    if (!this.#lingering) {
+    if (!this.#is(LINGERING)) {
       try {
         this.#receiver.push(chunk);
-        if (this.#handleFrames()) return;
       } catch (err) {
         this.#readFailed(err);
         return;
       }
     }
-    this.#readNext();
+    this.#proceed();
   }
 
   /**
-   * Handles the frames complete so far; true when a message handler
-   * returned a promise: reading waits for it (it holds the rest back).
+   * Handles the frames complete so far (none once lingering), then reads
+   * on — unless a message handler returned a promise: then reading waits
+   * for it (it holds the rest back).
    */
-  #handleFrames(): boolean {
-    const pending = this.#frames();
-    if (pending === undefined) return false;
-    this.#paused = true;
-    pending.then(() => this.#resume(), (err) => this.#readFailed(err));
-    return true;
-  }
-
-  #resume(): void {
-    this.#paused = false;
-    if (this.#destroyed) {
-      this.#readStopped();
-      return;
-    }
+  #proceed(): void {
+    let pending: Promise<void> | undefined;
     try {
-      if (this.#handleFrames()) return;
+      pending = this.#frames();
     } catch (err) {
       this.#readFailed(err);
       return;
     }
-    this.#readNext();
+    if (pending === undefined) {
+      this.#readNext();
+      return;
+    }
+    this.#flags |= PAUSED;
+    pending.then(() => this.#resume(), (err) => this.#readFailed(err));
+  }
+
+  #resume(): void {
+    this.#flags &= ~PAUSED;
+    if (this.#is(DESTROYED)) this.#readStopped();
+    else this.#proceed();
   }
 
   /** A reset, the socket closed under the read, or a handler that threw. */
   #readFailed(err: unknown): void {
-    if (!this.#destroyed) {
+    if (!this.#is(DESTROYED)) {
       this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
       this.destroy();
     }
@@ -690,7 +598,7 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #readStopped(): void {
-    this.#reading = false;
+    this.#flags &= ~READING;
     this.#readBuf = EMPTY;
     this.#maybeClosed();
   }
@@ -701,7 +609,7 @@ export class FramedEngine implements WebSocketEngine {
    * that, and #resume calls again once it settles.
    */
   #frames(): Promise<void> | undefined {
-    while (!this.#lingering) {
+    while (!this.#is(LINGERING)) {
       let frame;
       try {
         frame = this.#receiver.next();
@@ -713,7 +621,7 @@ export class FramedEngine implements WebSocketEngine {
       if (frame === undefined) return undefined;
       switch (frame.type) {
         case "message": {
-          if (this.#ended) break;
+          if (this.#is(ENDED)) break;
           const pending = this.#sink!.message(
             frame.binary ? frame.data : frame.text!,
             frame.binary ? undefined : frame.data,
@@ -722,18 +630,18 @@ export class FramedEngine implements WebSocketEngine {
           break;
         }
         case "ping":
-          if (!this.#sentClose) {
-            this.#admit(encodeFrame(Opcode.Pong, frame.data, { mask: !this.#server }));
+          if (!this.#is(SENT_CLOSE)) {
+            this.#admit(encodeFrame(Opcode.Pong, frame.data, { mask: !this.#is(SERVER) }));
           }
           break;
         case "pong":
           this.#onPong(frame.data);
           break;
         case "close":
-          this.#gotClose = true;
-          this.#lingering = true;
+          this.#flags |= GOT_CLOSE;
+          this.#flags |= LINGERING;
           this.#end(frame.code, frame.reason);
-          if (this.#sentClose) this.#finishClose();
+          if (this.#is(SENT_CLOSE)) this.#finishClose();
           else this.#setCloseTimer();
           break;
       }
@@ -754,18 +662,18 @@ export class FramedEngine implements WebSocketEngine {
   }
 
   #armIdle(): void {
-    if (this.#limits.idleTimeout <= 0 || this.#destroyed) return;
+    if (this.#limits.idleTimeout <= 0 || this.#is(DESTROYED)) return;
     // Two ticks per idleTimeout: the first silent one pings, the next closes.
     this.#idleTimer = setTimeout(() => this.#onIdle(), Math.max(1, this.#limits.idleTimeout / 2));
   }
 
   #onIdle(): void {
-    if (this.#destroyed || this.#sentClose) return;
-    if (this.#received !== this.#idleSeen || this.#paused) {
+    if (this.#is(DESTROYED) || this.#is(SENT_CLOSE)) return;
+    if (this.#received !== this.#idleSeen || this.#is(PAUSED)) {
       this.#idleSeen = this.#received;
-      this.#idleProbe = false;
-    } else if (!this.#idleProbe) {
-      this.#idleProbe = true;
+      this.#flags &= ~IDLE_PROBE;
+    } else if (!this.#is(IDLE_PROBE)) {
+      this.#flags |= IDLE_PROBE;
       this.ping().catch(() => {});
     } else {
       this.#hooks.onIdle?.(this);
@@ -787,14 +695,14 @@ export class FramedEngine implements WebSocketEngine {
    * policy (`"sent"`), or was dropped or closed the connection instead.
    */
   #room(length: number): SendStatus {
-    if (this.#dropping) {
+    if (this.#is(DROPPING)) {
       this.#dropped++;
       this.#droppedSince++;
       return "dropped";
     }
     if (this.#queued > 0 && this.#queued + length > this.#limits.maxBuffered) {
       if (this.#limits.policy === "drop") {
-        this.#dropping = true;
+        this.#flags |= DROPPING;
         this.#dropped++;
         this.#droppedSince = 1;
         this.#hooks.onSlow?.(this, "dropping", this.#dropped);
@@ -822,15 +730,18 @@ export class FramedEngine implements WebSocketEngine {
     if (this.#queue === NO_FRAMES) this.#queue = [frame];
     else this.#queue.push(frame);
     this.#queued += frame.length;
-    if (this.#queued > this.#limits.highWaterMark) this.#pressured = true;
+    if (this.#queued > this.#limits.highWaterMark) this.#flags |= PRESSURED;
     this.#kick();
   }
 
   #kick(): void {
-    if (this.#writing || !this.#started || this.#destroyed || this.#head === this.#queue.length) {
+    if (
+      this.#is(WRITING) || !this.#is(STARTED) || this.#is(DESTROYED) ||
+      this.#head === this.#queue.length
+    ) {
       return;
     }
-    this.#writing = true;
+    this.#flags |= WRITING;
     // The sends of this turn queue up and share one write: every engine
     // kicked in a turn starts its write from one microtask (a publish to
     // 10,000 subscribers schedules one, not 10,000 async calls).
@@ -874,7 +785,7 @@ export class FramedEngine implements WebSocketEngine {
    * frame or promise of ours per write, only the socket's.
    */
   #writeNext(): void {
-    if (this.#destroyed || this.#head === this.#queue.length) {
+    if (this.#is(DESTROYED) || this.#head === this.#queue.length) {
       this.#writeStopped();
       return;
     }
@@ -921,14 +832,14 @@ export class FramedEngine implements WebSocketEngine {
   #wrote(n: number): void {
     const chunk = this.#chunk;
     this.#off += n;
-    if (this.#off < chunk.length && !this.#destroyed) {
+    if (this.#off < chunk.length && !this.#is(DESTROYED)) {
       this.#issue(chunk.subarray(this.#off));
       return;
     }
     this.#chunk = EMPTY;
     this.#activity++;
     this.#written += chunk.length;
-    if (this.#destroyed) {
+    if (this.#is(DESTROYED)) {
       this.#writeStopped();
       return;
     }
@@ -940,7 +851,7 @@ export class FramedEngine implements WebSocketEngine {
 
   #writeFailed(err: unknown): void {
     this.#chunk = EMPTY;
-    if (!this.#destroyed) {
+    if (!this.#is(DESTROYED)) {
       this.#end(CloseCode.Abnormal, err instanceof Error ? err.message : "");
       this.destroy();
     }
@@ -949,21 +860,21 @@ export class FramedEngine implements WebSocketEngine {
 
   /** The queue is empty (or the connection gone): no write in flight any more. */
   #writeStopped(): void {
-    this.#writing = false;
-    if (this.#destroyed) {
+    this.#flags &= ~WRITING;
+    if (this.#is(DESTROYED)) {
       this.#maybeClosed();
       return;
     }
     // Not while idle: neither the write buffer nor the queue array.
     this.#joined = EMPTY;
-    if (this.#dropping) {
-      this.#dropping = false;
+    if (this.#is(DROPPING)) {
+      this.#flags &= ~DROPPING;
       this.#hooks.onSlow?.(this, "drained", this.#droppedSince);
       this.#droppedSince = 0;
     }
-    if (this.#pressured) {
-      this.#pressured = false;
-      if (!this.#sentClose) this.#sink?.drain();
+    if (this.#is(PRESSURED)) {
+      this.#flags &= ~PRESSURED;
+      if (!this.#is(SENT_CLOSE)) this.#sink?.drain();
     }
   }
 
@@ -1025,7 +936,7 @@ export class FramedEngine implements WebSocketEngine {
     const queued = this.#queued;
     const keep: { bytes: number; resolve: () => void }[] = [];
     for (const waiter of this.#waiters) {
-      if (this.#destroyed || queued <= waiter.bytes) waiter.resolve();
+      if (this.#is(DESTROYED) || queued <= waiter.bytes) waiter.resolve();
       else keep.push(waiter);
     }
     this.#waiters = keep;

@@ -89,11 +89,10 @@ export interface MessageTarget<T> {
   /** No more messages: what to do before the session ends (close, the `close` callback). */
   ended(ws: WebSocketConn<T>): void | Promise<void>;
   /**
-   * With it, `kServe` makes no promise: the session's end is reported here,
-   * with what `ended` returned (a server's bookkeeping: nothing kept per
-   * connection for it).
+   * The session is over: reported with what `ended` returned (a server's
+   * bookkeeping: `kServe` keeps no promise or closure per connection for it).
    */
-  finished?(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
+  finished(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
 }
 
 /** How a {@linkcode WebSocketConn} is made. Internal. */
@@ -142,8 +141,6 @@ let endOf: (ws: WebSocketConn<unknown>, code: number, reason: string) => void;
 let releasedOf: (ws: WebSocketConn<unknown>) => void;
 
 const NO_INBOX: (Inbound | undefined)[] = [];
-// #directDone while a target with `finished` is served: its end goes there.
-const REPORT_FINISHED = (): void => {};
 const NO_READERS: (() => void)[] = [];
 const encoder = new TextEncoder();
 const TRUE = Promise.resolve(true);
@@ -244,7 +241,8 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   [kWrap]: ((data: Message, binary: boolean) => Message) | undefined;
   // Set by [kServe]: messages go straight to it, not through the inbox.
   #direct: MessageTarget<T> | undefined;
-  #directDone: ((ended: void | Promise<void>) => void) | undefined;
+  // Served directly and not finished yet: the end still goes to #direct.
+  #serving = false;
   // A direct handler's promise is pending: messages wait in the inbox (the
   // socket is still read, so a pong or a close the handler awaits arrives).
   #busy = false;
@@ -681,36 +679,30 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
   /**
    * Hands every message to `target.message`, in order, straight from the
    * read loop, until the peer's close frame (or the end of the connection);
-   * then resolves once `target.ended` has. Messages that queued up before
-   * are handed over first. Internal: the server's handler objects. While it
-   * serves, a connection holds no promise or closure of its own but the one
-   * this returns — and none at all for a target with `finished`: then
-   * nothing is returned, and the end goes to `target.finished`.
+   * then calls `target.ended`, and reports the session's end to
+   * `target.finished`. Messages that queued up before are handed over
+   * first. Internal: the server's handler objects. While it serves, a
+   * connection holds no promise or closure of its own. (The target's type is
+   * written out, not `MessageTarget`: this method is part of a public
+   * class's declared shape.)
    */
   [kServe](target: {
     message(ws: WebSocketConn<T>, data: Message): void | Promise<void>;
     ended(ws: WebSocketConn<T>): void | Promise<void>;
-    finished?(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
-  }): Promise<void> | undefined {
+    finished(ws: WebSocketConn<T>, ended: void | Promise<void>): void;
+  }): void {
     if (this.#head < this.#inbox.length) {
-      const queued = this.#serveQueued(target);
-      if (target.finished === undefined) return queued;
       // #serveQueued goes direct (and reports the end) once the inbox is empty.
-      queued.catch((error) => target.finished!(this, Promise.reject(error)));
-      return undefined;
+      this.#serveQueued(target).catch((error) => target.finished(this, Promise.reject(error)));
+      return;
     }
     if (this.#ended || this.#finished) {
       this.#reply();
-      if (target.finished === undefined) return Promise.resolve(target.ended(this));
       target.finished(this, target.ended(this));
-      return undefined;
+      return;
     }
     this.#direct = target;
-    if (target.finished !== undefined) {
-      this.#directDone = REPORT_FINISHED;
-      return undefined;
-    }
-    return new Promise<void>((resolve) => (this.#directDone = resolve));
+    this.#serving = true;
   }
 
   /** [kServe] with messages waiting in the inbox: those first, then direct. */
@@ -719,17 +711,15 @@ export class WebSocketConn<T = unknown> implements Conn, Subscriber, AsyncIterab
       const msg = await this.#next();
       if (msg !== null) await target.message(this, msg.data);
     }
-    return this[kServe](target);
+    this[kServe](target);
   }
 
   /** The direct handler saw its last message: on to `ended`, once. */
   #finishDirect(): void {
-    const done = this.#directDone;
-    if (done === undefined) return;
-    this.#directDone = undefined;
+    if (!this.#serving) return;
+    this.#serving = false;
     const target = this.#direct!;
-    if (done === REPORT_FINISHED) target.finished!(this, target.ended(this));
-    else done(target.ended(this));
+    target.finished(this, target.ended(this));
   }
 
   /**

@@ -883,8 +883,8 @@ export class WebSocketServer<T = unknown> implements Server {
     ws[kStart]();
     if (opened !== undefined && typeof (opened as PromiseLike<void>).then === "function") {
       Promise.resolve(opened).then(
-        () => void ws[kServe](this.#target),
-        (error) => this.#target.finished!(ws, this.#openFailed(ws, error)),
+        () => ws[kServe](this.#target),
+        (error) => this.#target.finished(ws, this.#openFailed(ws, error)),
       );
       return SESSION_PENDING;
     }
